@@ -1,0 +1,71 @@
+"""What every notification channel is: one small interface and one registry."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from datetime import datetime, timezone
+from typing import ClassVar, Literal
+
+from pydantic import BaseModel, Field
+
+
+class Message(BaseModel):
+    """One page about one incident, independent of the channel that carries it."""
+
+    incident_id: str = Field(description="Flow run id of the incident.")
+    runbook_id: str
+    title: str = Field(description="One line: runbook title and what happened.")
+    text: str = Field(description="The body, already rendered.")
+    severity: str | None = None
+    step_id: str | None = Field(None, description="The step this message belongs to.")
+    run_url: str | None = Field(None, description="Link to the run in the Prefect UI.")
+    drill: bool = False
+    needs_answer: bool = Field(False, description="True when the recipient is asked to acknowledge or approve.")
+    answer_options: list[str] = Field(default_factory=list, description="e.g. ['ack'] or ['approve', 'reject'].")
+    answer_url: str | None = Field(None, description="Signed link that answers the waiting step.")
+    language: Literal["zh", "en"] = "zh"
+
+    def headline(self) -> str:
+        prefix = "[演练 DRILL] " if self.drill else ""
+        sev = f"[{self.severity}] " if self.severity else ""
+        return f"{prefix}{sev}{self.title}"
+
+
+class Delivery(BaseModel):
+    """One attempt to reach one person on one channel: the audit record of a page."""
+
+    at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    channel: str
+    person: str
+    to: str
+    outcome: Literal["sent", "failed"]
+    attempt: int = 1
+    error: str | None = None
+    provider_id: str | None = Field(None, description="Id the platform gave the message (Slack ts, Twilio SID).")
+
+
+class ChannelError(Exception):
+    """A channel could not deliver. `retry_after` is set when the platform said when to try again."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.permanent = permanent
+
+
+class Channel(ABC):
+    """Sends a Message to one address. Raises ChannelError on failure; never swallows it."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def send(self, message: Message, to: str) -> str | None:
+        """Deliver and return the platform's message id, if any."""
+
+
+CHANNELS: dict[str, type[Channel]] = {}
+
+
+def register(cls: type[Channel]) -> type[Channel]:
+    CHANNELS[cls.name] = cls
+    return cls

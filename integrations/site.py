@@ -1,0 +1,41 @@
+"""Site configuration: the endpoints that runbook actions and probes address.
+
+A runbook says `endpoint: firewall.block-address`; the site says which firewall
+that is, and which harmless target a drill uses instead. Nothing in a runbook is
+hard-wired to one vendor.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from runbooks.model import Duration
+
+
+class Endpoint(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(description="Address of the real system; may use {{ args.x }} templates.")
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    headers: dict[str, str] = Field(default_factory=dict, description="Headers; a value '${ENV_NAME}' is read from the environment.")
+    drill_url: str | None = Field(None, description="Where a drill sends the same request. Without it a drill records the request and sends nothing.")
+    timeout: Duration = Field(timedelta(seconds=10))
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204])
+
+
+class Site(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("default", description="Site name, shown in messages.")
+    endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+
+
+def load_site(path: Path) -> Site:
+    if not path.exists():
+        return Site()
+    return Site.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})

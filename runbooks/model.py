@@ -1,0 +1,523 @@
+"""The runbook language: what a plan may say, as pydantic models.
+
+A runbook is metadata, typed parameters, severity levels with grading rules,
+roles, an ordered list of steps, and the incident's time rules (thresholds that
+fire while it is open, deadlines that must be met). Steps are a discriminated
+union keyed by ``kind``; ``STEP_KINDS`` at the bottom is the one list of kinds.
+
+Every field carries a description: together they are the runbook author's
+manual (``runbook schema`` prints them).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from runbooks.expressions import ExpressionError, check_expression, check_template, referenced_steps
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+RESERVED_ANSWER_KEYS = {"status", "result", "answered_by", "answered_at", "error", "attempts"}
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
+
+
+def parse_duration(value: Any) -> timedelta:
+    """'30m', '6h', '1h30m', '5d', '45s' or a number of seconds -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return timedelta(seconds=value)
+    if isinstance(value, str):
+        text = value.replace(" ", "").lower()
+        parts = _DURATION.findall(text)
+        if parts and "".join(n + u for n, u in parts) == text:
+            unit = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+            return timedelta(seconds=sum(float(n) * unit[u] for n, u in parts))
+    raise ValueError(f"'{value}' is not a duration; write it like 45s, 30m, 6h, 1h30m or 5d")
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Text(Model):
+    """Text in both languages of the plan. May contain Jinja templates where noted."""
+
+    zh: str = Field(description="中文.")
+    en: str = Field(description="English.")
+
+    def get(self, language: str) -> str:
+        return self.zh if language == "zh" else self.en
+
+    def both(self) -> str:
+        return self.zh if self.zh == self.en else f"{self.zh} / {self.en}"
+
+
+class Source(Model):
+    plan: int = Field(description="Number of the plan in shared/seeds/emergency-plans.zh.txt (篇N).")
+    title: str = Field(description="The plan's own Chinese title.")
+    completed: str | None = Field(None, description="Where the source was cut short or skipped items, what this runbook added and why.")
+
+
+class Parameter(Model):
+    type: Literal["string", "number", "integer", "boolean", "datetime"] = Field("string", description="Value type.")
+    label: Text = Field(description="Label shown to whoever starts the runbook.")
+    default: Any = Field(None, description="Value when none is given; without one the parameter is required.")
+    choices: list[str] | None = Field(None, description="Allowed values, for a string parameter.")
+
+
+class Level(Model):
+    id: str = Field(description="Level id used in rules, branches and overrides, e.g. '1' or 'serious'.")
+    label: Text = Field(description="Name of the level, e.g. 一级故障 / Level 1 (major).")
+    description: Text | None = Field(None, description="What the level means, from the plan.")
+
+
+class GradingRule(Model):
+    level: str = Field(description="Level this rule assigns.")
+    when: str = Field(description="Condition over params and earlier answers; the first rule that holds decides.")
+    reason: Text = Field(description="Why, in the plan's words: shown in the run and the report.")
+
+
+class Severity(Model):
+    levels: list[Level] = Field(description="Levels, most severe first.")
+    rules: list[GradingRule] = Field(default_factory=list, description="Grading rules, evaluated in order by `grade` steps.")
+    default: str = Field(description="Level when no rule holds.")
+
+
+class Role(Model):
+    label: Text = Field(description="Role name, e.g. 信息科科长 / Head of the information department.")
+    description: Text | None = Field(None, description="What the role does in this plan.")
+
+
+class Escalation(Model):
+    after: Duration = Field(description="Time without an answer before this tier is paged.")
+    notify: list[str] = Field(description="Roles paged at this tier.")
+    message: Text | None = Field(None, description="Message template; defaults to the step's title and instructions.")
+
+
+# ---------------------------------------------------------------- steps
+
+
+class StepBase(Model):
+    id: str = Field(pattern=ID_PATTERN, description="Unique id within the runbook: lowercase letters, digits, dashes.")
+    title: Text = Field(description="Short imperative title, shown as the task run's subject and in the checklist.")
+    instructions: Text | None = Field(None, description="Markdown instructions for the people doing the step; Jinja template.")
+    role: str | None = Field(None, description="Role that performs the step (the plan's 主值, 网络管理员...).")
+    when: str | None = Field(None, description="Condition; the step is skipped when it is false.")
+    retries: int = Field(0, ge=0, le=20, description="Times a failed step is tried again.")
+    retry_delay: Duration = Field(timedelta(seconds=0), description="Wait between tries.")
+    timeout: Duration | None = Field(None, description="Time one try may take before it counts as failed.")
+    on_failure: Literal["abort", "continue", "escalate"] = Field(
+        "abort", description="abort ends the incident as failed; continue records the failure and goes on; "
+        "escalate pages the runbook's lead role and asks them to retry, continue or abort.")
+
+
+class HttpRequest(Model):
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE"] = "POST"
+    url: str = Field(description="Address; Jinja template.")
+    headers: dict[str, str] = Field(default_factory=dict, description="Extra headers; values are templates.")
+    json_body: Any = Field(None, alias="json", description="JSON body; string values are templates.")
+    expect_status: list[int] = Field(default_factory=lambda: [200, 201, 202, 204], description="Statuses that count as success.")
+    timeout: Duration = Field(timedelta(seconds=10), description="Time one request may take.")
+
+
+class Target(Model):
+    """Where an action or a probe goes: an endpoint named in site config, a registered callable, or an inline request."""
+
+    endpoint: str | None = Field(None, description="Name of an endpoint in config/site.yaml (has its own drill target).")
+    call: str | None = Field(None, description="Name of a Python callable registered with tasks.actions.action.")
+    http: HttpRequest | None = Field(None, description="An inline HTTP request.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments (callable) or body fields (endpoint); strings are templates.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "Target":
+        given = [k for k in ("endpoint", "call", "http") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of endpoint, call or http")
+        return self
+
+
+class ActionStep(StepBase, Target):
+    kind: Literal["action"]
+
+
+class CheckStep(StepBase):
+    kind: Literal["check"]
+    probe: Target | None = Field(None, description="What to probe; its result is `result` in `until`.")
+    alert_resolved: bool = Field(False, description="Also (or only) hold when the alert that started the incident is resolved.")
+    until: str | None = Field(None, description="Condition over `result` that ends the check, e.g. `result.status_code == 200`.")
+    interval: Duration = Field(timedelta(seconds=30), description="Time between probes.")
+    limit: Duration = Field(description="Give up after this long; the step then fails (see on_failure).")
+
+    @model_validator(mode="after")
+    def _has_probe(self) -> "CheckStep":
+        if self.probe is None and not self.alert_resolved:
+            raise ValueError("a check needs a `probe` or `alert_resolved: true`")
+        if self.probe is not None and not self.until:
+            raise ValueError("a check with a probe needs `until`, the condition that ends it")
+        return self
+
+
+class Choice(Model):
+    value: str
+    label: Text
+
+
+class FormField(Model):
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="Answer key: lowercase, digits, underscores.")
+    type: Literal["yes_no", "choice", "text", "number", "integer", "datetime"] = Field(description="Kind of answer.")
+    label: Text = Field(description="Question or label.")
+    choices: list[Choice] | None = Field(None, description="Options, for type choice.")
+    default: Any = Field(None, description="Default answer; also what --auto answers.")
+    required: bool = Field(True, description="Whether an answer is needed.")
+
+    @model_validator(mode="after")
+    def _choices(self) -> "FormField":
+        if self.type == "choice" and not self.choices:
+            raise ValueError(f"field '{self.id}' is a choice but has no `choices`")
+        if self.type != "choice" and self.choices:
+            raise ValueError(f"field '{self.id}' has `choices` but is not of type choice")
+        if self.id in RESERVED_ANSWER_KEYS:
+            raise ValueError(f"field id '{self.id}' is reserved; rename it")
+        return self
+
+
+class WaitsForPeople(Model):
+    """Shared by the kinds that pause the incident until somebody answers."""
+
+    answerers: list[str] = Field(default_factory=list, description="Roles whose people may answer; empty means anyone.")
+    escalation: list[Escalation] = Field(default_factory=list, description="Who is paged, and when, while nobody answers.")
+    remind_every: Duration | None = Field(None, description="Re-page the current tier this often while nobody answers.")
+    expires: Duration | None = Field(None, description="After this long unanswered the step takes its expiry branch.")
+    on_expiry: list["Step"] = Field(default_factory=list, description="Steps run when the step expires; the incident then ends as expired unless they say otherwise.")
+    continue_on_expiry: bool = Field(False, description="Go on with the runbook after the expiry steps instead of ending it.")
+
+
+class ManualStep(StepBase, WaitsForPeople):
+    kind: Literal["manual"]
+    fields: list[FormField] = Field(default_factory=list, description="What the people record; a form in the Prefect UI.")
+
+
+class ApprovalStep(StepBase, WaitsForPeople):
+    kind: Literal["approval"]
+    on_reject: list["Step"] = Field(default_factory=list, description="Steps run when rejected; the incident then ends as rejected unless continue_on_reject.")
+    continue_on_reject: bool = Field(False, description="Go on with the runbook after the reject steps.")
+
+
+class NotifyStep(StepBase, WaitsForPeople):
+    kind: Literal["notify"]
+    to: list[str] = Field(description="Roles to page.")
+    message: Text = Field(description="Message template.")
+    ack: bool = Field(False, description="Wait for an acknowledgement, escalating as configured.")
+
+
+class WaitStep(StepBase):
+    kind: Literal["wait"]
+    duration: Duration = Field(description="How long to wait.")
+
+
+class Case(Model):
+    when: str = Field(description="Condition for this case.")
+    steps: list["Step"] = Field(description="Steps of this case.")
+
+
+class BranchStep(StepBase):
+    kind: Literal["branch"]
+    cases: list[Case] = Field(description="First case whose condition holds runs.")
+    otherwise: list["Step"] = Field(default_factory=list, description="Steps when no case holds.")
+
+
+class Track(Model):
+    id: str = Field(pattern=ID_PATTERN, description="Track id.")
+    title: Text
+    role: str | None = Field(None, description="Role responsible for the track.")
+    after: list[str] = Field(default_factory=list, description="Tracks that must finish first.")
+    steps: list["Step"]
+
+
+class ParallelStep(StepBase):
+    kind: Literal["parallel"]
+    tracks: list[Track] = Field(min_length=1, description="Tracks run side by side, each as its own child flow run.")
+
+
+class GradeStep(StepBase):
+    kind: Literal["grade"]
+
+
+class EndStep(StepBase):
+    kind: Literal["end"]
+    outcome: Literal["resolved", "failed"] = Field("resolved", description="resolved completes the run; failed fails it.")
+
+
+STEP_KINDS = (ActionStep, CheckStep, ManualStep, ApprovalStep, NotifyStep, WaitStep, BranchStep, ParallelStep, GradeStep, EndStep)
+Step = Annotated[Union[STEP_KINDS], Field(discriminator="kind")]  # type: ignore[valid-type]
+PAUSING_KINDS = {"manual", "approval", "parallel"}
+
+
+class Threshold(Model):
+    id: str = Field(pattern=ID_PATTERN)
+    title: Text
+    after: Duration = Field(description="Time after `start` at which it fires, if the incident is still open.")
+    start: str = Field("incident", description="'incident' (run start) or 'param:NAME' (a datetime parameter, e.g. the time of the fault).")
+    when: str | None = Field(None, description="Condition checked when it fires (e.g. only for class 1).")
+    steps: list["Step"] = Field(description="Steps run when it fires: notify and action only (they run beside the main line).")
+
+
+class Deadline(Model):
+    id: str = Field(pattern=ID_PATTERN)
+    title: Text
+    within: Duration = Field(description="Time allowed.")
+    working_days: int | None = Field(None, ge=1, description="Instead of `within`: this many Chinese working days (holidays and adjusted weekends counted).")
+    start: str = Field("incident", description="'incident', 'param:NAME' or 'step:ID' (when that step finished).")
+    met_by: str = Field(description="Step whose completion meets the deadline.")
+    on_miss: list["Step"] = Field(default_factory=list, description="Steps run when it passes unmet: notify and action only.")
+
+
+class Runbook(Model):
+    id: str = Field(pattern=ID_PATTERN, description="Runbook id; also the Prefect flow name.")
+    title: Text
+    description: Text
+    source: Source
+    version: int = Field(1, description="Bump when the plan changes.")
+    tags: list[str] = Field(default_factory=list)
+    parameters: dict[str, Parameter] = Field(default_factory=dict, description="Typed inputs of an incident (site, system, reporter...).")
+    severity: Severity | None = None
+    roles: dict[str, Role] = Field(description="Roles the plan names; resolved to people by the contacts directory.")
+    lead: str = Field(description="Role that leads the incident; failures are escalated to it.")
+    steps: list[Step] = Field(min_length=1)
+    thresholds: list[Threshold] = Field(default_factory=list, description="Rules that fire while the incident is open (the hospital's 30 min / 6 h / 24 h).")
+    deadlines: list[Deadline] = Field(default_factory=list, description="Things that must be done by a time (the initial report within 1 hour).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Runbook":
+        problems = check_runbook(self)
+        if problems:
+            raise problems[0]
+        return self
+
+    def all_steps(self) -> list[tuple[StepBase, str]]:
+        """Every step in document order, with where it stands ('steps', 'threshold X', 'track Y')."""
+        return list(_walk(self))
+
+    def step(self, step_id: str) -> StepBase:
+        for s, _ in _walk(self):
+            if s.id == step_id:
+                return s
+        raise KeyError(step_id)
+
+    def level(self, level_id: str) -> Level | None:
+        if self.severity is None:
+            return None
+        return next((lv for lv in self.severity.levels if lv.id == level_id), None)
+
+
+# ---------------------------------------------------------------- cross-field checks
+
+
+class RunbookProblem(ValueError):
+    """One thing wrong with a runbook: which step, what, and how to fix it."""
+
+    def __init__(self, step: str | None, message: str, fix: str):
+        self.step, self.message, self.fix = step, message, fix
+        where = f"step '{step}': " if step else ""
+        super().__init__(f"{where}{message}. Fix: {fix}")
+
+
+def _children(step: Any) -> list[tuple[Any, str]]:
+    out: list[tuple[Any, str]] = []
+    for name in ("on_expiry", "on_reject", "otherwise"):
+        for child in getattr(step, name, []) or []:
+            out.append((child, f"{step.id}.{name}"))
+    for case in getattr(step, "cases", []) or []:
+        out += [(c, f"{step.id}.case") for c in case.steps]
+    for track in getattr(step, "tracks", []) or []:
+        out += [(c, f"track {track.id}") for c in track.steps]
+    return out
+
+
+def _walk_steps(steps: list[Any], where: str):
+    for step in steps:
+        yield step, where
+        for child, child_where in _children(step):
+            yield from _walk_steps([child], child_where)
+
+
+def _walk(rb: Runbook):
+    yield from _walk_steps(rb.steps, "steps")
+    for th in rb.thresholds:
+        yield from _walk_steps(th.steps, f"threshold {th.id}")
+    for dl in rb.deadlines:
+        yield from _walk_steps(dl.on_miss, f"deadline {dl.id}")
+
+
+def _roles_of(step: Any) -> list[str]:
+    roles = [step.role] if step.role else []
+    roles += getattr(step, "answerers", []) or []
+    roles += getattr(step, "to", []) or []
+    for tier in getattr(step, "escalation", []) or []:
+        roles += tier.notify
+    for track in getattr(step, "tracks", []) or []:
+        roles += [track.role] if track.role else []
+    return roles
+
+
+def _templates_of(step: Any) -> list[tuple[str, str]]:
+    texts: list[Text] = [t for t in (step.title, step.instructions, getattr(step, "message", None)) if t is not None]
+    texts += [tier.message for tier in getattr(step, "escalation", []) or [] if tier.message]
+    out = [(f"{lang}", getattr(t, lang)) for t in texts for lang in ("zh", "en")]
+    http = getattr(step, "http", None) or getattr(getattr(step, "probe", None), "http", None)
+    if http is not None:
+        out.append(("http.url", http.url))
+    return out
+
+
+def _conditions_of(step: Any) -> list[tuple[str, str]]:
+    out = [("when", step.when)] if step.when else []
+    out += [("cases.when", c.when) for c in getattr(step, "cases", []) or []]
+    if getattr(step, "until", None):
+        out.append(("until", step.until))
+    return out
+
+
+def check_runbook(rb: Runbook) -> list[RunbookProblem]:
+    """Every cross-field rule of the language, in one place."""
+    problems: list[RunbookProblem] = []
+    seen: dict[str, str] = {}
+    order: dict[str, int] = {}
+    for index, (step, where) in enumerate(_walk(rb)):
+        if step.id in seen:
+            problems.append(RunbookProblem(step.id, f"the id is used twice (in {seen[step.id]} and in {where})", "give each step its own id"))
+        seen.setdefault(step.id, where)
+        order.setdefault(step.id, index)
+    for th in rb.thresholds:
+        if th.id in seen:
+            problems.append(RunbookProblem(th.id, "a threshold has the same id as a step", "rename the threshold"))
+    for dl in rb.deadlines:
+        if dl.id in seen:
+            problems.append(RunbookProblem(dl.id, "a deadline has the same id as a step", "rename the deadline"))
+
+    if rb.lead not in rb.roles:
+        problems.append(RunbookProblem(None, f"lead role '{rb.lead}' is not declared under roles", f"add '{rb.lead}' to roles or pick one of: {', '.join(rb.roles)}"))
+
+    levels = [lv.id for lv in rb.severity.levels] if rb.severity else []
+    if rb.severity:
+        if rb.severity.default not in levels:
+            problems.append(RunbookProblem(None, f"severity default '{rb.severity.default}' is not a level", f"use one of: {', '.join(levels)}"))
+        for rule in rb.severity.rules:
+            if rule.level not in levels:
+                problems.append(RunbookProblem(None, f"grading rule gives unknown level '{rule.level}'", f"use one of: {', '.join(levels)}"))
+            problems += _check_condition(rb, None, "severity rule", rule.when, seen, order, None)
+
+    for step, where in _walk(rb):
+        for role in _roles_of(step):
+            if role not in rb.roles:
+                problems.append(RunbookProblem(step.id, f"role '{role}' is not declared under roles", f"add '{role}' to roles or use one of: {', '.join(rb.roles)}"))
+        for name, template in _templates_of(step):
+            try:
+                check_template(template)
+            except ExpressionError as exc:
+                problems.append(RunbookProblem(step.id, f"the {name} template does not compile: {exc}", "fix the Jinja syntax ({{ ... }}, {% ... %})"))
+        for name, cond in _conditions_of(step):
+            problems += _check_condition(rb, step.id, name, cond, seen, order, order.get(step.id))
+        if step.kind == "grade" and rb.severity is None:
+            problems.append(RunbookProblem(step.id, "a grade step needs the runbook to declare `severity`", "add severity levels and rules, or remove the step"))
+        if step.kind == "parallel":
+            problems += _check_tracks(step)
+        if where.startswith(("threshold", "deadline")) and step.kind not in ("notify", "action") :
+            problems.append(RunbookProblem(step.id, f"a {step.kind} step cannot run inside a {where.split()[0]} (it runs beside the main line and cannot pause it)", "use notify or action steps there; put people's work in the main steps"))
+        if where.startswith(("threshold", "deadline")) and getattr(step, "ack", False):
+            problems.append(RunbookProblem(step.id, "a notify step inside a time rule cannot wait for acknowledgement", "remove `ack: true` or move the step to the main line"))
+
+    for rule in [*rb.thresholds, *rb.deadlines]:
+        problems += _check_time_rule(rb, rule, seen)
+    return problems
+
+
+def _check_condition(rb, step_id, name, cond, seen, order, position) -> list[RunbookProblem]:
+    try:
+        check_expression(cond)
+    except ExpressionError as exc:
+        return [RunbookProblem(step_id, f"the {name} condition '{cond}' does not compile: {exc}", "write a Jinja expression such as `params.scope == 'inside'`")]
+    problems = []
+    for ref in referenced_steps(cond):
+        if ref not in seen:
+            problems.append(RunbookProblem(step_id, f"the {name} condition refers to step '{ref}', which does not exist", f"use the id of an earlier step; known ids: {', '.join(list(seen)[:12])}"))
+        elif position is not None and order[ref] >= position and ref != step_id:
+            problems.append(RunbookProblem(step_id, f"the {name} condition uses step '{ref}', which comes later", f"move '{ref}' before '{step_id}' or drop the reference"))
+    return problems
+
+
+def _check_tracks(step: ParallelStep) -> list[RunbookProblem]:
+    ids = [t.id for t in step.tracks]
+    problems = []
+    if len(set(ids)) != len(ids):
+        problems.append(RunbookProblem(step.id, "two tracks share an id", "give each track its own id"))
+    graph = {t.id: t.after for t in step.tracks}
+    for track in step.tracks:
+        for dep in track.after:
+            if dep not in graph:
+                problems.append(RunbookProblem(step.id, f"track '{track.id}' waits for unknown track '{dep}'", f"use one of: {', '.join(ids)}"))
+    cycle = _find_cycle(graph)
+    if cycle:
+        problems.append(RunbookProblem(step.id, f"tracks wait for each other in a cycle: {' -> '.join(cycle)}", "remove one of those `after` entries"))
+    return problems
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph.get(node, []):
+            if nxt not in graph:
+                continue
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if state.get(nxt) is None and (found := visit(nxt)):
+                return found
+        state[node] = 2
+        path.pop()
+        return None
+
+    for node in graph:
+        if state.get(node) is None and (found := visit(node)):
+            return found
+    return None
+
+
+def _check_time_rule(rb: Runbook, rule: Threshold | Deadline, seen: dict[str, str]) -> list[RunbookProblem]:
+    problems = []
+    span = rule.after if isinstance(rule, Threshold) else rule.within
+    if span.total_seconds() <= 0 and not getattr(rule, "working_days", None):
+        problems.append(RunbookProblem(rule.id, "the time rule has no positive duration", "set `after`/`within` to a positive duration such as 30m"))
+    start = rule.start
+    if start.startswith("param:"):
+        name = start[6:]
+        param = rb.parameters.get(name)
+        if param is None or param.type != "datetime":
+            problems.append(RunbookProblem(rule.id, f"start '{start}' needs a datetime parameter '{name}'", f"declare parameters.{name} with type: datetime, or start from 'incident'"))
+    elif start.startswith("step:"):
+        if isinstance(rule, Threshold):
+            problems.append(RunbookProblem(rule.id, "a threshold cannot start from a step", "use 'incident' or 'param:NAME'"))
+        elif start[5:] not in seen:
+            problems.append(RunbookProblem(rule.id, f"start '{start}' names a step that does not exist", "use 'step:' with an existing step id"))
+    elif start != "incident":
+        problems.append(RunbookProblem(rule.id, f"start '{start}' is not understood", "use 'incident', 'param:NAME' or 'step:ID'"))
+    if isinstance(rule, Deadline) and rule.met_by not in seen:
+        problems.append(RunbookProblem(rule.id, f"met_by '{rule.met_by}' is not a step", "name the step whose completion meets the deadline"))
+    if isinstance(rule, Threshold) and rule.when:
+        problems += _check_condition(rb, rule.id, "when", rule.when, seen, {}, None)
+    return problems
+
+
+for _model in (ManualStep, ApprovalStep, NotifyStep, Case, BranchStep, Track, ParallelStep, Threshold, Deadline, Runbook, WaitsForPeople):
+    _model.model_rebuild()
