@@ -48,12 +48,17 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("Prefect server did not become healthy in 90 s")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_server(tmp_path_factory):
-    """Point every Prefect client in this process and its children at a fresh server."""
-    home = tmp_path_factory.mktemp("prefect-home")
+_server: dict = {}
+
+
+def pytest_configure(config):
+    """Start the server before any test module imports prefect: Prefect reads its settings at import."""
+    import tempfile
+
+    home = Path(tempfile.mkdtemp(prefix="runbook-tests-"))
     proc, api = _start_server(home)
-    settings = {
+    _server.update(proc=proc, api=api, home=home)
+    os.environ.update({
         "PREFECT_API_URL": api,
         "PREFECT_HOME": str(home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -61,21 +66,26 @@ def prefect_server(tmp_path_factory):
         "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
         "RUNBOOK_INCIDENTS_DIR": str(home / "incidents"),
         "RUNBOOK_STATE_DIR": str(home / "var"),
-    }
-    old = {k: os.environ.get(k) for k in settings}
-    os.environ.update(settings)
-    from prefect.settings import get_current_settings  # noqa: F401  (settings are read from env on use)
-    from runbooks.settings import get_settings
+    })
 
-    get_settings.cache_clear()
-    yield api
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+
+def pytest_unconfigure(config):
+    proc = _server.get("proc")
+    if proc is None:
+        return
     proc.terminate()
     try:
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """Address of the session's Prefect API."""
+    return _server["api"]
+
+
+@pytest.fixture(scope="session")
+def prefect_home() -> Path:
+    return _server["home"]
