@@ -62,6 +62,10 @@ class Channel(ABC):
     def send(self, message: Message, to: str) -> str | None:
         """Deliver and return the platform's message id, if any."""
 
+    def secrets(self) -> list[str]:
+        """Secret values this channel holds, so the dispatcher can scrub them from errors and logs."""
+        return []
+
 
 CHANNELS: dict[str, type[Channel]] = {}
 

@@ -1,0 +1,54 @@
+"""A tiny JSON file store for notification state that must outlive one process.
+
+Used for the Slack thread of each incident and for the questions sent by SMS that
+a reply may answer. Small data, rare writes: a JSON file replaced atomically
+under a lock is enough and needs no database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from runbooks.settings import get_settings
+
+_lock = threading.Lock()
+
+
+def state_path(name: str) -> Path:
+    """Where the store called `name` lives: under settings.state_dir/notify/."""
+    return Path(get_settings().state_dir) / "notify" / f"{name}.json"
+
+
+class JsonStore:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def load(self) -> dict[str, Any]:
+        try:
+            return json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except json.JSONDecodeError:
+            # A damaged state file must not stop paging; start over (threads restart, old SMS asks expire).
+            return {}
+
+    def get(self, key: str, default: Any = None) -> Any:
+        with _lock:
+            return self.load().get(key, default)
+
+    def update(self, key: str, fn) -> Any:
+        """Replace data[key] by fn(old_value_or_None) and return the new value."""
+        with _lock:
+            data = self.load()
+            data[key] = fn(data.get(key))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=self.path.name, suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                json.dump(data, f, ensure_ascii=False, indent=1)
+            os.replace(tmp, self.path)
+            return data[key]
