@@ -1,0 +1,171 @@
+"""The intake's memory on disk, under ``settings.state_dir``.
+
+* the **spool**: every accepted alert, written before the sender hears 202, drained
+  in order into Prefect; what was not yet handed over survives a restart.
+* the **ledger**: alert group -> incident (flow run) per runbook, with an episode
+  number, so re-sends join the open incident and a new firing after it closed
+  starts the next one.
+* ``unrouted.jsonl``: alerts no route took, with the reason, for whoever writes routes.
+
+SQLite (stdlib) because it gives durable, ordered appends and atomic updates
+without another service to run.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    item        TEXT NOT NULL,              -- {"alert": {...}, "decision": {...}}
+    state       TEXT NOT NULL DEFAULT 'pending',  -- pending | done | failed
+    outcome     TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS spool_pending ON spool(state, id);
+CREATE TABLE IF NOT EXISTS incidents (
+    runbook        TEXT NOT NULL,
+    grp            TEXT NOT NULL,
+    episode        INTEGER NOT NULL,
+    flow_run_id    TEXT NOT NULL,
+    opened_at      TEXT NOT NULL,
+    last_starts_at TEXT,                    -- newest alert start seen in this episode
+    PRIMARY KEY (runbook, grp)
+);
+CREATE TABLE IF NOT EXISTS resolutions (
+    flow_run_id TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    starts_at   TEXT NOT NULL,
+    PRIMARY KEY (flow_run_id, fingerprint, starts_at)
+);
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class SpoolItem:
+    id: int
+    received_at: str
+    item: dict[str, Any]
+    attempts: int
+
+
+@dataclass
+class Incident:
+    runbook: str
+    grp: str
+    episode: int
+    flow_run_id: str
+    opened_at: str
+    last_starts_at: str | None
+
+
+class Store:
+    def __init__(self, state_dir: Path):
+        self.dir = Path(state_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "intake.sqlite3"
+        self.unrouted_path = self.dir / "unrouted.jsonl"
+        self._lock = threading.Lock()
+        with self._db() as db:
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # an accepted alert is on disk before we answer 202
+            db.row_factory = sqlite3.Row
+            yield db
+
+    # ---------------------------------------------------------------- spool
+
+    def append(self, items: list[dict[str, Any]]) -> list[int]:
+        """Add alerts to the spool in one transaction; their ids, in order."""
+        ids = []
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            for item in items:
+                cur = db.execute("INSERT INTO spool (received_at, item) VALUES (?, ?)",
+                                 (now(), json.dumps(item, ensure_ascii=False)))
+                ids.append(cur.lastrowid)
+            db.execute("COMMIT")
+        return ids
+
+    def next_pending(self) -> SpoolItem | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM spool WHERE state = 'pending' ORDER BY id LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return SpoolItem(row["id"], row["received_at"], json.loads(row["item"]), row["attempts"])
+
+    def finish(self, spool_id: int, state: str, outcome: str) -> None:
+        with self._db() as db:
+            db.execute("UPDATE spool SET state = ?, outcome = ?, attempts = attempts + 1 WHERE id = ?",
+                       (state, outcome, spool_id))
+
+    def retried(self, spool_id: int, outcome: str) -> None:
+        with self._db() as db:
+            db.execute("UPDATE spool SET attempts = attempts + 1, outcome = ? WHERE id = ?", (outcome, spool_id))
+
+    def pending_count(self) -> int:
+        with self._db() as db:
+            return db.execute("SELECT COUNT(*) FROM spool WHERE state = 'pending'").fetchone()[0]
+
+    def spool_rows(self) -> list[dict[str, Any]]:
+        with self._db() as db:
+            return [dict(r) for r in db.execute("SELECT * FROM spool ORDER BY id")]
+
+    # ---------------------------------------------------------------- ledger
+
+    def incident(self, runbook: str, grp: str) -> Incident | None:
+        with self._db() as db:
+            row = db.execute("SELECT * FROM incidents WHERE runbook = ? AND grp = ?", (runbook, grp)).fetchone()
+        return Incident(**dict(row)) if row else None
+
+    def open_episode(self, runbook: str, grp: str, episode: int, flow_run_id: str, starts_at: str | None) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO incidents VALUES (?, ?, ?, ?, ?, ?)",
+                       (runbook, grp, episode, flow_run_id, now(), starts_at))
+
+    def saw_start(self, runbook: str, grp: str, starts_at: str | None) -> None:
+        """Remember the newest alert start of the open episode (ISO text in UTC compares in time order)."""
+        if starts_at is None:
+            return
+        with self._db() as db:
+            db.execute("UPDATE incidents SET last_starts_at = ? WHERE runbook = ? AND grp = ? "
+                       "AND (last_starts_at IS NULL OR last_starts_at < ?)", (starts_at, runbook, grp, starts_at))
+
+    def resolution_seen(self, flow_run_id: str, fingerprint: str, starts_at: str | None) -> bool:
+        with self._db() as db:
+            return db.execute("SELECT 1 FROM resolutions WHERE flow_run_id = ? AND fingerprint = ? AND starts_at = ?",
+                              (flow_run_id, fingerprint, starts_at or "")).fetchone() is not None
+
+    def record_resolution(self, flow_run_id: str, fingerprint: str, starts_at: str | None) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR IGNORE INTO resolutions VALUES (?, ?, ?)", (flow_run_id, fingerprint, starts_at or ""))
+
+    # ---------------------------------------------------------------- unrouted
+
+    def record_unrouted(self, alert: dict[str, Any], reason: str) -> None:
+        line = json.dumps({"at": now(), "reason": reason, "alert": alert}, ensure_ascii=False)
+        with self._lock, open(self.unrouted_path, "a", encoding="utf-8") as f:
+            f.write(line + "\n")
+            f.flush()
+
+    def unrouted(self) -> list[dict[str, Any]]:
+        if not self.unrouted_path.exists():
+            return []
+        return [json.loads(line) for line in self.unrouted_path.read_text(encoding="utf-8").splitlines() if line.strip()]
