@@ -69,8 +69,13 @@ class Source(Model):
 class Parameter(Model):
     type: Literal["string", "number", "integer", "boolean", "datetime"] = Field("string", description="Value type.")
     label: Text = Field(description="Label shown to whoever starts the runbook.")
-    default: Any = Field(None, description="Value when none is given; without one the parameter is required.")
+    default: Any = Field(None, description="Value when none is given.")
+    required: bool | None = Field(None, description="Whether a value must be given; by default, required when there is no default.")
     choices: list[str] | None = Field(None, description="Allowed values, for a string parameter.")
+
+
+    def is_required(self) -> bool:
+        return self.default is None if self.required is None else self.required
 
 
 class Level(Model):
@@ -267,6 +272,7 @@ class Threshold(Model):
     after: Duration = Field(description="Time after `start` at which it fires, if the incident is still open.")
     start: str = Field("incident", description="'incident' (run start) or 'param:NAME' (a datetime parameter, e.g. the time of the fault).")
     when: str | None = Field(None, description="Condition checked when it fires (e.g. only for class 1).")
+    until_step: str | None = Field(None, description="Once this step has finished (e.g. service restored) the threshold no longer fires.")
     steps: list["Step"] = Field(description="Steps run when it fires: notify and action only (they run beside the main line).")
 
 
@@ -514,6 +520,8 @@ def _check_time_rule(rb: Runbook, rule: Threshold | Deadline, seen: dict[str, st
         problems.append(RunbookProblem(rule.id, f"start '{start}' is not understood", "use 'incident', 'param:NAME' or 'step:ID'"))
     if isinstance(rule, Deadline) and rule.met_by not in seen:
         problems.append(RunbookProblem(rule.id, f"met_by '{rule.met_by}' is not a step", "name the step whose completion meets the deadline"))
+    if isinstance(rule, Threshold) and rule.until_step and rule.until_step not in seen:
+        problems.append(RunbookProblem(rule.id, f"until_step '{rule.until_step}' is not a step", "name the step that ends the threshold (e.g. the one confirming recovery)"))
     if isinstance(rule, Threshold) and rule.when:
         problems += _check_condition(rb, rule.id, "when", rule.when, seen, {}, None)
     return problems

@@ -1,0 +1,218 @@
+"""One incident while it runs: its parameters, grade, answers, clock and journal.
+
+The flow, its parallel tracks (child flow runs in threads) and the time-rule
+watcher share one `Incident`; everything they learn goes through `record()`, which
+keeps the journal, logs it and emits it as a Prefect event so the timeline can be
+rebuilt from Prefect's history.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from integrations.contacts import Directory, Person
+from integrations.notify import Delivery, Message, deliver
+from integrations.site import Site
+from runbooks.expressions import evaluate, render
+from runbooks.model import Runbook, Text
+from runbooks.settings import get_settings
+
+logger = logging.getLogger("runbook.incident")
+
+
+class Entry(BaseModel):
+    """One line of the incident journal."""
+
+    at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    kind: str = Field(description="step.started, step.done, step.answered, page.sent, threshold.fired, deadline.missed, ...")
+    step: str | None = None
+    actor: str | None = Field(None, description="Who did it: a person id, 'runbook' or 'drill'.")
+    text: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class IncidentEnded(Exception):
+    """Raised to stop the main line: an end step, a rejection or an expiry that ends the incident."""
+
+    def __init__(self, outcome: str, message: str):
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+
+
+class Incident:
+    def __init__(self, runbook: Runbook, *, params: dict[str, Any], severity: str | None, drill: bool,
+                 time_scale: float, auto: bool, answers: dict[str, Any], alert: dict | None,
+                 flow_run_id: str, directory: Directory, site: Site, label: str | None = None,
+                 run_url: str | None = None):
+        if time_scale <= 0:
+            raise ValueError("time_scale must be positive")
+        self.runbook = runbook
+        self.params = params
+        self.severity_override = severity
+        self.severity = severity or (runbook.severity.default if runbook.severity else None)
+        self.severity_reason: str | None = "set by hand" if severity else None
+        self.drill = drill
+        self.time_scale = time_scale
+        self.auto = auto
+        self.answers = answers
+        self.alert = alert
+        self.id = flow_run_id
+        self.label = label
+        self.directory = directory
+        self.site = site
+        self.run_url = run_url
+        self.started = datetime.now(timezone.utc)
+        self.steps: dict[str, dict[str, Any]] = {}
+        self.finished_at: dict[str, datetime] = {}
+        self.journal: list[Entry] = []
+        self.closed = threading.Event()
+        self._lock = threading.Lock()
+
+    # ---- time
+
+    def seconds(self, span: timedelta) -> float:
+        """Real seconds for a span of plan time, after --time-scale."""
+        return span.total_seconds() / self.time_scale
+
+    def plan_elapsed(self) -> timedelta:
+        """Plan time since the start (real time multiplied by the time scale)."""
+        return (datetime.now(timezone.utc) - self.started) * self.time_scale
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless the incident closes first; True if it closed."""
+        return self.closed.wait(seconds)
+
+    # ---- expressions
+
+    def context(self, **extra: Any) -> dict[str, Any]:
+        return {
+            "params": self.params,
+            "severity": self.severity,
+            "steps": self.steps,
+            "alert": self.alert or {},
+            "incident": {
+                "id": self.id, "runbook": self.runbook.id, "drill": self.drill, "label": self.label,
+                "started": self.started.isoformat(timespec="seconds"),
+                "elapsed_minutes": round(self.plan_elapsed().total_seconds() / 60, 1),
+                "severity_label": self.level_label(), "run_url": self.run_url,
+            },
+            **extra,
+        }
+
+    def holds(self, condition: str | None, **extra: Any) -> bool:
+        return True if not condition else evaluate(condition, self.context(**extra))
+
+    def text(self, text: Text | None, language: str = "zh", **extra: Any) -> str:
+        return "" if text is None else render(text.get(language), self.context(**extra))
+
+    def both(self, text: Text | None, **extra: Any) -> str:
+        if text is None:
+            return ""
+        zh, en = self.text(text, "zh", **extra), self.text(text, "en", **extra)
+        return zh if zh == en else f"{zh}\n{en}"
+
+    def level_label(self) -> str | None:
+        level = self.runbook.level(self.severity) if self.severity else None
+        return level.label.both() if level else self.severity
+
+    # ---- state
+
+    def set_result(self, step_id: str, record: dict[str, Any]) -> None:
+        with self._lock:
+            self.steps[step_id] = record
+            self.finished_at[step_id] = datetime.now(timezone.utc)
+
+    def record(self, kind: str, text: str = "", *, step: str | None = None, actor: str | None = None, **data: Any) -> Entry:
+        entry = Entry(kind=kind, step=step, actor=actor, text=text, data=data)
+        with self._lock:
+            self.journal.append(entry)
+        logger.info("[%s] %s%s%s", kind, f"{step}: " if step else "", text, f" (by {actor})" if actor else "")
+        _emit(self, entry)
+        return entry
+
+    # ---- people
+
+    def people(self, roles: list[str]) -> list[Person]:
+        """Who gets a page for these roles: the role holders, or the drill recipients in a drill."""
+        if self.drill and self.directory.drill_recipients:
+            return self.directory.drill_people()
+        seen: dict[str, Person] = {}
+        for role in roles:
+            for person in self.directory.by_role(role):
+                seen.setdefault(person.id, person)
+        return list(seen.values())
+
+    def may_answer(self, roles: list[str]) -> list[Person]:
+        people: dict[str, Person] = {}
+        for role in roles:
+            for person in self.directory.by_role(role):
+                people[person.id] = person
+        return list(people.values())
+
+    def page(self, roles: list[str], text: str, *, step: str | None, title: str | None = None,
+             answer_options: list[str] | None = None) -> list[Delivery]:
+        """Send a message to the people of these roles and record every attempt. Never silent."""
+        people = self.people(roles)
+        message = Message(
+            incident_id=self.id, runbook_id=self.runbook.id, step_id=step, drill=self.drill,
+            title=title or f"{self.runbook.title.zh} {self.runbook.title.en}", text=text,
+            severity=self.level_label(), run_url=self.run_url,
+            needs_answer=bool(answer_options), answer_options=answer_options or [],
+        )
+        if not people:
+            self.record("page.failed", f"nobody holds the roles {', '.join(roles)}", step=step, roles=roles)
+            return []
+        started = time.monotonic()
+        deliveries = deliver(message, people)
+        for d in deliveries:
+            self.record(f"page.{d.outcome}", f"{d.channel} → {d.person}" + (f": {d.error}" if d.error else ""),
+                        step=step, actor="runbook", channel=d.channel, person=d.person, outcome=d.outcome,
+                        error=d.error, attempt=d.attempt, roles=roles)
+        reached = {d.person for d in deliveries if d.outcome == "sent"}
+        missed = [p.id for p in people if p.id not in reached]
+        if missed:
+            self.record("page.unreached", f"could not reach {', '.join(missed)} on any channel", step=step, people=missed)
+        logger.debug("paged %d people in %.2fs", len(people), time.monotonic() - started)
+        return deliveries
+
+
+def _emit(incident: Incident, entry: Entry) -> None:
+    """Publish a journal entry as a Prefect event (the feed in the UI, and the record after the run)."""
+    try:
+        from prefect.events import emit_event
+
+        emit_event(
+            event=f"runbook.{entry.kind}",
+            resource={"prefect.resource.id": f"runbook.incident.{incident.id}",
+                      "prefect.resource.name": incident.runbook.id},
+            related=[{"prefect.resource.id": f"prefect.flow-run.{incident.id}", "prefect.resource.role": "flow-run"}],
+            payload={"step": entry.step, "actor": entry.actor, "text": entry.text, "drill": incident.drill,
+                     **{k: v for k, v in entry.data.items() if _jsonable(v)}},
+            occurred=entry.at,
+        )
+    except Exception as exc:  # an event that cannot be sent must not stop the incident
+        logger.debug("could not emit event %s: %s", entry.kind, exc)
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool, type(None), list, dict))
+
+
+def run_url(flow_run_id: str) -> str | None:
+    """Link to a run in the Prefect UI."""
+    base = get_settings().ui_url
+    if not base:
+        try:
+            from prefect.settings import PREFECT_UI_URL
+
+            base = PREFECT_UI_URL.value()
+        except Exception:
+            base = None
+    return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None

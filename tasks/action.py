@@ -1,0 +1,94 @@
+"""Action steps: do something to a system, by HTTP or through a registered callable.
+
+An action addresses an endpoint named in site configuration (which knows the
+drill target), a callable registered with `@action`, or an inline HTTP request.
+In a drill an endpoint without a drill target is recorded and not called.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Callable
+
+import requests
+
+from runbooks.expressions import render
+from runbooks.model import HttpRequest, Target
+
+ACTIONS: dict[str, Callable[..., Any]] = {}
+
+
+def action(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register a Python callable that runbooks can name in `call:`."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        ACTIONS[name] = fn
+        return fn
+
+    return register
+
+
+class ActionFailed(Exception):
+    pass
+
+
+_ENV = re.compile(r"\$\{([A-Z0-9_]+)\}")
+
+
+def _render_value(value: Any, context: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return render(value, context)
+    if isinstance(value, dict):
+        return {k: _render_value(v, context) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_value(v, context) for v in value]
+    return value
+
+
+def _env_headers(headers: dict[str, str]) -> dict[str, str]:
+    return {k: _ENV.sub(lambda m: os.environ.get(m.group(1), ""), v) for k, v in headers.items()}
+
+
+def perform(target: Target, context: dict[str, Any], *, site, drill: bool) -> dict[str, Any]:
+    """Carry out an action or a probe and return what happened (status, body)."""
+    args = _render_value(target.args, context)
+    if target.call:
+        fn = ACTIONS.get(target.call)
+        if fn is None:
+            raise ActionFailed(f"no callable '{target.call}' is registered; import the module that defines it with @action")
+        result = fn(drill=drill, **args)
+        return result if isinstance(result, dict) else {"result": result}
+    if target.endpoint:
+        endpoint = site.endpoints.get(target.endpoint)
+        if endpoint is None:
+            raise ActionFailed(f"endpoint '{target.endpoint}' is not in the site configuration; add it to config/site.yaml")
+        url = endpoint.drill_url if drill else endpoint.url
+        if url is None:
+            return {"drill": True, "sent": False, "endpoint": target.endpoint, "args": args}
+        request = HttpRequest(method=endpoint.method, url=url, headers=endpoint.headers, json=args or None,
+                              expect_status=endpoint.expect_status, timeout=endpoint.timeout)
+        return _http(request, {**context, "args": args})
+    return _http(target.http, {**context, "args": args})
+
+
+def _http(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]:
+    url = render(request.url, context)
+    try:
+        response = requests.request(request.method, url, headers=_env_headers(_render_value(request.headers, context)),
+                                    json=_render_value(request.json_body, context), timeout=request.timeout.total_seconds())
+    except requests.RequestException as exc:
+        raise ActionFailed(f"{request.method} {_safe(url)} failed: {type(exc).__name__}") from exc
+    try:
+        body: Any = response.json()
+    except ValueError:
+        body = response.text[:2000]
+    outcome = {"status_code": response.status_code, "body": body}
+    if response.status_code not in request.expect_status:
+        raise ActionFailed(f"{request.method} {_safe(url)} answered {response.status_code}, expected {request.expect_status}")
+    return outcome
+
+
+def _safe(url: str) -> str:
+    """The address without its query string, which may carry a token."""
+    return url.split("?", 1)[0]

@@ -1,0 +1,201 @@
+"""Steps that wait for people: manual checklists, approvals and acknowledgements.
+
+The run pauses with a form (a Prefect `RunInput`) that the UI renders from its
+JSON schema, under the step's Markdown instructions. While it waits, the same
+loop pages the escalation tiers and reminders and watches the expiry, so an
+unanswered step takes its expiry branch instead of failing in Prefect's pause
+timeout (after which a run can never pause again).
+
+Each ask has its own pause key `<step-id>-<n>`: an answer that is refused (wrong
+person, a rule the server cannot check) makes the step ask again under `n+1`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal, Optional
+
+from pydantic import Field, ValidationError, create_model
+
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
+from prefect.exceptions import ObjectNotFound
+from prefect.input import RunInput
+from prefect.input.run_input import keyset_from_paused_state
+from prefect.states import Paused, Running
+from prefect.utilities.engine import propose_state_sync
+
+from runbooks.model import FormField
+from runbooks.settings import get_settings
+
+ANSWERED_BY = "answered_by"
+_TYPES: dict[str, Any] = {"yes_no": bool, "text": str, "number": float, "integer": int, "datetime": datetime}
+
+
+class Expired(Exception):
+    """Nobody answered in time."""
+
+
+class Refused(Exception):
+    pass
+
+
+def form_model(step, *, kind: str) -> type[RunInput]:
+    """The RunInput class for a step: its fields, plus who answered (and decision / acknowledgement)."""
+    fields: dict[str, Any] = {
+        ANSWERED_BY: (str, Field(title="回答人 Answered by", description="Your name or id in the contacts directory.")),
+    }
+    if kind == "approval":
+        fields["decision"] = (Literal["approve", "reject"], Field(title="决定 Decision"))
+        fields["comment"] = (Optional[str], Field(None, title="意见 Comment"))
+    if kind == "ack":
+        fields["acknowledged"] = (bool, Field(True, title="已收到 Acknowledged"))
+    for f in getattr(step, "fields", []) or []:
+        fields[f.id] = _field(f)
+    name = "".join(part.capitalize() for part in step.id.split("-")) + "Form"
+    return create_model(name, __base__=RunInput, **fields)
+
+
+def _field(f: FormField) -> tuple[Any, Any]:
+    if f.type == "choice":
+        typ: Any = Literal[tuple(c.value for c in f.choices)]  # type: ignore[misc]
+        choices = "; ".join(f"{c.value} = {c.label.zh} {c.label.en}" for c in f.choices)
+        description = choices
+    else:
+        typ, description = _TYPES[f.type], None
+    title = f"{f.label.zh} {f.label.en}"
+    if f.required and f.default is None:
+        return typ, Field(title=title, description=description)
+    return Optional[typ], Field(f.default, title=title, description=description)
+
+
+def default_answer(step, *, kind: str, by: str = "drill") -> dict[str, Any]:
+    """What --auto answers: every default; required fields without one get a plausible value."""
+    answer: dict[str, Any] = {ANSWERED_BY: by}
+    if kind == "approval":
+        answer.update(decision="approve", comment="auto-approved in a drill")
+    if kind == "ack":
+        answer["acknowledged"] = True
+    for f in getattr(step, "fields", []) or []:
+        if f.default is not None:
+            answer[f.id] = f.default
+        elif f.required:
+            answer[f.id] = {"yes_no": True, "text": "(drill)", "number": 0, "integer": 0,
+                            "datetime": datetime.now(timezone.utc).isoformat(),
+                            "choice": f.choices[0].value if f.choices else None}[f.type]
+    return answer
+
+
+def validate_answer(model: type[RunInput], values: dict[str, Any]) -> dict[str, Any]:
+    instance = model(**values)
+    return instance.model_dump(mode="json", exclude={"metadata"})
+
+
+def wait_for_answer(incident, step, *, kind: str, description: str, allowed: list, tiers: list, remind_every: float | None,
+                    expires: float | None) -> dict[str, Any]:
+    """Pause this flow run until an accepted answer arrives; page tiers meanwhile; raise Expired at expiry.
+
+    `tiers` is [(seconds_after_start, roles, text)], `allowed` the people who may answer (empty: anyone).
+    """
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        raise RuntimeError("a step can only wait for an answer inside a flow run")
+    run_id = ctx.flow_run.id
+    model = form_model(step, kind=kind)
+    poll = get_settings().answer_poll_seconds
+    started = time.monotonic()
+    paged: set[int] = set()
+    last_page = started
+    current_tier = None
+    notice = ""
+    with get_client(sync_client=True) as client:
+        for ask in range(1, 1000):
+            keyset = _pause(client, run_id, f"{step.id}-{ask}", model, notice + description)
+            incident.record("step.waiting", f"waiting for an answer (ask {ask})", step=step.id,
+                            may_answer=[p.id for p in allowed], pause_key=f"{step.id}-{ask}")
+            while True:
+                time.sleep(poll)
+                now = time.monotonic()
+                run = client.read_flow_run(run_id)
+                if run.state is not None and run.state.is_running():
+                    break
+                if run.state is not None and run.state.is_final():
+                    raise RuntimeError(f"the run was {run.state.name} while waiting for an answer")
+                for index, (after, roles, text) in enumerate(tiers):
+                    if index not in paged and now - started >= after:
+                        paged.add(index)
+                        current_tier, last_page = (roles, text), now
+                        incident.record("escalation.tier", f"no answer after {_human(after * incident.time_scale)}: paging {', '.join(roles)}",
+                                        step=step.id, tier=index + 1, roles=roles)
+                        incident.page(roles, text, step=step.id, answer_options=_options(kind))
+                if remind_every and current_tier and now - last_page >= remind_every:
+                    last_page = now
+                    incident.record("escalation.reminder", f"reminding {', '.join(current_tier[0])}", step=step.id)
+                    incident.page(current_tier[0], current_tier[1], step=step.id, answer_options=_options(kind))
+                if expires is not None and now - started >= expires:
+                    client.set_flow_run_state(run_id, Running(message=f"{step.id} expired unanswered"), force=True)
+                    raise Expired(f"no answer within {_human(expires * incident.time_scale)}")
+            try:
+                raw = _read_answer(client, run_id, keyset)
+                if raw is None:
+                    raise Refused("the run was resumed without an answer")
+                answer = validate_answer(model, json.loads(raw))
+                check_identity(answer[ANSWERED_BY], allowed, incident)
+            except (ValidationError, Refused, ValueError) as exc:
+                reason = _reason(exc)
+                incident.record("answer.refused", reason, step=step.id)
+                notice = f"> **上一个回答未被接受 / The previous answer was refused:** {reason}\n\n"
+                continue
+            answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            answer["waited_seconds"] = round(time.monotonic() - started, 2)
+            return answer
+    raise RuntimeError("too many refused answers")
+
+
+def check_identity(answered_by: str, allowed: list, incident) -> str:
+    """The person id of who answered, if they may; Refused otherwise."""
+    person = incident.directory.person(answered_by)
+    if not allowed:
+        return person.id if person else answered_by
+    if person is None or person.id not in {p.id for p in allowed}:
+        names = ", ".join(f"{p.name} ({p.id})" for p in allowed)
+        raise Refused(f"'{answered_by}' may not answer this step; it is for: {names}")
+    return person.id
+
+
+def _pause(client, run_id, key: str, model: type[RunInput], description: str):
+    state = Paused(timeout_seconds=None, reschedule=False, pause_key=key)
+    keyset = keyset_from_paused_state(state)
+    state.state_details.run_input_keyset = keyset
+    result = propose_state_sync(client=client, state=state, flow_run_id=run_id)
+    if not result.is_paused():
+        raise RuntimeError(f"the run could not pause for {key}: server answered {result.type.value}")
+    model.with_initial_data(description=description).save(keyset, flow_run_id=run_id)
+    return keyset
+
+
+def _read_answer(client, run_id, keyset) -> str | None:
+    try:
+        return client.read_flow_run_input(flow_run_id=run_id, key=keyset["response"])
+    except ObjectNotFound:
+        return None
+
+
+def _options(kind: str) -> list[str]:
+    return {"approval": ["approve", "reject"], "ack": ["ack"]}.get(kind, ["answer"])
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
+    return str(exc)
+
+
+def _human(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g} h"
+    if seconds >= 60:
+        return f"{seconds / 60:g} min"
+    return f"{seconds:g} s"
