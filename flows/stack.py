@@ -1,0 +1,129 @@
+"""The embedded stack: a Prefect server on SQLite, every runbook served, the alert intake.
+
+`runbook up` runs each part as a child process with the right environment
+(Prefect reads its settings when it is imported, so the served flows must start
+in a process that already knows the server's address) and stops them all on
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+RUNNER_POLL_SECONDS = "1"  # a triggered run starts within about 1-2 s instead of up to 10
+
+
+def serve_runbooks(limit: int | None = None) -> None:
+    """Serve every runbook as the deployment `<id>/runbook` until stopped."""
+    from prefect import serve
+    from prefect.deployments.runner import EntrypointType
+
+    from flows.catalog import FLOWS, RUNBOOKS
+
+    deployments = [
+        f.to_deployment(
+            name="runbook",
+            tags=[f"runbook:{rid}"] + RUNBOOKS[rid].tags,
+            description=f"{RUNBOOKS[rid].title.zh} / {RUNBOOKS[rid].title.en}",
+            entrypoint_type=EntrypointType.MODULE_PATH,
+            version=str(RUNBOOKS[rid].version),
+        )
+        for rid, f in FLOWS.items()
+    ]
+    serve(*deployments, limit=limit, print_starting_message=False)
+
+
+def wait_healthy(api_url: str, seconds: float = 90, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{api_url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with code {proc.returncode}; see its log above")
+        time.sleep(0.5)
+    raise RuntimeError(f"the Prefect server at {api_url} did not answer within {seconds:.0f} s")
+
+
+@dataclass
+class Stack:
+    host: str = "127.0.0.1"
+    port: int = 4200
+    intake_port: int | None = 8787
+    home: Path | None = None
+    procs: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        env = {**os.environ, "PREFECT_API_URL": self.api_url, "PREFECT_UI_API_URL": self.api_url,
+               "PREFECT_UI_URL": self.ui_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+               "PREFECT_RUNNER_POLL_FREQUENCY": RUNNER_POLL_SECONDS}
+        if self.home:
+            env["PREFECT_HOME"] = str(self.home)
+        return env
+
+    def start(self, *, server: bool = True) -> None:
+        env = self.env()
+        if server:
+            server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}
+            proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
+                                    env=server_env, start_new_session=True)
+            self.procs.append(proc)
+            wait_healthy(self.api_url, proc=proc)
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.stack", "serve"], env=env, start_new_session=True))
+        if self.intake_port:
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.stack", "intake", self.host, str(self.intake_port)],
+                                               env=env, start_new_session=True))
+
+    def wait(self) -> int:
+        """Block until a part exits or Ctrl-C; then stop everything."""
+        try:
+            while all(p.poll() is None for p in self.procs):
+                time.sleep(0.5)
+            return next(p.returncode for p in self.procs if p.poll() is not None) or 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in reversed(self.procs):
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["serve"]:
+        serve_runbooks()
+    elif argv[:1] == ["intake"]:
+        from integrations.alerts.server import run_intake
+
+        run_intake(argv[1], int(argv[2]))
+    else:
+        raise SystemExit("usage: python -m flows.stack serve | intake HOST PORT")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
