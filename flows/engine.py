@@ -296,7 +296,9 @@ def _ask(inc: Incident, step, *, kind: str) -> dict:
     if scripted == "expire":
         raise manual_kind.Expired("scripted: nobody answers")
     if scripted is not None or inc.auto:
-        values = {manual_kind.ANSWERED_BY: "scripted", **scripted} if scripted is not None else manual_kind.default_answer(step, kind=kind)
+        # A script that does not say who answered answers as the first person allowed to.
+        by = allowed[0].id if allowed else ("drill" if inc.auto else "scripted")
+        values = {manual_kind.ANSWERED_BY: by, **scripted} if scripted is not None else manual_kind.default_answer(step, kind=kind, by=by)
         try:
             answer = manual_kind.validate_answer(manual_kind.form_model(step, kind=kind), values)
             if scripted is not None:
