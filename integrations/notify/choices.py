@@ -25,9 +25,11 @@ _WORDS = {
 
 
 def options_of(options: list[str], needs_answer: bool) -> list[str]:
-    """The options actually offered: an answer-needing page without options asks for an acknowledgement."""
+    """The options actually offered: none unless an answer is needed; then acknowledging when none are named."""
+    if not needs_answer:
+        return []
     chosen = [o for o in options if o in KNOWN]
-    if not chosen and needs_answer:
+    if not chosen:
         chosen = [ACK]
     return chosen
 

@@ -15,7 +15,7 @@ import hmac
 import json
 import time
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from integrations.notify import choices
 from integrations.notify.config import NotifyConfig, secret
@@ -27,13 +27,20 @@ class LinkError(Exception):
     """The link is malformed, forged, or expired."""
 
 
+MAC_BYTES = 16  # 128-bit HMAC tag: plenty against forgery, and keeps links short enough for an SMS
+
+
 class LinkClaims(BaseModel):
-    incident_id: str
-    step_id: str | None = None
-    person: str
-    options: list[str]
-    language: str = "zh"
-    exp: int
+    """What a link lets its holder do. Short JSON keys keep the URL short."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    incident_id: str = Field(alias="i")
+    step_id: str | None = Field(None, alias="s")
+    person: str = Field(alias="p")
+    options: list[str] = Field(alias="o")
+    language: str = Field("zh", alias="l")
+    exp: int = Field(alias="e", description="Expiry, Unix seconds.")
 
 
 def _b64(data: bytes) -> str:
@@ -53,8 +60,8 @@ def _key(config: NotifyConfig) -> bytes:
 
 def make_token(claims: LinkClaims, config: NotifyConfig | None = None) -> str:
     config = config or NotifyConfig()
-    body = _b64(json.dumps(claims.model_dump(), separators=(",", ":"), ensure_ascii=False).encode())
-    mac = _b64(hmac.new(_key(config), body.encode(), hashlib.sha256).digest())
+    body = _b64(json.dumps(claims.model_dump(by_alias=True, exclude_defaults=True), separators=(",", ":"), ensure_ascii=False).encode())
+    mac = _b64(hmac.new(_key(config), body.encode(), hashlib.sha256).digest()[:MAC_BYTES])
     return f"{body}.{mac}"
 
 
@@ -76,7 +83,7 @@ def verify(token: str, *, config: NotifyConfig | None = None, now: float | None 
     body, _, mac = token.partition(".")
     if not body or not mac:
         raise LinkError("malformed link")
-    expected = hmac.new(_key(config), body.encode(), hashlib.sha256).digest()
+    expected = hmac.new(_key(config), body.encode(), hashlib.sha256).digest()[:MAC_BYTES]
     try:
         given = _unb64(mac)
     except ValueError as e:
