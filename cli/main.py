@@ -110,12 +110,12 @@ def lint(paths: list[Path] = typer.Argument(None, help="Runbook files or folders
     for path in files:
         try:
             load_file(path, directory)
-            console.print(f"[green]ok[/green]   {path}")
+            typer.echo(f"ok   {path}")
         except RunbookError as exc:
             bad += 1
             for e in exc.errors:
-                console.print(f"[red]FAIL[/red] {e}", markup=True, highlight=False)
-    console.print(f"{len(files) - bad} ok, {bad} failed")
+                typer.echo(f"FAIL {e}")
+    typer.echo(f"{len(files) - bad} ok, {bad} failed")
     if bad or not files:
         raise typer.Exit(1)
 

@@ -135,7 +135,9 @@ def _message_and_fix(err: dict, loc: str) -> tuple[str, str]:
     if kind == "literal_error":
         return f"`{loc}`: {msg}", "pick one of the listed values"
     if kind == "value_error":
-        return f"`{loc}`: {msg.removeprefix('Value error, ')}", "correct the value as the message says"
+        text = msg.removeprefix("Value error, ")
+        problem, _, advice = text.partition("; ")
+        return f"`{loc}`: {problem}", advice or "correct the value as the message says"
     return f"`{loc}`: {msg}", "correct the value to the expected type"
 
 

@@ -7,6 +7,7 @@ flows all talk to it over HTTP exactly as a user's would.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -78,6 +79,7 @@ def pytest_unconfigure(config):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         proc.kill()
+    shutil.rmtree(_server["home"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
