@@ -221,7 +221,8 @@ def _note(step, inc: Incident, record: dict[str, Any]) -> dict[str, Any]:
 
 def do_action(inc: Incident, step) -> dict:
     def act(step_id: str) -> dict:
-        return {"result": action_kind.perform(step, inc.context(), site=inc.site, drill=inc.drill)}
+        limit = step.timeout.total_seconds() if step.timeout else None
+        return {"result": action_kind.perform(step, inc.context(), site=inc.site, drill=inc.drill, limit=limit)}
 
     return _step_task(step, act)(step.id)
 

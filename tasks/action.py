@@ -50,8 +50,12 @@ def _env_headers(headers: dict[str, str]) -> dict[str, str]:
     return {k: _ENV.sub(lambda m: os.environ.get(m.group(1), ""), v) for k, v in headers.items()}
 
 
-def perform(target: Target, context: dict[str, Any], *, site, drill: bool) -> dict[str, Any]:
-    """Carry out an action or a probe and return what happened (status, body)."""
+def perform(target: Target, context: dict[str, Any], *, site, drill: bool, limit: float | None = None) -> dict[str, Any]:
+    """Carry out an action or a probe and return what happened (status, body).
+
+    `limit` is the step's timeout: it also bounds the HTTP request, because a task
+    timeout cannot interrupt a blocking call already under way.
+    """
     args = _render_value(target.args, context)
     if target.call:
         fn = ACTIONS.get(target.call)
@@ -68,15 +72,16 @@ def perform(target: Target, context: dict[str, Any], *, site, drill: bool) -> di
             return {"drill": True, "sent": False, "endpoint": target.endpoint, "args": args}
         request = HttpRequest(method=endpoint.method, url=url, headers=endpoint.headers, json=args or None,
                               expect_status=endpoint.expect_status, timeout=endpoint.timeout)
-        return _http(request, {**context, "args": args})
-    return _http(target.http, {**context, "args": args})
+        return _http(request, {**context, "args": args}, limit)
+    return _http(target.http, {**context, "args": args}, limit)
 
 
-def _http(request: HttpRequest, context: dict[str, Any]) -> dict[str, Any]:
+def _http(request: HttpRequest, context: dict[str, Any], limit: float | None = None) -> dict[str, Any]:
     url = render(request.url, context)
+    timeout = min(request.timeout.total_seconds(), limit) if limit else request.timeout.total_seconds()
     try:
         response = requests.request(request.method, url, headers=_env_headers(_render_value(request.headers, context)),
-                                    json=_render_value(request.json_body, context), timeout=request.timeout.total_seconds())
+                                    json=_render_value(request.json_body, context), timeout=timeout)
     except requests.RequestException as exc:
         raise ActionFailed(f"{request.method} {_safe(url)} failed: {type(exc).__name__}") from exc
     try:
