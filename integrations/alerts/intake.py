@@ -10,7 +10,10 @@ order, one alert at a time, in a background thread:
 * firing, its incident closed, and the alert started after the newest alert
   that incident saw -> start the next episode; a re-send of the same firing
   (Alertmanager's repeat_interval) does not reopen a closed incident;
-* resolved -> hand it to the open incident once (``deliver_resolution``).
+* resolved -> when it was the last of the episode's alerts still firing, hand it
+  to the open incident once (``deliver_resolution``): an incident is over when
+  its whole group is, not when one of several alerts clears. Each resolved alert
+  is still an event related to the incident, for the timeline.
 
 The idempotency key is (runbook, group, episode), so a replay after a crash
 (started in Prefect but not yet in the ledger) gets the same flow run back.
@@ -144,6 +147,7 @@ class Intake:
         known = self.store.incident(runbook, group)
         if known and self.run_is_open(known.flow_run_id):
             self.store.saw_start(runbook, group, starts)
+            self.store.set_member(known, alert.fingerprint, starts, firing=True)
             return Outcome("joined", known.flow_run_id)
         if known and starts is not None and known.last_starts_at is not None and starts <= known.last_starts_at:
             return Outcome("repeat-of-closed", known.flow_run_id)
@@ -156,6 +160,7 @@ class Intake:
         )
         run_id = str(getattr(run, "id", run))
         self.store.open_episode(runbook, group, episode, run_id, starts)
+        self.store.set_member(self.store.incident(runbook, group), alert.fingerprint, starts, firing=True)
         log.info("alert %s started %s (episode %d): flow run %s", alert.name, runbook, episode, run_id)
         return Outcome("started", run_id)
 
@@ -163,13 +168,16 @@ class Intake:
         known = self.store.incident(runbook, alert.group)
         if known is None:
             return Outcome("no-incident")
-        starts = utc_text(alert.starts_at)
-        if self.store.resolution_seen(known.flow_run_id, alert.fingerprint, starts):
-            return Outcome("resolution-already-delivered", known.flow_run_id)
         if not self.run_is_open(known.flow_run_id):
             return Outcome("incident-closed", known.flow_run_id)
+        if not self.store.set_member(known, alert.fingerprint, utc_text(alert.starts_at), firing=False):
+            return Outcome("resolved-outside-incident", known.flow_run_id)
+        if self.store.still_firing(known):
+            return Outcome("partly-resolved", known.flow_run_id)
+        if self.store.resolution_delivered(known.flow_run_id):
+            return Outcome("resolution-already-delivered", known.flow_run_id)
         self.deliver_resolution(known.flow_run_id, alert.model_dump(mode="json"))
-        self.store.record_resolution(known.flow_run_id, alert.fingerprint, starts)
+        self.store.record_resolution(known.flow_run_id, alert.fingerprint)
         return Outcome("resolution-delivered", known.flow_run_id)
 
 

@@ -5,6 +5,8 @@
 * the **ledger**: alert group -> incident (flow run) per runbook, with an episode
   number, so re-sends join the open incident and a new firing after it closed
   starts the next one.
+  Its members are the alerts seen firing in each episode: the incident hears
+  "resolved" when the last of them resolves.
 * ``unrouted.jsonl``: alerts no route took, with the reason, for whoever writes routes.
 
 SQLite (stdlib) because it gives durable, ordered appends and atomic updates
@@ -41,11 +43,19 @@ CREATE TABLE IF NOT EXISTS incidents (
     last_starts_at TEXT,                    -- newest alert start seen in this episode
     PRIMARY KEY (runbook, grp)
 );
-CREATE TABLE IF NOT EXISTS resolutions (
-    flow_run_id TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS members (         -- alerts seen firing in an episode
+    runbook     TEXT NOT NULL,
+    grp         TEXT NOT NULL,
+    episode     INTEGER NOT NULL,
     fingerprint TEXT NOT NULL,
     starts_at   TEXT NOT NULL,
-    PRIMARY KEY (flow_run_id, fingerprint, starts_at)
+    firing      INTEGER NOT NULL,
+    PRIMARY KEY (runbook, grp, episode, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS resolutions (      -- the incident was told its group resolved
+    flow_run_id TEXT PRIMARY KEY,
+    fingerprint TEXT NOT NULL,
+    at          TEXT NOT NULL
 );
 """
 
@@ -148,14 +158,45 @@ class Store:
             db.execute("UPDATE incidents SET last_starts_at = ? WHERE runbook = ? AND grp = ? "
                        "AND (last_starts_at IS NULL OR last_starts_at < ?)", (starts_at, runbook, grp, starts_at))
 
-    def resolution_seen(self, flow_run_id: str, fingerprint: str, starts_at: str | None) -> bool:
-        with self._db() as db:
-            return db.execute("SELECT 1 FROM resolutions WHERE flow_run_id = ? AND fingerprint = ? AND starts_at = ?",
-                              (flow_run_id, fingerprint, starts_at or "")).fetchone() is not None
+    def set_member(self, inc: Incident, fingerprint: str, starts_at: str | None, firing: bool) -> bool:
+        """Record an alert's state in the episode.
 
-    def record_resolution(self, flow_run_id: str, fingerprint: str, starts_at: str | None) -> None:
+        Firing: the alert is (again) part of the open incident, which must hear the next
+        resolution; a late re-send of a firing that already resolved changes nothing.
+        Resolved: False if the alert was never seen firing in this episode."""
+        key = (inc.runbook, inc.grp, inc.episode, fingerprint)
+        starts_at = starts_at or ""
         with self._db() as db:
-            db.execute("INSERT OR IGNORE INTO resolutions VALUES (?, ?, ?)", (flow_run_id, fingerprint, starts_at or ""))
+            db.execute("BEGIN IMMEDIATE")
+            row = db.execute("SELECT starts_at, firing FROM members WHERE runbook = ? AND grp = ? AND episode = ? "
+                             "AND fingerprint = ?", key).fetchone()
+            if firing:
+                stale = row is not None and not row["firing"] and row["starts_at"] == starts_at
+                if not stale:
+                    db.execute("INSERT OR REPLACE INTO members VALUES (?, ?, ?, ?, ?, 1)", (*key, starts_at))
+                    if row is None or not row["firing"]:
+                        db.execute("DELETE FROM resolutions WHERE flow_run_id = ?", (inc.flow_run_id,))
+                db.execute("COMMIT")
+                return True
+            if row is None:
+                db.execute("COMMIT")
+                return False
+            db.execute("UPDATE members SET firing = 0 WHERE runbook = ? AND grp = ? AND episode = ? AND fingerprint = ?", key)
+            db.execute("COMMIT")
+            return True
+
+    def still_firing(self, inc: Incident) -> int:
+        with self._db() as db:
+            return db.execute("SELECT COUNT(*) FROM members WHERE runbook = ? AND grp = ? AND episode = ? AND firing = 1",
+                              (inc.runbook, inc.grp, inc.episode)).fetchone()[0]
+
+    def resolution_delivered(self, flow_run_id: str) -> bool:
+        with self._db() as db:
+            return db.execute("SELECT 1 FROM resolutions WHERE flow_run_id = ?", (flow_run_id,)).fetchone() is not None
+
+    def record_resolution(self, flow_run_id: str, fingerprint: str) -> None:
+        with self._db() as db:
+            db.execute("INSERT OR REPLACE INTO resolutions VALUES (?, ?, ?)", (flow_run_id, fingerprint, now()))
 
     # ---------------------------------------------------------------- unrouted
 
