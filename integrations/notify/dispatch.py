@@ -18,9 +18,10 @@ from integrations.contacts import Person
 from integrations.notify import dingtalk, feishu, log, mail, slack, sms, voice, webhook, wecom  # noqa: F401  (register channels)
 from integrations.notify import links
 from integrations.notify.base import CHANNELS, Channel, ChannelError, Delivery, Message
-from integrations.notify.redact import scrub
+from integrations.notify.redact import install_log_redaction, scrub
 
 logger = logging.getLogger("runbook.notify")
+install_log_redaction()
 
 
 class RetryPolicy(BaseSettings):

@@ -8,6 +8,7 @@ goes through `mask_url` / `scrub` first.
 
 from __future__ import annotations
 
+import logging
 import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -20,7 +21,11 @@ _TOKEN_PATTERNS = [
     re.compile(r"xox[abposr]-[A-Za-z0-9\-]+"),                        # Slack tokens
     re.compile(r"(?i)((?:access_token|key|sign|token|secret|password)=)[^&\s\"']+"),
     re.compile(r"(?i)(authorization:\s*)(?:bearer|basic)?\s*\S+"),
+    re.compile(r"(/hook/)[A-Za-z0-9_\-]{16,}"),                        # Feishu hook ids in a path
 ]
+
+# Libraries that log request URLs (urllib3 at DEBUG logs "POST /robot/send?access_token=... 200").
+LIBRARY_LOGGERS = ("urllib3.connectionpool", "twilio.http_client", "slack_sdk.web.base_client")
 
 
 def mask_url(url: str) -> str:
@@ -47,3 +52,24 @@ def scrub(text: str | None, secrets: list[str] | tuple[str, ...] = ()) -> str | 
     for pattern in _TOKEN_PATTERNS[1:]:
         text = pattern.sub(lambda m: m.group(1) + MASK, text)
     return text
+
+
+class RedactingFilter(logging.Filter):
+    """Scrub credential-shaped text from records of loggers we do not control."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            text = record.getMessage()
+        except Exception:
+            return True
+        clean = scrub(text)
+        if clean != text:
+            record.msg, record.args = clean, ()
+        return True
+
+
+def install_log_redaction(names: tuple[str, ...] = LIBRARY_LOGGERS) -> None:
+    for name in names:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in logger.filters):
+            logger.addFilter(RedactingFilter())

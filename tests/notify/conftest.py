@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import pytest
 import yaml
 
@@ -56,14 +54,3 @@ def smtp():
     server = FakeSMTP()
     yield server
     server.close()
-
-
-@pytest.fixture
-def people():
-    from integrations.contacts import Directory
-
-    return Directory.model_validate(CONTACTS)
-
-
-def state_dir() -> Path:
-    return Path(get_settings().state_dir)

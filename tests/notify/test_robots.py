@@ -68,7 +68,7 @@ def test_webhook_credentials_are_masked_in_errors(monkeypatch, fake_http, caplog
     monkeypatch.setenv("RUNBOOK_FEISHU_WEBHOOK", f"{server.url}/open-apis/bot/v2/hook/{FEISHU_HOOK}")
     person = Person(id="ops", name="Ops", channels=[Address(channel="wecom", to="default"), Address(channel="feishu", to="default")])
 
-    with caplog.at_level("INFO"):
+    with caplog.at_level("DEBUG"):
         records = deliver(message(), [person], policy=RetryPolicy(attempts=1))
 
     assert [d.outcome for d in records] == ["failed", "failed"]
