@@ -33,7 +33,7 @@ class AlertmanagerSource(AlertSource):
             raise ValueError("'labels' is missing; every Alertmanager alert has labels")
         labels = raw.get("labels")
         alert = Alert(
-            status=normalise_status(raw.get("status", envelope.get("status"))),
+            status=normalise_status(raw.get("status")),
             labels=labels,
             annotations=raw.get("annotations"),
             starts_at=parse_time(raw.get("startsAt"), "startsAt"),

@@ -39,14 +39,17 @@ class GrafanaSource(AlertSource):
         values = raw.get("values")
         if values is not None and not isinstance(values, dict):
             raise ValueError(f"'values' must be an object of query ref: number, not {type(values).__name__}")
+        for ref, number in (values or {}).items():
+            if number is not None and (isinstance(number, bool) or not isinstance(number, (int, float))):
+                raise ValueError(f"values.{ref} must be a number, not {type(number).__name__}")
         extra: dict[str, Any] = {k: envelope[k] for k in ENVELOPE_EXTRAS if envelope.get(k) not in (None, "")}
         for key in ALERT_EXTRAS:
-            if raw.get(key):
+            if raw.get(key) not in (None, ""):
                 extra[key] = optional_text(raw[key], key)
         if values:
             extra["values"] = values
         alert = Alert(
-            status=normalise_status(raw.get("status", envelope.get("status"))),
+            status=normalise_status(raw.get("status")),
             labels=raw.get("labels"),
             annotations=raw.get("annotations"),
             starts_at=parse_time(raw.get("startsAt"), "startsAt"),

@@ -1,0 +1,168 @@
+"""The receiver's HTTP surface: answers, auth, Grafana signatures, size limit, health, unrouted log."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+
+import pytest
+
+from integrations.alerts.auth import grafana_signature
+from tests.alerts.conftest import drained, fixture_json
+
+TOKEN = "s3cret-token"
+SECRET = "grafana-hmac-secret"
+
+
+def test_answer_lists_accepted_unrouted_and_rejected(make_client, prefect_fake):
+    client = make_client()
+    body = fixture_json("alertmanager_mixed.json")
+    body["alerts"].append({"status": "firing", "labels": {"alertname": "DiskFull", "env": "prod"}})
+    body["alerts"].append({"status": "firing", "labels": "oops"})
+    r = client.post("/alerts/alertmanager", json=body)
+    assert r.status_code == 202
+    answer = r.json()
+    assert [a["index"] for a in answer["accepted"]] == [0, 1, 2]
+    assert all(a["runbook"] == "hospital-his-outage" and a["spool_id"] for a in answer["accepted"])
+    assert answer["unrouted"][0]["index"] == 3 and "no route matches" in answer["unrouted"][0]["reason"]
+    assert answer["rejected"][0]["index"] == 4 and "labels" in answer["rejected"][0]["error"]
+    drained(client)
+    assert len(prefect_fake.runs) == 1
+    (line,) = client.app.state.store.unrouted()
+    assert line["alert"]["labels"]["alertname"] == "DiskFull" and "add a route" in line["reason"]
+
+
+def test_generic_and_grafana_endpoints(make_client, prefect_fake):
+    client = make_client()
+    r = client.post("/alerts/generic", json=fixture_json("generic_batch.json"))
+    assert r.status_code == 202
+    # UPS names its runbook (fallback); the chiller has no route
+    assert [a["runbook"] for a in r.json()["accepted"]] == ["power-failure"]
+    assert len(r.json()["unrouted"]) == 1
+    r = client.post("/alerts/grafana", json=fixture_json("grafana_firing.json"))
+    assert r.status_code == 202 and len(r.json()["accepted"]) == 2
+    drained(client)
+    power, his = prefect_fake.runs
+    assert power["runbook"] == "power-failure" and power["parameters"] == {"site": "east-campus", "room": "B1-datacenter"}
+    assert his["runbook"] == "hospital-his-outage" and his["severity"] == "2"
+    assert his["alert"]["extra"]["values"] == {"A": 0, "B": 0, "C": 1}
+
+
+def test_healthz_and_notify_router(make_client):
+    client = make_client()
+    r = client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok", "spool_pending": 0, "prefect_reachable": True}
+    from integrations.notify import inbound
+
+    paths = set(client.app.openapi()["paths"])
+    assert {route.path for route in inbound.router.routes if route.include_in_schema} <= paths
+
+
+# ---------------------------------------------------------------- token
+
+
+@pytest.fixture
+def token_client(make_client, make_settings):
+    return make_client(make_settings(intake_token=TOKEN))
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("header,status", [
+    (None, 401),
+    (f"Bearer {TOKEN}x", 401),
+    ("Bearer ", 401),
+    (f"Token {TOKEN}", 401),
+    (basic("alertmanager", "nope"), 401),
+    ("Basic %%%", 401),
+    (f"Bearer {TOKEN}", 202),
+    (f"bearer  {TOKEN} ", 202),
+    (basic("anyone", TOKEN), 202),
+])
+def test_token(token_client, header, status):
+    headers = {"Authorization": header} if header else {}
+    r = token_client.post("/alerts/generic", json={"status": "firing", "title": "x"}, headers=headers)
+    assert r.status_code == status, r.text
+    if status == 401:
+        assert "error" in r.json() and r.headers["www-authenticate"].startswith("Bearer")
+
+
+# ---------------------------------------------------------------- Grafana HMAC
+
+
+@pytest.fixture
+def signed_client(make_client, make_settings):
+    return make_client(make_settings(grafana_secret=SECRET))
+
+
+def grafana_body() -> bytes:
+    return json.dumps(fixture_json("grafana_firing.json")).encode()
+
+
+def test_grafana_signature_over_body(signed_client):
+    body = grafana_body()
+    r = signed_client.post("/alerts/grafana", content=body,
+                           headers={"X-Grafana-Alerting-Signature": grafana_signature(SECRET, body)})
+    assert r.status_code == 202, r.text
+
+
+def test_grafana_signature_with_timestamp(signed_client):
+    body, ts = grafana_body(), str(int(time.time()))
+    r = signed_client.post("/alerts/grafana", content=body, headers={
+        "X-Grafana-Alerting-Signature": grafana_signature(SECRET, body, ts), "X-Grafana-Alerting-Timestamp": ts})
+    assert r.status_code == 202, r.text
+
+
+def test_grafana_default_header_of_older_versions(signed_client):
+    body = grafana_body()
+    r = signed_client.post("/alerts/grafana", content=body,
+                           headers={"X-Grafana-Alert-Signature": grafana_signature(SECRET, body)})
+    assert r.status_code == 202, r.text
+
+
+def test_known_vector():
+    """Same HMAC as `printf %s body | openssl dgst -sha256 -hmac secret` and Grafana's signer."""
+    assert grafana_signature("secret", b"test message") == "3bcebf43c85d20bba6e3b6ba278af1d2ba3ab0d57de271b0ad30b833e851c5a6"
+    assert grafana_signature("secret", b"test message", "1700000000") == \
+        __import__("hmac").new(b"secret", b"1700000000:test message", "sha256").hexdigest()
+
+
+@pytest.mark.parametrize("make_headers,message", [
+    (lambda body: {}, "signature missing"),
+    (lambda body: {"X-Grafana-Alerting-Signature": grafana_signature("wrong", body)}, "does not match"),
+    (lambda body: {"X-Grafana-Alerting-Signature": grafana_signature(SECRET, body + b" ")}, "does not match"),
+    (lambda body: {"X-Grafana-Alerting-Signature": grafana_signature(SECRET, body, "1700000000"),
+                   "X-Grafana-Alerting-Timestamp": "1700000000"}, "replays"),
+    (lambda body: {"X-Grafana-Alerting-Signature": grafana_signature(SECRET, body),
+                   "X-Grafana-Alerting-Timestamp": str(int(time.time()))}, "does not match"),  # signed without, sent with
+    (lambda body: {"X-Grafana-Alerting-Signature": "zz", "X-Grafana-Alerting-Timestamp": "soon"}, "Unix seconds"),
+])
+def test_grafana_bad_signatures(signed_client, make_headers, message):
+    body = grafana_body()
+    r = signed_client.post("/alerts/grafana", content=body, headers=make_headers(body))
+    assert r.status_code == 401 and message in r.json()["error"]
+
+
+def test_signature_is_only_asked_of_grafana(signed_client):
+    assert signed_client.post("/alerts/generic", json={"status": "firing", "title": "x"}).status_code == 202
+
+
+# ---------------------------------------------------------------- size
+
+
+def test_size_limit(make_client, make_settings):
+    client = make_client(make_settings(), max_body_bytes=2000)
+    big = {"status": "firing", "title": "x", "annotations": {"description": "y" * 3000}}
+    r = client.post("/alerts/generic", json=big)
+    assert r.status_code == 413 and "limit" in r.json()["error"]
+
+    def chunks():  # no Content-Length: the stream is cut off as it arrives
+        for _ in range(10):
+            yield b" " * 500
+
+    r = client.post("/alerts/generic", content=chunks())
+    assert r.status_code == 413
+    assert client.post("/alerts/generic", json={"status": "firing", "title": "x"}).status_code == 202
