@@ -20,9 +20,9 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 
-from integrations.contacts import Person, load_directory
-from runbooks.loader import load_all
-from runbooks.model import Runbook
+from tasks.manual import who_key
+
+from integrations.contacts import load_directory
 from runbooks.settings import get_settings
 
 
@@ -44,40 +44,15 @@ class PendingStep(BaseModel):
     may_answer: list[str]
 
 
-def _runbooks() -> dict[str, Runbook]:
-    settings = get_settings()
-    return load_all(settings.runbooks_dir)[0]
-
-
-def _step_of(run: FlowRun) -> str | None:
-    key = run.state.state_details.pause_key if run.state else None
-    return key.rsplit("-", 1)[0] if key and "-" in key else key
-
-
-def _runbook_id(run: FlowRun) -> str | None:
-    for tag in run.tags or []:
-        if tag.startswith("runbook:"):
-            return tag.split(":", 1)[1]
-    return None
-
-
-def who_may_answer(runbook: Runbook | None, step_id: str) -> list[Person]:
-    """People allowed to answer a step; empty means anyone may."""
-    if runbook is None:
-        return []
-    directory = load_directory(get_settings().contacts_file)
-    if step_id.endswith("-failed"):
-        roles = [runbook.lead]
-    else:
-        try:
-            roles = list(getattr(runbook.step(step_id), "answerers", []) or [])
-        except KeyError:
-            roles = []
-    people: dict[str, Person] = {}
-    for role in roles:
-        for person in directory.by_role(role):
-            people[person.id] = person
-    return list(people.values())
+def _waiting(client, run: FlowRun) -> dict[str, Any]:
+    """What the run waits for: runbook, step, title and who may answer (written by the run when it paused)."""
+    keyset = run.state.state_details.run_input_keyset if run.state else None
+    if not keyset:
+        return {}
+    try:
+        return json.loads(client.read_flow_run_input(flow_run_id=run.id, key=who_key(keyset)))
+    except ObjectNotFound:
+        return {}
 
 
 def _coerce(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -114,15 +89,14 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
         if run.state is None or not run.state.is_paused():
             return AnswerResult(ok=False, message=f"run {run.name} is not waiting for an answer (it is {run.state.name if run.state else 'unknown'})",
                                 flow_run_id=str(run_id))
-        waiting = _step_of(run)
+        meta = _waiting(client, run)
+        waiting = meta.get("step") or _step_of(run)
         if step and step != waiting:
             return AnswerResult(ok=False, message=f"run {run.name} is waiting at step '{waiting}', not '{step}'", flow_run_id=str(run_id), step=waiting)
-        runbook = _runbooks().get(_runbook_id(run) or "")
-        allowed = who_may_answer(runbook, waiting or "")
+        allowed = meta.get("may_answer") or []
         person = load_directory(get_settings().contacts_file).person(by)
-        if allowed and (person is None or person.id not in {p.id for p in allowed}):
-            names = ", ".join(f"{p.name} ({p.id})" for p in allowed)
-            return AnswerResult(ok=False, message=f"'{by}' may not answer step '{waiting}'; it is for: {names}",
+        if allowed and (person is None or person.id not in allowed):
+            return AnswerResult(ok=False, message=f"'{by}' may not answer step '{waiting}'; it is for: {', '.join(allowed)}",
                                 flow_run_id=str(run_id), step=waiting)
         keyset = run.state.state_details.run_input_keyset or {}
         schema: dict[str, Any] = {}
@@ -142,18 +116,13 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
 
 def pending_steps() -> list[PendingStep]:
     """Every step, in every run, that waits for a person."""
-    runbooks = _runbooks()
+    out = []
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"]))))
-    out = []
-    for run in runs:
-        step_id = _step_of(run) or "?"
-        rb = runbooks.get(_runbook_id(run) or "")
-        try:
-            title = rb.step(step_id).title.both() if rb else step_id
-        except KeyError:
-            title = step_id
-        out.append(PendingStep(flow_run_id=str(run.id), run_name=run.name, runbook=rb.id if rb else (_runbook_id(run) or "?"),
-                               step=step_id, title=title, since=run.state.timestamp if run.state else None,
-                               may_answer=[p.id for p in who_may_answer(rb, step_id)]))
+        for run in runs:
+            meta = _waiting(client, run)
+            step_id = meta.get("step") or _step_of(run) or "?"
+            out.append(PendingStep(flow_run_id=str(run.id), run_name=run.name, runbook=meta.get("runbook") or _runbook_id(run) or "?",
+                                   step=step_id, title=meta.get("title") or step_id, since=run.state.timestamp if run.state else None,
+                                   may_answer=meta.get("may_answer") or []))
     return sorted(out, key=lambda p: p.since or datetime.min)

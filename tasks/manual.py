@@ -19,6 +19,7 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field, ValidationError, create_model
 
+from prefect._internal.pydantic.v2_schema import create_v2_schema
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
 from prefect.exceptions import ObjectNotFound
@@ -112,7 +113,9 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
     notice = ""
     with get_client(sync_client=True) as client:
         for ask in range(1, 1000):
-            keyset = _pause(client, run_id, f"{step.id}-{ask}", model, notice + description)
+            keyset = _pause(client, run_id, f"{step.id}-{ask}", model, notice + description,
+                            who={"runbook": incident.runbook.id, "step": step.id, "kind": kind,
+                                 "title": f"{step.title.zh} / {step.title.en}", "may_answer": [p.id for p in allowed]})
             incident.record("step.waiting", f"waiting for an answer (ask {ask})", step=step.id,
                             may_answer=[p.id for p in allowed], pause_key=f"{step.id}-{ask}")
             while True:
@@ -165,14 +168,24 @@ def check_identity(answered_by: str, allowed: list, incident) -> str:
     return person.id
 
 
-def _pause(client, run_id, key: str, model: type[RunInput], description: str):
+def who_key(keyset: dict) -> str:
+    """Flow run input that says which step waits and who may answer it, so any client can check without the runbook."""
+    return keyset["response"].removesuffix("-response") + "-who"
+
+
+def _pause(client, run_id, key: str, model: type[RunInput], description: str, who: dict):
     state = Paused(timeout_seconds=None, reschedule=False, pause_key=key)
     keyset = keyset_from_paused_state(state)
     state.state_details.run_input_keyset = keyset
+    client.create_flow_run_input(flow_run_id=run_id, key=who_key(keyset), value=json.dumps(who, ensure_ascii=False))
     result = propose_state_sync(client=client, state=state, flow_run_id=run_id)
     if not result.is_paused():
         raise RuntimeError(f"the run could not pause for {key}: server answered {result.type.value}")
-    model.with_initial_data(description=description).save(keyset, flow_run_id=run_id)
+    # The form goes in after the pause (entering Paused clears the keyset's inputs), written with the
+    # client we hold: RunInput.save() dispatches to async in a worker thread and then writes nothing.
+    schema = create_v2_schema(model.__name__, model_base=model)
+    client.create_flow_run_input(flow_run_id=run_id, key=keyset["schema"], value=json.dumps(schema))
+    client.create_flow_run_input(flow_run_id=run_id, key=keyset["description"], value=json.dumps(description, ensure_ascii=False))
     return keyset
 
 

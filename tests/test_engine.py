@@ -1,0 +1,232 @@
+"""The runbook engine against a real Prefect server: people answering, escalation, expiry, retries, timeouts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect import tags
+from prefect.client.orchestration import get_client
+
+from flows.answers import answer_step, pending_steps
+from flows.archive import find_record
+from flows.catalog import make_flow
+from integrations.contacts import load_directory
+from runbooks.loader import load_file
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE = ROOT / "tests" / "fixtures" / "engine"
+DIRECTORY = load_directory(ROOT / "config" / "contacts.yaml")
+
+
+def fixture_flow(name: str):
+    return make_flow(load_file(ENGINE / f"{name}.yaml", DIRECTORY))
+
+
+class Background:
+    """Run a flow in a thread, as a responder's machine would while people answer elsewhere."""
+
+    def __init__(self, flow, **kwargs):
+        self.state = None
+        self.thread = threading.Thread(target=self._run, args=(flow, kwargs), daemon=True)
+        self.thread.start()
+
+    def _run(self, flow, kwargs):
+        with tags("test"):
+            self.state = flow(return_state=True, **kwargs)
+
+    def join(self, seconds: float = 60):
+        self.thread.join(seconds)
+        assert self.state is not None, "the run did not finish"
+        return self.state
+
+
+def wait_for_step(step: str, seconds: float = 30, run_id: str | None = None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for p in pending_steps():
+            if p.step == step and (run_id is None or p.flow_run_id == run_id):
+                return p
+        time.sleep(0.3)
+    raise AssertionError(f"no run waited at step {step} within {seconds} s")
+
+
+def pause_key(run_id: str) -> str:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(run_id)).state.state_details.pause_key
+
+
+def test_manual_step_answered_through_the_resume_api_records_who_answered():
+    run = Background(fixture_flow("approval-drill"), parameters={"system": "HIS"}, drill=True)
+    waiting = wait_for_step("record-fault")
+    run_id = waiting.flow_run_id
+    assert waiting.may_answer == ["wang-chief", "li-deputy"] or set(waiting.may_answer) == {"wang-chief", "li-deputy"}
+
+    # A wrong type is refused by the server (as in the UI's form): the run stays paused at the same ask.
+    with get_client(sync_client=True) as client:
+        refused = client.resume_flow_run(UUID(run_id), run_input={"answered_by": "li-deputy", "clients_affected": "many", "scope": "inside"})
+    assert refused.status.value != "ACCEPT"
+    assert pause_key(run_id) == "record-fault-1"
+
+    # Someone who may not answer, answering through the raw API as the UI would: the run refuses and asks again.
+    with get_client(sync_client=True) as client:
+        accepted = client.resume_flow_run(UUID(run_id), run_input={"answered_by": "zhao-dispatch", "clients_affected": 3, "scope": "inside"})
+    assert accepted.status.value == "ACCEPT", accepted.details
+    deadline = time.monotonic() + 15
+    while pause_key(run_id) != "record-fault-2":
+        assert time.monotonic() < deadline, "the step did not ask again after a refused answer"
+        time.sleep(0.3)
+
+    # The CLI / webhook path checks the person before resuming.
+    assert not answer_step(run_id, by="zhao-dispatch", values={"clients_affected": 3, "scope": "inside"}).ok
+    time.sleep(2.5)  # let the escalation tier (2 s) page dispatch while the step waits
+    result = answer_step(run_id, by="李副值 Li (deputy operator)", values={"clients_affected": "12", "scope": "outside"}, step="record-fault")
+    assert result.ok, result.message
+    assert result.answered_by == "li-deputy"
+
+    wait_for_step("approve-restart", run_id=run_id)
+    refused = answer_step(run_id, by="li-deputy", values={"decision": "approve"})
+    assert not refused.ok and "may not answer" in refused.message
+    assert answer_step(run_id, by="wang-chief", values={"decision": "approve", "comment": "go"}).ok
+
+    state = run.join()
+    assert state.is_completed() and state.name == "Completed"
+    record = find_record(run_id)
+    assert record.steps["record-fault"]["answered_by"] == "li-deputy"
+    assert record.steps["record-fault"]["clients_affected"] == 12
+    assert record.steps["record-fault"]["scope"] == "outside"
+    assert record.steps["approve-restart"]["answered_by"] == "wang-chief"
+    kinds = record.kinds()
+    assert "answer.refused" in kinds
+    escalation = kinds.index("escalation.tier")
+    assert escalation < kinds.index("step.answered"), "escalation must fire while the step waits"
+    paged = [e for e in record.journal[escalation:] if e.kind == "page.sent"]
+    assert paged and paged[0].data["person"] == "drill-desk"  # a drill pages the drill desk, not dispatch
+    assert [e.actor for e in record.entries("step.answered")] == ["li-deputy", "wang-chief"]
+
+
+def test_an_unanswered_approval_takes_its_expiry_branch_and_the_run_says_so():
+    flow = fixture_flow("approval-drill")
+    started = time.monotonic()
+    with tags("test"):
+        state = flow(answers={"record-fault": {"clients_affected": 1, "scope": "inside"}}, return_state=True)
+    took = time.monotonic() - started
+    assert state.is_completed() and state.name == "Expired"
+    record = find_record(str(state.state_details.flow_run_id))
+    kinds = record.kinds()
+    assert record.outcome == "expired"
+    assert kinds.index("escalation.tier") < kinds.index("step.expired")
+    assert [e.step for e in record.entries("step.done")][-1] == "tell-dispatch-expired"
+    assert "restart" not in record.steps
+    assert 4 <= took < 30
+
+
+def test_a_rejected_approval_runs_its_reject_steps_and_ends_rejected():
+    with tags("test"):
+        state = fixture_flow("approval-drill")(answers={"record-fault": {"clients_affected": 1, "scope": "inside"},
+                                                        "approve-restart": {"decision": "reject", "comment": "not now"}},
+                                               return_state=True)
+    assert state.name == "Rejected"
+    record = find_record(str(state.state_details.flow_run_id))
+    assert record.entries("approval.rejected")[0].actor == "wang-chief"
+    assert record.steps["tell-dispatch-rejected"]["status"] == "done"
+    assert "restart" not in record.steps
+
+
+def test_scripted_answer_that_is_invalid_fails_clearly():
+    with tags("test"):
+        state = fixture_flow("approval-drill")(answers={"record-fault": {"clients_affected": "lots", "scope": "inside"}}, return_state=True)
+    assert state.is_failed()
+    assert "scripted answer for 'record-fault' is not valid" in state.message
+
+
+# ---------------------------------------------------------------- from a deployment
+
+
+class FlakyEndpoint(BaseHTTPRequestHandler):
+    calls: dict[str, list[float]] = {"/flaky": [], "/slow": []}
+
+    def log_message(self, *args):
+        pass
+
+    def do_POST(self):
+        self.calls["/flaky"].append(time.monotonic())
+        status = 503 if len(self.calls["/flaky"]) <= 2 else 200
+        self._answer(status, {"blocked": status == 200})
+
+    def do_GET(self):
+        self.calls["/slow"].append(time.monotonic())
+        time.sleep(3)
+        self._answer(200, {"ok": True})
+
+    def _answer(self, status, body):
+        data = json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.fixture
+def flaky_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FlakyEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def served_fixtures():
+    env = {**os.environ, "RUNBOOK_RUNBOOKS_DIR": str(ENGINE)}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.stack", "serve"], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    with get_client(sync_client=True) as client:
+        while True:
+            try:
+                client.read_deployment_by_name("flaky-action/runbook")
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "the fixtures were not served"
+                time.sleep(0.5)
+    yield
+    proc.terminate()
+    proc.wait(20)
+
+
+def test_retries_and_timeout_hold_when_the_flow_runs_from_a_deployment(flaky_server, served_fixtures):
+    from flows.launch import start_incident
+
+    run = start_incident("flaky-action", {"base_url": flaky_server}, drill=True)
+    deadline = time.monotonic() + 90
+    with get_client(sync_client=True) as client:
+        while True:
+            state = client.read_flow_run(run.id).state
+            if state.is_final():
+                break
+            assert time.monotonic() < deadline, f"served run did not finish: {state}"
+            time.sleep(0.5)
+        task_runs = {t.name: t for t in client.read_task_runs() if t.flow_run_id == run.id}
+    assert state.is_completed(), state.message
+    assert len(FlakyEndpoint.calls["/flaky"]) == 3, "two failures and one success"
+    assert task_runs["block-address"].run_count == 3
+    slow = FlakyEndpoint.calls["/slow"]
+    assert len(slow) == 2, "one try and one retry"
+    record = find_record(str(run.id))
+    assert record.steps["slow-probe"]["status"] == "failed"
+    assert "timed out" in record.steps["slow-probe"]["error"].lower() or "timeout" in record.steps["slow-probe"]["error"].lower()
+    failed_at = record.entries("step.failed")[0].at
+    started_at = next(e.at for e in record.journal if e.kind == "step.started" and e.step == "slow-probe")
+    assert (failed_at - started_at).total_seconds() < 5, "each try is cut at the 1 s timeout, not the endpoint's 3 s"
