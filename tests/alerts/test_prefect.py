@@ -1,0 +1,130 @@
+"""The intake against the session's real Prefect server: the real flows.launch, idempotency keys,
+run states deciding open/closed, resolutions as flow run inputs, and events."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.alerts.conftest import drained, wait_until
+
+pytestmark = pytest.mark.server
+
+
+@pytest.fixture(scope="module")
+def probe_runbook() -> str:
+    """An unserved deployment `<id>/runbook` with the runbook flows' parameters: runs stay Scheduled (open)."""
+    from prefect import flow
+
+    runbook_id = f"intake-probe-{uuid.uuid4().hex[:8]}"
+
+    @flow(name=runbook_id)
+    def probe(parameters: dict | None = None, severity: str | None = None, drill: bool = False, time_scale: float = 1.0,
+              auto: bool = False, answers: dict | None = None, incident: str | None = None, alert: dict | None = None):
+        return None
+
+    probe.to_deployment(name="runbook").apply()
+    return runbook_id
+
+
+@pytest.fixture
+def real_client(make_settings, probe_runbook):
+    """The receiver with the default hooks: flows.launch and the Prefect client."""
+    from fastapi.testclient import TestClient
+
+    from integrations.web import create_app
+
+    settings = make_settings(routes=f"""
+routes:
+  - match: [alertname=ProbeDown]
+    runbook: {probe_runbook}
+    parameters: {{site: labels.site}}
+    severity: {{critical: "1"}}
+""")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def runs_of(runbook_id: str):
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=[runbook_id])))
+
+
+def body(status: str = "firing", starts: str = "2024-05-01T08:00:00Z", group: str | None = None) -> dict:
+    return {"version": "4", "groupKey": group or f"probe-{uuid.uuid4().hex[:6]}", "status": status, "alerts": [{
+        "status": status, "labels": {"alertname": "ProbeDown", "site": "east", "severity": "critical"},
+        "annotations": {"summary": "probe down"}, "startsAt": starts,
+        "endsAt": "2024-05-01T09:00:00Z" if status == "resolved" else "0001-01-01T00:00:00Z",
+        "fingerprint": "feedface00000001"}]}
+
+
+def test_one_real_flow_run_per_group_and_episode(real_client, probe_runbook):
+    from prefect import get_client
+    from prefect.states import Completed
+
+    group = f"probe-{uuid.uuid4().hex[:6]}"
+    for _ in range(3):
+        assert real_client.post("/alerts/alertmanager", json=body(group=group)).status_code == 202
+    drained(real_client)
+    (run,) = runs_of(probe_runbook)
+    assert run.parameters["parameters"] == {"site": "east"} and run.parameters["severity"] == "1"
+    assert run.parameters["alert"]["fingerprint"] == "feedface00000001"
+    assert run.idempotency_key.endswith(":1") and f"runbook:{probe_runbook}" in run.tags
+    assert run.state.is_scheduled()
+
+    # the resolution reaches it as a flow run input
+    real_client.post("/alerts/alertmanager", json=body("resolved", group=group))
+    drained(real_client)
+    from flows.launch import read_resolution
+
+    assert read_resolution(run.id)["status"] == "resolved"
+
+    # closed in Prefect; a new firing of the group is a new incident
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Completed(), force=True)
+    real_client.post("/alerts/alertmanager", json=body(starts="2024-05-01T11:00:00Z", group=group))
+    drained(real_client)
+    runs = runs_of(probe_runbook)
+    assert len(runs) == 2 and {r.idempotency_key[-2:] for r in runs} == {":1", ":2"}
+
+
+def test_events_are_related_to_the_run(real_client, probe_runbook):
+    from prefect import get_client
+    from prefect.events.filters import EventFilter, EventResourceFilter
+
+    fingerprint = "feedface00000001"
+    real_client.post("/alerts/alertmanager", json=body())
+    drained(real_client)
+    row = real_client.app.state.store.spool_rows()[-1]
+    run_id = row["outcome"].split()[-1]
+
+    def find():
+        with get_client(sync_client=True) as client:
+            page = client.read_events(EventFilter(resource=EventResourceFilter(id=[f"runbook.alert.{fingerprint}"])), limit=50)
+        return [e for e in page.events if any(r.id == f"prefect.flow-run.{run_id}" for r in e.related)]
+
+    (event,) = wait_until(find, 30, "the alert event on the server")
+    assert event.event == "runbook.alert.firing" and event.payload["outcome"] == "started"
+    assert event.payload["alert"]["labels"]["site"] == "east"
+
+
+def test_run_state_decides_open(probe_runbook):
+    from prefect import get_client
+    from prefect.states import Cancelled, Paused
+
+    from integrations.alerts.intake import _run_is_open
+
+    from flows.launch import start_incident
+
+    run = start_incident(probe_runbook, {"site": "x"}, idempotency_key=uuid.uuid4().hex)
+    assert _run_is_open(str(run.id))
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Paused(), force=True)
+        assert _run_is_open(str(run.id))  # waiting for people is open
+        client.set_flow_run_state(run.id, Cancelled(), force=True)
+    assert not _run_is_open(str(run.id))
+    assert not _run_is_open(str(uuid.uuid4()))  # deleted or never existed
