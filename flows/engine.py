@@ -367,6 +367,29 @@ def do_grade(inc: Incident, step) -> dict:
     return {"severity": inc.severity, "reason": inc.severity_reason}
 
 
+def do_report(inc: Incident, step) -> dict:
+    def draft(step_id: str) -> dict:
+        document = "\n\n".join(part for part in (inc.text(step.document, "zh"), inc.text(step.document, "en")) if part)
+        if inc.drill:
+            document = "> **演练 DRILL**\n\n" + document
+        try:
+            from prefect.artifacts import create_markdown_artifact
+
+            create_markdown_artifact(markdown=document, key=f"{inc.runbook.id}-{step.id}"[:100],
+                                     description=f"{step.title.zh} / {step.title.en}")
+        except Exception as exc:  # the draft is kept on the incident even if the artifact cannot be written
+            inc.record("report.unpublished", str(exc), step=step.id)
+        return {"document": document}
+
+    result = _step_task(step, draft)(step.id)
+    inc.record("report.drafted", f"{step.title.zh} / {step.title.en}", step=step.id, length=len(result["document"]))
+    if step.to:
+        title = f"{inc.runbook.title.zh} · {inc.text(step.title, 'zh')}"
+        sent = [d for d in inc.page(step.to, result["document"], step=step.id, title=title) if d.outcome == "sent"]
+        inc.record("report.sent", f"to {', '.join(step.to)}", step=step.id, people=sorted({d.person for d in sent}))
+    return result
+
+
 def do_end(inc: Incident, step) -> dict:
     message = inc.text(step.title, "zh") + " / " + inc.text(step.title, "en")
     _note(step, inc, {"outcome": step.outcome})
@@ -418,6 +441,7 @@ def track_flow(inc: Incident, step, track):
 HANDLERS: dict[str, Callable[[Incident, Any], dict]] = {
     "action": do_action, "check": do_check, "wait": do_wait, "notify": do_notify, "manual": do_manual,
     "approval": do_approval, "branch": do_branch, "grade": do_grade, "end": do_end, "parallel": do_parallel,
+    "report": do_report,
 }
 
 

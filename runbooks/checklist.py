@@ -27,6 +27,10 @@ def _step_lines(step, language: str, depth: int, number: str) -> list[str]:
         lines.append(f"{body}- answered by: {', '.join(step.answerers)}")
     if getattr(step, "to", None):
         lines.append(f"{body}- notify: {', '.join(step.to)}" + (" (acknowledgement required)" if step.ack else ""))
+    if getattr(step, "document", None):
+        lines.append(f"{body}- drafts a report from what was recorded" + (f", sent to {', '.join(step.to)}" if step.to else ""))
+        for line in _t(step.document, language).splitlines():
+            lines.append(f"{body}  > {line}")
     for tier in getattr(step, "escalation", []) or []:
         lines.append(f"{body}- no answer after {tier.after}: page {', '.join(tier.notify)}")
     if getattr(step, "expires", None):

@@ -97,7 +97,7 @@ def _explain(name: str, raw: dict, exc: ValidationError) -> list[LoadError]:
 
 
 def _is_kind_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in {"action", "check", "manual", "approval", "notify", "wait", "branch", "parallel", "grade", "end"}
+    return isinstance(part, str) and part in {"action", "check", "manual", "approval", "notify", "wait", "branch", "parallel", "grade", "report", "end"}
 
 
 def _step_at(raw: Any, loc: tuple) -> str | None:
@@ -129,7 +129,7 @@ def _message_and_fix(err: dict, loc: str) -> tuple[str, str]:
         tags = err.get("ctx", {}).get("expected_tags", "")
         return f"`{loc}` has an unknown kind", f"use one of the step kinds: {tags}"
     if kind == "union_tag_not_found":
-        return f"`{loc}` has no `kind`", "add `kind:` (action, check, manual, approval, notify, wait, branch, parallel, grade, end)"
+        return f"`{loc}` has no `kind`", "add `kind:` (action, check, manual, approval, notify, wait, branch, parallel, grade, report, end)"
     if kind == "string_pattern_mismatch":
         return f"`{loc}` has characters that are not allowed", "use lowercase letters, digits and dashes (underscores in form field ids)"
     if kind == "literal_error":

@@ -252,6 +252,19 @@ class ParallelStep(StepBase):
     tracks: list[Track] = Field(min_length=1, description="Tracks run side by side, each as its own child flow run.")
 
 
+class ReportStep(StepBase):
+    """A report the plan requires, drafted from what the incident has recorded so far.
+
+    The draft is published on the run as a Markdown artifact and kept under the
+    step id (`steps.ID.document`), so an approval step can route it and a notify
+    step can send it.
+    """
+
+    kind: Literal["report"]
+    document: Text = Field(description="Markdown template of the report: headings and the recorded answers that fill them.")
+    to: list[str] = Field(default_factory=list, description="Roles the report is sent to once drafted (leave empty and use an approval then a notify step to route it first).")
+
+
 class GradeStep(StepBase):
     kind: Literal["grade"]
 
@@ -261,7 +274,7 @@ class EndStep(StepBase):
     outcome: Literal["resolved", "failed"] = Field("resolved", description="resolved completes the run; failed fails it.")
 
 
-STEP_KINDS = (ActionStep, CheckStep, ManualStep, ApprovalStep, NotifyStep, WaitStep, BranchStep, ParallelStep, GradeStep, EndStep)
+STEP_KINDS = (ActionStep, CheckStep, ManualStep, ApprovalStep, NotifyStep, WaitStep, BranchStep, ParallelStep, GradeStep, ReportStep, EndStep)
 Step = Annotated[Union[STEP_KINDS], Field(discriminator="kind")]  # type: ignore[valid-type]
 PAUSING_KINDS = {"manual", "approval", "parallel"}
 
@@ -375,7 +388,7 @@ def _roles_of(step: Any) -> list[str]:
 
 
 def _templates_of(step: Any) -> list[tuple[str, str]]:
-    texts: list[Text] = [t for t in (step.title, step.instructions, getattr(step, "message", None)) if t is not None]
+    texts: list[Text] = [t for t in (step.title, step.instructions, getattr(step, "message", None), getattr(step, "document", None)) if t is not None]
     texts += [tier.message for tier in getattr(step, "escalation", []) or [] if tier.message]
     out = [(f"{lang}", getattr(t, lang)) for t in texts for lang in ("zh", "en")]
     http = getattr(step, "http", None) or getattr(getattr(step, "probe", None), "http", None)
@@ -436,7 +449,11 @@ def check_runbook(rb: Runbook) -> list[RunbookProblem]:
             problems.append(RunbookProblem(step.id, "a grade step needs the runbook to declare `severity`", "add severity levels and rules, or remove the step"))
         if step.kind == "parallel":
             problems += _check_tracks(step)
-        if where.startswith(("threshold", "deadline")) and step.kind not in ("notify", "action") :
+        for name, template in _templates_of(step):
+            for ref in referenced_steps(template):
+                if ref not in seen:
+                    problems.append(RunbookProblem(step.id, f"a template refers to step '{ref}', which does not exist", f"use an existing step id; known ids: {', '.join(list(seen)[:12])}"))
+        if where.startswith(("threshold", "deadline")) and step.kind not in ("notify", "action"):
             problems.append(RunbookProblem(step.id, f"a {step.kind} step cannot run inside a {where.split()[0]} (it runs beside the main line and cannot pause it)", "use notify or action steps there; put people's work in the main steps"))
         if where.startswith(("threshold", "deadline")) and getattr(step, "ack", False):
             problems.append(RunbookProblem(step.id, "a notify step inside a time rule cannot wait for acknowledgement", "remove `ack: true` or move the step to the main line"))
