@@ -93,7 +93,12 @@ class Stack:
                                                env=env, start_new_session=True))
 
     def wait(self) -> int:
-        """Block until a part exits or Ctrl-C; then stop everything."""
+        """Block until a part exits, Ctrl-C or SIGTERM; then stop everything."""
+
+        def terminate(signum, frame):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGTERM, terminate)
         try:
             while all(p.poll() is None for p in self.procs):
                 time.sleep(0.5)
@@ -104,14 +109,15 @@ class Stack:
             self.stop()
 
     def stop(self) -> None:
+        """Stop the parts one by one, last started first: the served flows still need the server to pause their deployments."""
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)
-        for proc in reversed(self.procs):
             try:
-                proc.wait(20)
+                proc.wait(15)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
 
 
 def main(argv: list[str]) -> None:
