@@ -68,14 +68,19 @@ class Matcher(BaseModel):
         return f"{self.label}{self.op}{self.value}"
 
 
+ALERT_FIELDS = ("starts_at", "ends_at", "fingerprint", "status", "severity", "source", "source_url", "group_key")
+
+
 class ParamSource(BaseModel):
-    """Where one runbook parameter comes from: a label, an annotation or a fixed value.
-    Shorthand in YAML: ``labels.instance`` or ``annotations.summary``."""
+    """Where one runbook parameter comes from: a label, an annotation, a field of the alert
+    itself, or a fixed value. Shorthand in YAML: ``labels.instance``, ``annotations.summary``,
+    ``alert.starts_at``."""
 
     model_config = ConfigDict(extra="forbid")
 
     label: str | None = None
     annotation: str | None = None
+    alert: Literal[ALERT_FIELDS] | None = Field(None, description="A field of the normalised alert, e.g. starts_at.")
     value: Any = None
     default: Any = Field(None, description="Used when the label or annotation is absent.")
 
@@ -86,20 +91,26 @@ class ParamSource(BaseModel):
             kind, dot, name = data.partition(".")
             if dot and name and kind in ("labels", "annotations"):
                 return {kind[:-1]: name}
-            raise ValueError(f"{data!r} is not 'labels.<name>' or 'annotations.<name>'; for a fixed value write {{value: {data!r}}}")
+            if dot and kind == "alert":
+                return {"alert": name}
+            raise ValueError(f"{data!r} is not 'labels.<name>', 'annotations.<name>' or 'alert.<field>'; "
+                             f"for a fixed value write {{value: {data!r}}}")
         return data
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "ParamSource":
-        given = [k for k in ("label", "annotation") if getattr(self, k)] + (["value"] if self.value is not None else [])
+        given = [k for k in ("label", "annotation", "alert") if getattr(self, k)] + (["value"] if self.value is not None else [])
         if len(given) != 1:
-            raise ValueError("give exactly one of label, annotation or value")
+            raise ValueError("give exactly one of label, annotation, alert or value")
         return self
 
     def resolve(self, alert: Alert) -> Any:
         if self.value is not None:
             return self.value
-        found = alert.labels.get(self.label) if self.label else alert.annotations.get(self.annotation)
+        if self.alert:
+            found = alert.model_dump(mode="json")[self.alert]
+        else:
+            found = alert.labels.get(self.label) if self.label else alert.annotations.get(self.annotation)
         return found if found is not None else self.default
 
 
@@ -214,11 +225,13 @@ def route(alert: Alert, routes: Routes, runbooks_dir: Path | None = None) -> Dec
             return Decision(None, reason=f"the alert names runbook '{named}' ({fb.key}: {named}), but {runbooks_dir}/{named}.yaml "
                                          "does not exist or does not load; fix the alert's label or add the runbook")
         params = {}
-        for name in (declared or {}):
+        for name, spec in (declared or {}).items():
             if name in alert.labels:
                 params[name] = alert.labels[name]
             elif name in alert.annotations:
                 params[name] = alert.annotations[name]
+            elif spec.type == "datetime" and spec.default is None and alert.starts_at:
+                params[name] = alert.starts_at.isoformat()  # fault_time, outage_started: the alert's start is the best we know
         return Decision(named, f"{fb.key} label", coerce(params, declared), fb.severity.get(alert.severity or ""))
 
     tried = ", ".join(r.name or r.runbook for r in routes.routes) or "none defined"
@@ -246,3 +259,35 @@ def coerce(params: dict[str, Any], declared: dict | None) -> dict[str, Any]:
         except ValueError:
             pass
     return out
+
+
+def check_routes(routes: Routes, runbooks_dir: Path) -> list[str]:
+    """Problems that would make routed alerts fail later, found now (for `runbook check` and tests)."""
+    problems = []
+    for n, r in enumerate(routes.routes):
+        where = f"routes[{n}] ({r.name or r.runbook})"
+        path = runbooks_dir / f"{r.runbook}.yaml"
+        if not path.exists():
+            problems.append(f"{where}: runbook '{r.runbook}' does not exist in {runbooks_dir}; fix the id or add the runbook")
+            continue
+        try:
+            from runbooks.loader import load_file
+
+            runbook = load_file(path)
+        except Exception as exc:
+            problems.append(f"{where}: runbook '{r.runbook}' does not load: {exc}")
+            continue
+        for name in r.parameters:
+            if name not in runbook.parameters:
+                problems.append(f"{where}: '{name}' is not a parameter of {r.runbook} "
+                                f"(it has {', '.join(runbook.parameters) or 'none'})")
+        for name, spec in runbook.parameters.items():
+            if spec.is_required() and name not in r.parameters:
+                problems.append(f"{where}: {r.runbook} requires parameter '{name}' and the route does not fill it; "
+                                f"add e.g. {name}: labels.{name}")
+        levels = {lv.id for lv in runbook.severity.levels} if runbook.severity else set()
+        for word, level in r.severity.items():
+            if level not in levels:
+                problems.append(f"{where}: severity {word} -> '{level}' is not a level of {r.runbook} "
+                                f"(levels: {', '.join(sorted(levels)) or 'none'})")
+    return problems

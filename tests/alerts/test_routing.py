@@ -8,7 +8,7 @@ import pytest
 
 from integrations.alerts import get_source
 from integrations.alerts.model import Alert
-from integrations.alerts.routing import Matcher, RoutesError, Routes, load_routes, route
+from integrations.alerts.routing import Matcher, RoutesError, Routes, check_routes, load_routes, route
 from tests.alerts.conftest import FIXTURES, ROUTES, fixture_json
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +115,41 @@ def test_missing_routes_file_is_empty(tmp_path):
     assert load_routes(tmp_path / "none.yaml").routes == []
 
 
-def test_shipped_routes_file_loads():
+def test_shipped_routes_fit_the_shipped_runbooks():
     routes = load_routes(ROOT / "config" / "routes.yaml")
     assert routes.routes and routes.fallback.enabled
+    assert check_routes(routes, ROOT / "runbooks") == []
+    a = get_source("alertmanager").parse(fixture_json("alertmanager_mixed.json"))[0]
+    d = route(a, routes, ROOT / "runbooks")
+    assert d.runbook == "hospital-his-outage" and d.severity == "1"
+    assert d.parameters["fault_time"] == "2024-05-01T08:00:12.345678+08:00"
+
+
+def test_check_routes_finds_what_would_fail_later(tmp_path):
+    routes = routes_from(tmp_path, """
+routes:
+  - runbook: power-failure
+    parameters: {room: labels.room, colour: labels.colour}
+    severity: {critical: "9"}
+  - runbook: no-such-plan
+""")
+    problems = check_routes(routes, FIXTURES / "runbooks")
+    assert any("'colour' is not a parameter of power-failure" in p for p in problems)
+    assert any("requires parameter 'site'" in p for p in problems)
+    assert any("'9' is not a level of power-failure" in p for p in problems)
+    assert any("'no-such-plan' does not exist" in p for p in problems)
+
+
+def test_alert_fields_as_parameters(tmp_path):
+    routes = routes_from(tmp_path, "routes: [{runbook: x, parameters: {since: alert.starts_at, id: alert.fingerprint}}]")
+    a = get_source("generic").parse({"status": "firing", "title": "t", "starts_at": "2024-05-01T08:00:00Z", "fingerprint": "fp"})[0]
+    assert route(a, routes).parameters == {"since": "2024-05-01T08:00:00Z", "id": "fp"}
+    with pytest.raises(RoutesError):
+        routes_from(tmp_path, "routes: [{runbook: x, parameters: {since: alert.colour}}]")
+
+
+def test_fallback_gives_an_unfilled_time_the_alert_start(tmp_path):
+    a = get_source("generic").parse({"status": "firing", "title": "HIS down", "labels": {"runbook": "pump-station-power-loss"},
+                                     "starts_at": "2024-05-01T08:00:00Z"})[0]
+    d = route(a, routes_from(tmp_path, ""), ROOT / "runbooks")
+    assert d.runbook == "pump-station-power-loss" and d.parameters == {"outage_started": "2024-05-01T08:00:00+00:00"}
