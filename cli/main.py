@@ -234,6 +234,31 @@ def intake(host: Optional[str] = typer.Option(None), port: Optional[int] = typer
 
 
 @app.command()
+def docs(
+    out: Path = typer.Option(Path("docs/runbooks"), help="Folder to write the runbook documents into."),
+    check: bool = typer.Option(False, help="Only check that the committed documents match the runbooks."),
+) -> None:
+    """Render every runbook as a Markdown document with a flow diagram into docs/runbooks/."""
+    from runbooks.docs import check_docs, render_docs
+
+    runbooks, errors = _load()
+    if errors:
+        err.print("[red]some runbooks do not load; run `runbook lint` first[/red]")
+        raise typer.Exit(1)
+    if check:
+        stale = check_docs(runbooks, out)
+        for name in stale:
+            err.print(f"out of date: {name}")
+        if stale:
+            err.print("run `runbook docs` and commit the result")
+            raise typer.Exit(1)
+        console.print(f"{len(runbooks)} runbook documents are up to date")
+        return
+    written = render_docs(runbooks, out)
+    console.print(f"wrote {len(written)} files to {out}")
+
+
+@app.command()
 def schema() -> None:
     """The runbook language's JSON schema (every field with its description)."""
     from runbooks.model import Runbook
