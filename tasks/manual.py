@@ -8,11 +8,20 @@ timeout (after which a run can never pause again).
 
 Each ask has its own pause key `<step-id>-<n>`: an answer that is refused (wrong
 person, a rule the server cannot check) makes the step ask again under `n+1`.
+
+Restarts: the asks, answers and expiry markers are flow run inputs
+(`paused-<step>-<n>-who|response|expired`), so a run that starts again from the
+top (crash + `runbook recover`, or a suspended wait resumed) replays them in
+order (`replay`) instead of asking again. From a deployment a wait suspends
+the run (its process exits); the escalation watcher wakes it when a tier or
+the expiry is due (flows/recovery.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal, Optional
@@ -22,7 +31,7 @@ from pydantic import Field, ValidationError, create_model
 from prefect._internal.pydantic.v2_schema import create_v2_schema
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound
+from prefect.exceptions import ObjectNotFound, Pause
 from prefect.input import RunInput
 from prefect.input.run_input import keyset_from_paused_state
 from prefect.states import Paused, Running
@@ -94,52 +103,166 @@ def validate_answer(model: type[RunInput], values: dict[str, Any]) -> dict[str, 
     return instance.model_dump(mode="json", exclude={"metadata"})
 
 
+def _run_id():
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None:
+        raise RuntimeError("a step can only wait for an answer inside a flow run")
+    return ctx.flow_run.id
+
+
+# Where each step of each run is in its asks: the next ask number, and the last unanswered ask's `who`
+# (its escalation clock carries over when the run comes back from a crash or a suspension).
+_next_ask: dict[tuple[str, str], int] = {}
+_carried: dict[tuple[str, str], dict | None] = {}
+_INPUT_KEY = re.compile(r"^paused-(?P<step>.+)-(?P<n>\d+)-(?P<part>who|response|expired)$")
+
+
+def _earlier_asks(client, run_id, step_id: str) -> dict[int, dict[str, str]]:
+    """The inputs this run already has for a step, by ask number: who / response / expired."""
+    asks: dict[int, dict[str, str]] = {}
+    for item in client.filter_flow_run_input(flow_run_id=run_id, key_prefix=f"paused-{step_id}-", limit=1000, exclude_keys=set()):
+        m = _INPUT_KEY.match(item.key)
+        if m and m["step"] == step_id:
+            asks.setdefault(int(m["n"]), {})[m["part"]] = item.value
+    return asks
+
+
+def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None:
+    """The answer this run already got for the step's next ask, if it got one before a crash or a suspension.
+
+    A run that starts again from the top (a worker died, `runbook recover`, a suspended wait resumed)
+    must not ask again what was answered: the answers are flow run inputs and outlive the process.
+    Raises Expired when the ask was marked expired. None when the step must (still) ask.
+    """
+    run_id = _run_id()
+    slot = (str(run_id), step.id)
+    model = form_model(step, kind=kind)
+    with get_client(sync_client=True) as client:
+        asks = _earlier_asks(client, run_id, step.id)
+    n = _next_ask.get(slot, 1)
+    carried = None
+    while n in asks:
+        parts = asks[n]
+        if "response" in parts:
+            try:
+                answer = validate_answer(model, json.loads(parts["response"]))
+                check_identity(answer[ANSWERED_BY], allowed, incident)
+            except (ValidationError, Refused, ValueError):
+                n += 1  # refused the first time too: that run asked again under n + 1
+                continue
+            _next_ask[slot] = n + 1
+            _carried[slot] = None
+            answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+            incident.record("step.replayed", f"answer of ask {n} given before the run restarted", step=step.id,
+                            actor=answer[ANSWERED_BY], pause_key=f"{step.id}-{n}")
+            return answer
+        if "expired" in parts:
+            _next_ask[slot] = n + 1
+            _carried[slot] = None
+            raise Expired(parts["expired"])
+        if "who" in parts:
+            carried = json.loads(parts["who"])
+        n += 1  # asked and never answered: ask again under a fresh key (a pause key fires only once per run)
+    _next_ask[slot] = n
+    _carried[slot] = carried
+    return None
+
+
+def is_new_wait(step) -> bool:
+    """False when `replay` found an unanswered ask of this step from before a restart (its first page went out)."""
+    return _carried.get((str(_run_id()), step.id)) is None
+
+
+def suspends_waits() -> bool:
+    """Whether a wait frees its process (Prefect's Suspended) instead of pausing in it.
+
+    Needs a deployment (a worker reruns the flow on resume) and a root flow run (subflows cannot suspend).
+    RUNBOOK_SUSPEND_WAITS=false keeps every wait in its process; the default is on for deployments."""
+    ctx = FlowRunContext.get()
+    if ctx is None or ctx.flow_run is None or ctx.flow_run.deployment_id is None or ctx.flow_run.parent_task_run_id:
+        return False
+    return os.environ.get("RUNBOOK_SUSPEND_WAITS", "true").strip().lower() not in ("0", "false", "no", "off")
+
+
+def _at(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+
+
+def _epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
 def wait_for_answer(incident, step, *, kind: str, description: str, allowed: list, tiers: list, remind_every: float | None,
                     expires: float | None) -> dict[str, Any]:
     """Pause this flow run until an accepted answer arrives; page tiers meanwhile; raise Expired at expiry.
 
     `tiers` is [(seconds_after_start, roles, text)], `allowed` the people who may answer (empty: anyone).
+    Call `replay` first. When `suspends_waits()`, the run is suspended instead (its process exits) and the
+    escalation watcher (flows/recovery.py) wakes it when a tier or the expiry is due.
     """
-    ctx = FlowRunContext.get()
-    if ctx is None or ctx.flow_run is None:
-        raise RuntimeError("a step can only wait for an answer inside a flow run")
-    run_id = ctx.flow_run.id
+    run_id = _run_id()
+    slot = (str(run_id), step.id)
     model = form_model(step, kind=kind)
     poll = get_settings().answer_poll_seconds
-    started = time.monotonic()
-    paged: set[int] = set()
+    carried = _carried.get(slot)
+    started = _epoch(carried["waiting_since"]) if carried else time.time()
+    paged: set[int] = set(carried.get("paged", [])) if carried else set()
     last_page = started
     current_tier = None
     notice = ""
+    suspend = suspends_waits()
+
+    def escalate(now: float) -> None:
+        nonlocal current_tier, last_page
+        for index, (after, roles, text) in enumerate(tiers):
+            if index not in paged and now - started >= after:
+                paged.add(index)
+                current_tier, last_page = (roles, text), now
+                incident.record("escalation.tier", f"no answer after {_human(after * incident.time_scale)}: paging {', '.join(roles)}",
+                                step=step.id, tier=index + 1, roles=roles)
+                incident.page(roles, text, step=step.id, answer_options=_options(kind))
+
+    def expire(client, ask: int, *, paused: bool) -> Expired:
+        reason = f"no answer within {_human(expires * incident.time_scale)}"
+        if paused:
+            client.set_flow_run_state(run_id, Running(message=f"{step.id} expired unanswered"), force=True)
+        _mark_expired(client, run_id, f"{step.id}-{ask}", reason)
+        _next_ask[slot], _carried[slot] = ask + 1, None
+        return Expired(reason)
+
     with get_client(sync_client=True) as client:
-        for ask in range(1, 1000):
-            keyset = _pause(client, run_id, f"{step.id}-{ask}", model, notice + description,
-                            who={"runbook": incident.runbook.id, "step": step.id, "kind": kind,
-                                 "title": f"{step.title.zh} / {step.title.en}", "may_answer": [p.id for p in allowed]})
-            incident.record("step.waiting", f"waiting for an answer (ask {ask})", step=step.id,
-                            may_answer=[p.id for p in allowed], pause_key=f"{step.id}-{ask}")
+        for ask in range(_next_ask.get(slot, 1), 1000):
+            if suspend:  # nobody ran the loop below while the run was suspended: catch up first
+                escalate(time.time())
+                if expires is not None and time.time() - started >= expires:
+                    raise expire(client, ask, paused=False)
+            who = {"runbook": incident.runbook.id, "step": step.id, "kind": kind,
+                   "title": f"{step.title.zh} / {step.title.en}", "may_answer": [p.id for p in allowed],
+                   "waiting_since": _at(started), "asked_at": _at(time.time()), "suspended": suspend,
+                   "tiers": [{"at": _at(started + after), "roles": roles} for after, roles, _ in tiers],
+                   "paged": sorted(paged), "expires_at": _at(started + expires) if expires is not None else None}
+            state, keyset = _pause(client, run_id, f"{step.id}-{ask}", model, notice + description, who=who, reschedule=suspend)
+            incident.record("step.waiting", f"waiting for an answer (ask {ask})" + (" — suspended" if suspend else ""),
+                            step=step.id, may_answer=[p.id for p in allowed], pause_key=f"{step.id}-{ask}")
+            if suspend:
+                # The engine catches Pause and ends the process; the resume (or the watcher) reschedules the run,
+                # a worker runs it from the top, finished steps come back Cached and `replay` finds the answer.
+                raise Pause(state=state)
             while True:
                 time.sleep(poll)
-                now = time.monotonic()
+                now = time.time()
                 run = client.read_flow_run(run_id)
                 if run.state is not None and run.state.is_running():
                     break
                 if run.state is not None and run.state.is_final():
                     raise RuntimeError(f"the run was {run.state.name} while waiting for an answer")
-                for index, (after, roles, text) in enumerate(tiers):
-                    if index not in paged and now - started >= after:
-                        paged.add(index)
-                        current_tier, last_page = (roles, text), now
-                        incident.record("escalation.tier", f"no answer after {_human(after * incident.time_scale)}: paging {', '.join(roles)}",
-                                        step=step.id, tier=index + 1, roles=roles)
-                        incident.page(roles, text, step=step.id, answer_options=_options(kind))
+                escalate(now)
                 if remind_every and current_tier and now - last_page >= remind_every:
                     last_page = now
                     incident.record("escalation.reminder", f"reminding {', '.join(current_tier[0])}", step=step.id)
                     incident.page(current_tier[0], current_tier[1], step=step.id, answer_options=_options(kind))
                 if expires is not None and now - started >= expires:
-                    client.set_flow_run_state(run_id, Running(message=f"{step.id} expired unanswered"), force=True)
-                    raise Expired(f"no answer within {_human(expires * incident.time_scale)}")
+                    raise expire(client, ask, paused=True)
             try:
                 raw = _read_answer(client, run_id, keyset)
                 if raw is None:
@@ -151,10 +274,20 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                 incident.record("answer.refused", reason, step=step.id)
                 notice = f"> **上一个回答未被接受 / The previous answer was refused:** {reason}\n\n"
                 continue
+            _next_ask[slot], _carried[slot] = ask + 1, None
             answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            answer["waited_seconds"] = round(time.monotonic() - started, 2)
+            answer["waited_seconds"] = round(time.time() - started, 2)
             return answer
     raise RuntimeError("too many refused answers")
+
+
+def _mark_expired(client, run_id, pause_key: str, reason: str) -> None:
+    """The explicit expiry marker `paused-<key>-expired` that a replaying run treats as expiry."""
+    try:
+        client.create_flow_run_input(flow_run_id=run_id, key=f"paused-{pause_key}-expired", value=reason)
+    except Exception as exc:
+        if "409" not in str(exc) and "already exists" not in str(exc).lower():
+            raise
 
 
 def check_identity(answered_by: str, allowed: list, incident) -> str:
@@ -173,11 +306,11 @@ def who_key(keyset: dict) -> str:
     return keyset["response"].removesuffix("-response") + "-who"
 
 
-def _pause(client, run_id, key: str, model: type[RunInput], description: str, who: dict):
-    state = Paused(timeout_seconds=None, reschedule=False, pause_key=key)
+def _pause(client, run_id, key: str, model: type[RunInput], description: str, who: dict, reschedule: bool = False):
+    state = Paused(timeout_seconds=None, reschedule=reschedule, pause_key=key, name="Suspended" if reschedule else "Paused")
     keyset = keyset_from_paused_state(state)
     state.state_details.run_input_keyset = keyset
-    client.create_flow_run_input(flow_run_id=run_id, key=who_key(keyset), value=json.dumps(who, ensure_ascii=False))
+    _put_input(client, run_id, who_key(keyset), json.dumps(who, ensure_ascii=False))
     result = propose_state_sync(client=client, state=state, flow_run_id=run_id)
     if not result.is_paused():
         raise RuntimeError(f"the run could not pause for {key}: server answered {result.type.value}")
@@ -186,7 +319,18 @@ def _pause(client, run_id, key: str, model: type[RunInput], description: str, wh
     schema = create_v2_schema(model.__name__, model_base=model)
     client.create_flow_run_input(flow_run_id=run_id, key=keyset["schema"], value=json.dumps(schema))
     client.create_flow_run_input(flow_run_id=run_id, key=keyset["description"], value=json.dumps(description, ensure_ascii=False))
-    return keyset
+    return result, keyset
+
+
+def _put_input(client, run_id, key: str, value: str) -> None:
+    """Create or replace a flow run input (inputs cannot be updated in place)."""
+    try:
+        client.create_flow_run_input(flow_run_id=run_id, key=key, value=value)
+    except Exception as exc:
+        if "409" not in str(exc) and "already exists" not in str(exc).lower():
+            raise
+        client.delete_flow_run_input(flow_run_id=run_id, key=key)
+        client.create_flow_run_input(flow_run_id=run_id, key=key, value=value)
 
 
 def _read_answer(client, run_id, keyset) -> str | None:
