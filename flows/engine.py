@@ -101,6 +101,9 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
                severity=inc.severity, label=incident)
     if alert:
         inc.record("alert.received", alert.get("summary") or alert.get("labels", {}).get("alertname", "alert"), actor="alert", alert=alert)
+    from flows.progress import follow_progress  # progress artifact, updated as steps finish
+
+    follow_progress(inc)
     watcher = _start(lambda: watch_time_rules(inc), name=f"time-rules-{run_id}")
     outcome, message = "resolved", "every step done"
     tag_list = [f"runbook:{runbook.id}"] + (["drill"] if drill else [])
@@ -203,9 +206,23 @@ def _on_failure(inc: Incident, step, error: str) -> str:
     return answer["decision"]
 
 
-def _step_task(step, fn: Callable[..., Any]):
-    """A task run named after the step, with the step's retries and timeout."""
-    return task(fn, name=step.id, task_run_name=step.id, cache_policy=NO_CACHE, persist_result=False,
+# Steps that act on the world (or take time) are done once per incident: their result is persisted under the key
+# "<root flow run id>:<step id>", so when the run starts again from the top (a worker died and `runbook recover`
+# rescheduled it, a suspended wait resumed, a flow retry) they come back Cached instead of acting twice.
+# Every worker must see the same result storage (PREFECT_LOCAL_STORAGE_PATH on a shared disk, or a storage block).
+ONCE_KINDS = {"action", "notify", "report", "wait"}
+
+
+def _step_task(step, fn: Callable[..., Any], inc: Incident | None = None):
+    """A task run named after the step, with the step's retries and timeout (and done once per incident, given `inc`)."""
+    if inc is not None and step.kind in ONCE_KINDS:
+        key = f"{inc.id}:{step.id}"
+        once = dict(cache_key_fn=lambda context, parameters: key, persist_result=True)
+        if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
+            once["tags"] = [f"site:{inc.site.name}"]
+    else:
+        once = dict(cache_policy=NO_CACHE, persist_result=False)
+    return task(fn, name=step.id, task_run_name=step.id, **once,
                 retries=getattr(step, "retries", 0), retry_delay_seconds=getattr(step, "retry_delay", timedelta()).total_seconds(),
                 timeout_seconds=step.timeout.total_seconds() if getattr(step, "timeout", None) else None)
 
@@ -224,7 +241,7 @@ def do_action(inc: Incident, step) -> dict:
         limit = step.timeout.total_seconds() if step.timeout else None
         return {"result": action_kind.perform(step, inc.context(), site=inc.site, drill=inc.drill, limit=limit)}
 
-    return _step_task(step, act)(step.id)
+    return _step_task(step, act, inc)(step.id)
 
 
 def do_check(inc: Incident, step) -> dict:
@@ -238,14 +255,14 @@ def do_wait(inc: Incident, step) -> dict:
     def pause(step_id: str) -> dict:
         return wait_kind.wait(inc, inc.seconds(step.duration))
 
-    return _step_task(step, pause)(step.id)
+    return _step_task(step, pause, inc)(step.id)
 
 
 def do_notify(inc: Incident, step) -> dict:
     def send(step_id: str) -> dict:
         return notify_kind.notify(inc, step)
 
-    result = _step_task(step, send)(step.id)
+    result = _step_task(step, send, inc)(step.id)
     if step.ack:
         answer = _wait_for_people(inc, step, kind="ack")
         if answer is None:
@@ -308,9 +325,12 @@ def _ask(inc: Incident, step, *, kind: str) -> dict:
             raise StepFailed(f"the scripted answer for '{step.id}' is not valid: {manual_kind._reason(exc)}") from None
         answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         return answer
+    replayed = manual_kind.replay(inc, step, kind=kind, allowed=allowed)  # answered before a restart
+    if replayed is not None:
+        return replayed
     description = describe(inc, step, kind=kind, allowed=allowed)
     first = getattr(step, "answerers", None) or ([step.role] if step.role else [])
-    if kind in ("manual", "approval") and first:
+    if kind in ("manual", "approval") and first and manual_kind.is_new_wait(step):
         inc.page(first, description, step=step.id, answer_options=manual_kind._options(kind))
     tiers = [(inc.seconds(t.after), t.notify, inc.both(t.message) if t.message else description) for t in step.escalation]
     return manual_kind.wait_for_answer(
@@ -381,9 +401,12 @@ def do_report(inc: Incident, step) -> dict:
             inc.record("report.unpublished", str(exc), step=step.id)
         return {"document": document}
 
-    result = _step_task(step, draft)(step.id)
+    state = _step_task(step, draft, inc)(step.id, return_state=True)
+    result = state.result()
     inc.record("report.drafted", f"{step.title.zh} / {step.title.en}", step=step.id, length=len(result["document"]))
-    if step.to:
+    if step.to and state.name == "Cached":
+        inc.record("report.sent", "already sent before the run restarted", step=step.id)
+    elif step.to:
         title = f"{inc.runbook.title.zh} · {inc.text(step.title, 'zh')}"
         sent = [d for d in inc.page(step.to, result["document"], step=step.id, title=title) if d.outcome == "sent"]
         inc.record("report.sent", f"to {', '.join(step.to)}", step=step.id, people=sorted({d.person for d in sent}))
