@@ -10,6 +10,7 @@ notification each bad alert is reported on its own and the rest are accepted.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -127,7 +128,7 @@ def create_app(settings: Settings | None = None, *, intake: Intake | None = None
             decision = route(alert, routes, settings.runbooks_dir)
             alert_json = alert.model_dump(mode="json")
             if decision.routed:
-                spooled.append((index, alert, {"alert": alert_json, "decision": decision.__dict__}))
+                spooled.append((index, alert, {"alert": alert_json, "decision": asdict(decision)}))
             else:
                 unrouted.append({"index": index, "fingerprint": alert.fingerprint, "reason": decision.reason})
                 await run_in_threadpool(store.record_unrouted, alert_json, decision.reason)
