@@ -337,6 +337,7 @@ def _ask(inc: Incident, step, *, kind: str) -> dict:
         inc, step, kind=kind, description=description, allowed=allowed, tiers=tiers,
         remind_every=inc.seconds(step.remind_every) if step.remind_every else None,
         expires=inc.seconds(step.expires) if step.expires else None,
+        first=(list(step.to), inc.both(step.message)) if kind == "ack" else ((first, description) if first else None),
     )
 
 

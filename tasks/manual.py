@@ -193,10 +193,11 @@ def _epoch(text: str) -> float:
 
 
 def wait_for_answer(incident, step, *, kind: str, description: str, allowed: list, tiers: list, remind_every: float | None,
-                    expires: float | None) -> dict[str, Any]:
+                    expires: float | None, first: tuple[list[str], str] | None = None) -> dict[str, Any]:
     """Pause this flow run until an accepted answer arrives; page tiers meanwhile; raise Expired at expiry.
 
-    `tiers` is [(seconds_after_start, roles, text)], `allowed` the people who may answer (empty: anyone).
+    `tiers` is [(seconds_after_start, roles, text)], `allowed` the people who may answer (empty: anyone),
+    `first` the roles and text paged when the wait began (what `remind_every` repeats, e.g. a voice call).
     Call `replay` first. When `suspends_waits()`, the run is suspended instead (its process exits) and the
     escalation watcher (flows/recovery.py) wakes it when a tier or the expiry is due.
     """
@@ -208,7 +209,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
     started = _epoch(carried["waiting_since"]) if carried else time.time()
     paged: set[int] = set(carried.get("paged", [])) if carried else set()
     last_page = started
-    current_tier = None
+    current_tier = first  # who was paged when the wait began: reminders repeat it until a tier takes over
     notice = ""
     suspend = suspends_waits()
 
