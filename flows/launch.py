@@ -47,6 +47,8 @@ def deliver_resolution(flow_run_id: UUID | str, alert: dict[str, Any]) -> None:
 
 
 def read_resolution(flow_run_id: UUID | str) -> dict | None:
+    """The resolution delivered to the run, or None while there is none."""
+    import httpx
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -55,3 +57,7 @@ def read_resolution(flow_run_id: UUID | str) -> dict | None:
             return json.loads(client.read_flow_run_input(flow_run_id=UUID(str(flow_run_id)), key=RESOLUTION_KEY))
         except ObjectNotFound:
             return None
+        except httpx.HTTPStatusError as exc:  # the client raises PrefectHTTPStatusError 404, not ObjectNotFound, here
+            if exc.response.status_code == 404:
+                return None
+            raise

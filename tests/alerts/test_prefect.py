@@ -128,3 +128,14 @@ def test_run_state_decides_open(probe_runbook):
         client.set_flow_run_state(run.id, Cancelled(), force=True)
     assert not _run_is_open(str(run.id))
     assert not _run_is_open(str(uuid.uuid4()))  # deleted or never existed
+
+
+def test_no_resolution_yet_reads_as_none(probe_runbook):
+    """A check with alert_resolved asks before anything was delivered: that is None, not an error."""
+    from flows.launch import deliver_resolution, read_resolution, start_incident
+
+    run = start_incident(probe_runbook, {"site": "x"}, idempotency_key=uuid.uuid4().hex)
+    assert read_resolution(run.id) is None
+    deliver_resolution(run.id, {"status": "resolved", "fingerprint": "f1"})
+    deliver_resolution(run.id, {"status": "resolved", "fingerprint": "f2"})  # the first one counts
+    assert read_resolution(run.id) == {"status": "resolved", "fingerprint": "f1"}
