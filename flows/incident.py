@@ -74,6 +74,8 @@ class Incident:
         self.journal: list[Entry] = []
         self.closed = threading.Event()
         self._lock = threading.Lock()
+        # Called as fn(step_id, result) after each step's result is set (the progress artifact listens here).
+        self.on_result: list = []
 
     # ---- time
 
@@ -128,6 +130,11 @@ class Incident:
         with self._lock:
             self.steps[step_id] = record
             self.finished_at[step_id] = datetime.now(timezone.utc)
+        for listener in list(self.on_result):
+            try:
+                listener(step_id, record)
+            except Exception as exc:  # an observer never stops the incident
+                logger.debug("on_result listener failed: %s", exc)
 
     def record(self, kind: str, text: str = "", *, step: str | None = None, actor: str | None = None, **data: Any) -> Entry:
         entry = Entry(kind=kind, step=step, actor=actor, text=text, data=data)
