@@ -1,7 +1,10 @@
-"""The incident archive: every finished incident as a JSON record on disk.
+"""The incident archive: every finished incident as a JSON record and an HTML report on disk.
 
 Prefect prunes events after a week and runs can be deleted; the archive is what
-the leadership gets handed and what `runbook report` reads back.
+the leadership gets handed and what `runbook report` reads back. So a record
+carries everything the report needs without Prefect or the runbook file: the
+journal, Prefect's history of the run (`history`) and an outline of the plan
+(step titles, form field labels, deadlines) as it was when the incident ran.
 """
 
 from __future__ import annotations
@@ -14,7 +17,52 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from flows.incident import Entry, Incident
+from flows.timeline import TimelineEntry
+from runbooks.model import Runbook
 from runbooks.settings import get_settings
+
+
+class FieldOutline(BaseModel):
+    id: str
+    label_zh: str
+    label_en: str
+    choices: dict[str, str] = Field(default_factory=dict, description="Choice value -> its label, both languages.")
+
+
+class StepOutline(BaseModel):
+    id: str
+    kind: str
+    title_zh: str
+    title_en: str
+    fields: list[FieldOutline] = Field(default_factory=list)
+
+
+class RuleOutline(BaseModel):
+    id: str
+    title_zh: str
+    title_en: str
+
+
+class PlanOutline(BaseModel):
+    """What the report needs of the runbook, frozen at the time of the incident (the YAML may change later)."""
+
+    version: int = 1
+    lead: str | None = None
+    steps: dict[str, StepOutline] = Field(default_factory=dict)
+    deadlines: list[RuleOutline] = Field(default_factory=list)
+    thresholds: list[RuleOutline] = Field(default_factory=list)
+
+
+def outline(runbook: Runbook) -> PlanOutline:
+    steps = {}
+    for step, _where in runbook.all_steps():
+        fields = [FieldOutline(id=f.id, label_zh=f.label.zh, label_en=f.label.en,
+                               choices={c.value: f"{c.label.zh} {c.label.en}" for c in f.choices or []})
+                  for f in getattr(step, "fields", None) or []]
+        steps[step.id] = StepOutline(id=step.id, kind=step.kind, title_zh=step.title.zh, title_en=step.title.en, fields=fields)
+    rule = lambda r: RuleOutline(id=r.id, title_zh=r.title.zh, title_en=r.title.en)  # noqa: E731
+    return PlanOutline(version=runbook.version, lead=runbook.lead, steps=steps,
+                       deadlines=[rule(d) for d in runbook.deadlines], thresholds=[rule(t) for t in runbook.thresholds])
 
 
 class IncidentRecord(BaseModel):
@@ -34,6 +82,8 @@ class IncidentRecord(BaseModel):
     message: str
     steps: dict[str, dict[str, Any]] = Field(description="Every step's result and answers, by step id.")
     journal: list[Entry]
+    history: list[TimelineEntry] = Field(default_factory=list, description="Prefect's history of the run when it ended.")
+    plan: PlanOutline = Field(default_factory=PlanOutline, description="The runbook's titles and labels at the time.")
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.journal]
@@ -46,31 +96,45 @@ def archive_dir() -> Path:
     return get_settings().incidents_dir
 
 
-def record_of(inc: Incident, outcome: str, message: str) -> IncidentRecord:
+def record_of(inc: Incident, outcome: str, message: str, history: list[TimelineEntry] | None = None) -> IncidentRecord:
     return IncidentRecord(
         flow_run_id=inc.id, runbook=inc.runbook.id, title_zh=inc.runbook.title.zh, title_en=inc.runbook.title.en,
         label=inc.label, drill=inc.drill, severity=inc.severity, severity_label=inc.level_label(),
         severity_reason=inc.severity_reason, params=json.loads(json.dumps(inc.params, default=str)),
         started=inc.started, ended=datetime.now(timezone.utc), outcome=outcome, message=message,
         steps=json.loads(json.dumps(inc.steps, default=str)), journal=list(inc.journal),
+        history=history or [], plan=outline(inc.runbook),
     )
 
 
 def archive_incident(inc: Incident, outcome: str, message: str) -> Path:
-    record = record_of(inc, outcome, message)
-    folder = archive_dir() / inc.runbook.id
+    return write_record(record_of(inc, outcome, message))
+
+
+def write_record(record: IncidentRecord, html: str | None = None) -> Path:
+    """Write `<runbook>/<start>-<run id>.json` and, when given, the `.html` report beside it; each file atomically."""
+    folder = archive_dir() / record.runbook
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{inc.started.strftime('%Y%m%dT%H%M%S')}-{inc.id}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(record.model_dump_json(indent=2), encoding="utf-8")
-    tmp.replace(path)
+    path = folder / f"{record.started.strftime('%Y%m%dT%H%M%S')}-{record.flow_run_id}.json"
+    _write(path, record.model_dump_json(indent=2))
+    if html is not None:
+        _write(path.with_suffix(".html"), html)
     return path
 
 
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+
+
+def record_path(flow_run_id: str) -> Path | None:
+    return next(iter(archive_dir().glob(f"*/*-{flow_run_id}.json")), None)
+
+
 def find_record(flow_run_id: str) -> IncidentRecord | None:
-    for path in archive_dir().glob(f"*/*-{flow_run_id}.json"):
-        return IncidentRecord.model_validate_json(path.read_text(encoding="utf-8"))
-    return None
+    path = record_path(flow_run_id)
+    return IncidentRecord.model_validate_json(path.read_text(encoding="utf-8")) if path else None
 
 
 def all_records() -> list[IncidentRecord]:

@@ -1,4 +1,13 @@
-"""What an incident leaves behind: a Markdown artifact on its run and an archive entry."""
+"""What an incident leaves behind when it closes.
+
+- a Markdown artifact on its run: the summary and the full timeline (journal and
+  Prefect's history so far), for whoever opens the run in the UI;
+- the archive entry: the JSON record and the HTML report beside it, so the record
+  outlives Prefect's retention and a deleted run;
+- the progress artifact brought to its final value.
+
+Nothing here may fail the incident: each part that cannot be written is logged and skipped.
+"""
 
 from __future__ import annotations
 
@@ -10,39 +19,39 @@ from flows.incident import Incident
 logger = logging.getLogger("runbook.publish")
 
 
-def timeline_markdown(inc: Incident, outcome: str, message: str) -> str:
-    rb = inc.runbook
-    lines = [
-        f"# {rb.title.zh} / {rb.title.en}" + (" — 演练 DRILL" if inc.drill else ""),
-        "",
-        f"- 结果 Outcome: **{outcome}** — {message}",
-        f"- 级别 Severity: {inc.level_label() or '—'}" + (f" ({inc.severity_reason})" if inc.severity_reason else ""),
-        f"- 开始 Started: {inc.started.isoformat(timespec='seconds')}",
-        "",
-        "| 时间 Time (UTC) | 事件 Event | 步骤 Step | 人 Actor | 内容 Detail |",
-        "|---|---|---|---|---|",
-    ]
-    for e in inc.journal:
-        detail = e.text.replace("|", "\\|").replace("\n", " ")[:300]
-        lines.append(f"| {e.at.strftime('%H:%M:%S')} | {e.kind} | {e.step or ''} | {e.actor or ''} | {detail} |")
-    return "\n".join(lines)
+def timeline_artifact_key(runbook_id: str) -> str:
+    return f"incident-{runbook_id}"[:100]
 
 
 def publish_incident(inc: Incident, outcome: str, message: str) -> None:
-    """Leave the timeline on the run as an artifact. Failure to publish never fails the incident."""
+    """Leave the timeline on the run as an artifact and archive the incident (JSON + HTML)."""
+    from flows.archive import record_of, write_record
+    from flows.progress import finish_progress
+    from flows.report import build_report, render_html, render_markdown
+    from flows.timeline import prefect_history
+
+    finish_progress(inc, outcome)
+    try:
+        history = prefect_history(inc.id)
+    except Exception as exc:  # the journal alone still makes a report
+        logger.warning("could not read the run's history from Prefect: %s", exc)
+        history = []
+    record = record_of(inc, outcome, message, history=history)
+    report = build_report(record, source="archive")
     try:
         from prefect.artifacts import create_markdown_artifact
 
-        create_markdown_artifact(markdown=timeline_markdown(inc, outcome, message), key=f"incident-{inc.runbook.id}",
-                                 description=f"Timeline of {inc.runbook.id}")
+        create_markdown_artifact(markdown=render_markdown(report), key=timeline_artifact_key(inc.runbook.id),
+                                 description=f"事件时间线与总结 Timeline and summary of {inc.runbook.id}")
     except Exception as exc:
         logger.warning("could not publish the timeline artifact: %s", exc)
     try:
-        from flows.archive import archive_incident
-    except ImportError:
-        return
+        html = render_html(report)
+    except Exception as exc:
+        logger.warning("could not render the HTML report: %s", exc)
+        html = None
     try:
-        archive_incident(inc, outcome, message)
+        write_record(record, html)
     except Exception as exc:
         logger.warning("could not archive the incident: %s", exc)
 
