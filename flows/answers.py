@@ -44,6 +44,18 @@ class PendingStep(BaseModel):
     may_answer: list[str]
 
 
+def _step_of(run: FlowRun) -> str | None:
+    key = run.state.state_details.pause_key if run.state else None
+    return key.rsplit("-", 1)[0] if key and "-" in key else key
+
+
+def _runbook_id(run: FlowRun) -> str | None:
+    for tag in run.tags or []:
+        if tag.startswith("runbook:"):
+            return tag.split(":", 1)[1]
+    return None
+
+
 def _waiting(client, run: FlowRun) -> dict[str, Any]:
     """What the run waits for: runbook, step, title and who may answer (written by the run when it paused)."""
     keyset = run.state.state_details.run_input_keyset if run.state else None
@@ -53,6 +65,19 @@ def _waiting(client, run: FlowRun) -> dict[str, Any]:
         return json.loads(client.read_flow_run_input(flow_run_id=run.id, key=who_key(keyset)))
     except ObjectNotFound:
         return {}
+
+
+def _waiting_child(client, parent_id: UUID, step: str | None) -> FlowRun | None:
+    """A paused child run (parallel track) of an incident, waiting at `step` if given."""
+    from prefect.client.schemas.filters import FlowRunFilterParentFlowRunId
+
+    children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"]))))
+    for child in children:
+        if step is None or _waiting(client, child).get("step", _step_of(child)) == step:
+            return child
+    return None
 
 
 def _coerce(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -87,8 +112,12 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
         except ObjectNotFound:
             return AnswerResult(ok=False, message=f"no flow run {run_id}")
         if run.state is None or not run.state.is_paused():
-            return AnswerResult(ok=False, message=f"run {run.name} is not waiting for an answer (it is {run.state.name if run.state else 'unknown'})",
-                                flow_run_id=str(run_id))
+            # The incident may wait inside a parallel track: a child run of its own.
+            child = _waiting_child(client, run_id, step)
+            if child is None:
+                return AnswerResult(ok=False, message=f"run {run.name} is not waiting for an answer (it is {run.state.name if run.state else 'unknown'})",
+                                    flow_run_id=str(run_id))
+            run, run_id = child, child.id
         meta = _waiting(client, run)
         waiting = meta.get("step") or _step_of(run)
         if step and step != waiting:

@@ -230,3 +230,36 @@ def test_retries_and_timeout_hold_when_the_flow_runs_from_a_deployment(flaky_ser
     failed_at = record.entries("step.failed")[0].at
     started_at = next(e.at for e in record.journal if e.kind == "step.started" and e.step == "slow-probe")
     assert (failed_at - started_at).total_seconds() < 5, "each try is cut at the 1 s timeout, not the endpoint's 3 s"
+
+
+def test_a_step_waiting_inside_a_parallel_track_is_answered_through_its_incident():
+    """Pages carry the incident's run id; the answer must find the track (a child run) that waits."""
+    from flows.catalog import FLOWS
+
+    answers = {"check-diesel-pump": {"auto_started": True}, "check-header-pressure": {"header_pressure_mpa": 0.4, "normal": True},
+               "open-series-valve": {"valve_open": True}, "confirm-phoned": {"reached": "dispatch"},
+               "record-diesel-parameters": {"fuel_level_pct": 80, "header_pressures": "0.4"},
+               "power-restored": {"restored_at": "2026-11-26T10:00:00Z"}, "restart-pumps": {"sequence": "1,2", "supply_normal": True},
+               "final-record": {"cause": "grid"}}
+    run = Background(FLOWS["pump-station-power-loss"], answers=answers, drill=True, time_scale=60)
+    waiting = wait_for_step("close-butterfly-valves")
+    with get_client(sync_client=True) as client:
+        child = client.read_flow_run(UUID(waiting.flow_run_id))
+    assert child.parent_task_run_id is not None, "the track waits in a child run"
+    incident_id = next(p for p in pending_steps() if p.step == "close-butterfly-valves").flow_run_id
+    root = run_root(incident_id)
+    result = answer_step(root, by="wang-chief", values={"valves_closed": "1#, 2#"}, step="close-butterfly-valves")
+    assert result.ok, result.message
+    state = run.join()
+    assert state.name == "Completed"
+    record = find_record(str(state.state_details.flow_run_id))
+    assert record.steps["close-butterfly-valves"]["valves_closed"] == "1#, 2#"
+
+
+def run_root(flow_run_id: str) -> str:
+    """The incident (top-level run) a child run belongs to."""
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(flow_run_id))
+        while run.parent_task_run_id is not None:
+            run = client.read_flow_run(client.read_task_run(run.parent_task_run_id).flow_run_id)
+    return str(run.id)
