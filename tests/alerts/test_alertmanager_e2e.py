@@ -1,64 +1,58 @@
-"""A real Prometheus Alertmanager notifies our receiver over HTTP with a bearer token.
+"""A real Prometheus Alertmanager -> our receiver -> a real served runbook, all over HTTP.
 
-Alertmanager groups, waits, repeats every repeat_interval and sends the resolution;
-we check one incident is started with the routed runbook and parameters, repeats start
-nothing new, and the resolution reaches deliver_resolution. Prefect is the recording
-stand-in here (tests/alerts/test_prefect.py covers the real server side).
+Alertmanager (group_wait/group_interval 1 s, repeat_interval 2 s, bearer token in
+http_config) notifies the receiver, run as `python -m flows.stack intake` with the
+fixture routes; the fixture runbook `intake-watch` is served by `python -m flows.stack
+serve` against the session's Prefect server. Its first step reports the parameters it
+was given to a recorder; its second is a `check` with `alert_resolved: true`. We check:
+one flow run with the routed parameters, repeats start nothing, and the resolution
+Alertmanager sends reaches the run, whose check holds and which completes.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
-import socket
 import subprocess
-import threading
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from tests.alerts.conftest import wait_until
+from tests.alerts.procs import TOKEN, Receiver, Recorder, Served, free_port, wait_for
 
 ALERTMANAGER = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
-pytestmark = [pytest.mark.alertmanager,
+pytestmark = [pytest.mark.alertmanager, pytest.mark.server,
               pytest.mark.skipif(ALERTMANAGER is None, reason="needs Alertmanager: apt-get install prometheus-alertmanager")]
 
-TOKEN = "am-e2e-token"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture(scope="module")
+def served(prefect_api, prefect_home, tmp_path_factory):
+    """tests/fixtures/intake/runbooks served as `<id>/runbook` on the session's server."""
+    log = tmp_path_factory.mktemp("served") / "serve.log"
+    served = Served(prefect_api, prefect_home, log=log).start(["intake-watch"])
+    yield served
+    served.stop()
 
 
 @pytest.fixture
-def receiver(make_settings, prefect_fake):
-    """Our app served by uvicorn on a real port, as `runbook intake` would."""
-    from integrations.alerts.intake import Intake
-    from integrations.alerts.store import Store
-    from integrations.web import create_app
+def recorder():
+    r = Recorder()
+    yield r
+    r.close()
 
-    settings = make_settings(intake_token=TOKEN)
-    intake = Intake(Store(settings.state_dir), start_incident=prefect_fake.start_incident,
-                    deliver_resolution=prefect_fake.deliver_resolution, run_is_open=prefect_fake.run_is_open,
-                    emit=prefect_fake.emit)
-    app = create_app(settings, intake=intake)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    wait_until(lambda: server.started, 10, "uvicorn to start")
-    yield f"http://127.0.0.1:{port}", app
-    server.should_exit = True
-    thread.join(10)
+
+@pytest.fixture
+def receiver(prefect_api, prefect_home, tmp_path):
+    r = Receiver(prefect_api, prefect_home, tmp_path / "var", log=tmp_path / "receiver.log").start()
+    yield r
+    r.stop()
 
 
 @pytest.fixture
 def alertmanager(tmp_path: Path, receiver):
-    url, _ = receiver
     port = free_port()
     config = tmp_path / "alertmanager.yml"
     config.write_text(f"""
@@ -71,7 +65,7 @@ route:
 receivers:
   - name: runbooks
     webhook_configs:
-      - url: {url}/alerts/alertmanager
+      - url: {receiver.url}/alerts/alertmanager
         send_resolved: true
         http_config:
           authorization:
@@ -92,7 +86,7 @@ receivers:
         except httpx.HTTPError:
             return False
 
-    wait_until(ready, 30, "alertmanager to be ready")
+    wait_for(ready, 30, "alertmanager to be ready")
     yield api
     proc.terminate()
     try:
@@ -102,43 +96,100 @@ receivers:
     log.close()
 
 
-def post_alert(api: str, ends_at: datetime) -> None:
-    alert = {
-        "labels": {"alertname": "HISDown", "env": "prod", "service": "his-core", "site": "east-campus",
-                   "severity": "critical", "instance": "his-db-01:9100"},
-        "annotations": {"summary": "HIS core unreachable"},
-        "startsAt": STARTS.isoformat(),
-        "endsAt": ends_at.isoformat(),
-        "generatorURL": "http://prometheus.test/graph?g0.expr=up",
-    }
+def post_alert(api: str, labels: dict, annotations: dict, starts: datetime, ends: datetime) -> None:
+    """POST /api/v2/alerts, as Prometheus does; the same labels and startsAt are the same alert."""
+    alert = {"labels": labels, "annotations": annotations, "startsAt": starts.isoformat(), "endsAt": ends.isoformat(),
+             "generatorURL": "http://prometheus.test/graph?g0.expr=up"}
     r = httpx.post(f"{api}/api/v2/alerts", json=[alert], timeout=5)
     assert r.status_code == 200, r.text
 
 
-STARTS = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+def runs_of(system: str):
+    """The intake-watch runs whose routed `system` parameter is ours (the session server is shared)."""
+    from prefect import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_filter=FlowFilter(name=FlowFilterName(any_=["intake-watch"])))
+    return [r for r in runs if (r.parameters.get("parameters") or {}).get("system") == system]
 
 
-def test_alertmanager_starts_one_incident_and_delivers_the_resolution(alertmanager, receiver, prefect_fake):
-    _, app = receiver
-    store = app.state.store
-    post_alert(alertmanager, datetime.now(timezone.utc) + timedelta(hours=1))
+def read_run(run_id):
+    from prefect import get_client
 
-    wait_until(lambda: prefect_fake.runs, 20, "Alertmanager's notification to start an incident")
-    (run,) = prefect_fake.runs
-    assert run["runbook"] == "hospital-his-outage" and run["severity"] == "1"
-    assert run["parameters"] == {"system": "his-core", "site": "east-campus", "summary": "HIS core unreachable",
-                                 "reporter": "monitoring"}
-    assert run["alert"]["source"] == "alertmanager" and run["alert"]["group_key"].endswith('{alertname="HISDown", env="prod"}')
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
 
-    # repeat_interval 2s: Alertmanager notifies again; nothing new starts
-    wait_until(lambda: len(store.spool_rows()) >= 3, 20, "Alertmanager to repeat the notification")
-    wait_until(lambda: store.pending_count() == 0, 10, "the spool to drain")
-    assert len(prefect_fake.runs) == 1
-    assert {e["outcome"] for e in prefect_fake.events} == {"started", "joined"}
 
-    # the alert ends: Alertmanager sends the resolution, which reaches the incident once
-    post_alert(alertmanager, datetime.now(timezone.utc) - timedelta(seconds=1))
-    wait_until(lambda: prefect_fake.resolutions, 20, "the resolution to reach deliver_resolution")
-    ((run_id, resolved),) = prefect_fake.resolutions
-    assert run_id == run["id"] and resolved["status"] == "resolved" and resolved["ends_at"]
-    assert len(prefect_fake.runs) == 1
+def task_runs_named(run_id, name: str):
+    from prefect import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(flow_run_id=TaskRunFilterFlowRunId(any_=[run_id])))
+    return [t for t in runs if t.name == name]
+
+
+def test_alertmanager_starts_the_served_runbook_once_and_its_resolution_completes_the_run(
+        alertmanager, receiver, served, recorder):
+    from flows.archive import find_record
+
+    system = f"his-core-{uuid.uuid4().hex[:8]}"
+    labels = {"alertname": "IntakeWatchDown", "env": "prod", "service": system, "site": "east-campus",
+              "severity": "critical", "instance": "his-db-01:9100"}
+    annotations = {"summary": "HIS core unreachable", "recorder": recorder.url}
+    starts = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+    post_alert(alertmanager, labels, annotations, starts, datetime.now(timezone.utc) + timedelta(hours=1))
+
+    # one flow run of the routed runbook, with the routed parameters
+    (run,) = wait_for(lambda: runs_of(system), 30, "Alertmanager's notification to start a flow run")
+    assert run.parameters["parameters"] == {"site": "east-campus", "system": system, "recorder": recorder.url}
+    assert run.parameters["severity"] == "1" and run.parameters["drill"] is False
+    alert = run.parameters["alert"]
+    assert alert["source"] == "alertmanager" and alert["status"] == "firing"
+    assert alert["group_key"].endswith('{alertname="IntakeWatchDown", env="prod"}')
+    assert run.parameters["incident"].startswith("IntakeWatchDown #")
+    assert run.idempotency_key.startswith("alert:intake-watch:") and run.idempotency_key.endswith(":1")
+    assert "runbook:intake-watch" in run.tags
+
+    # the served run's first step ran with them
+    (call,) = wait_for(lambda: recorder.for_run(run.id), 60, "the runbook's first step to report")
+    assert call["body"] == {"site": "east-campus", "system": system, "severity": "1", "run": str(run.id),
+                            "fingerprint": alert["fingerprint"]}
+
+    # the run goes on to its check, which waits for the resolution
+    (check,) = wait_for(lambda: [t for t in task_runs_named(run.id, "await-resolution") if t.state and t.state.is_running()],
+                        30, "the check step to be waiting")
+
+    # repeat_interval 2 s: Alertmanager notifies again and again while the check waits; nothing new starts
+    def done():
+        return [r["outcome"] for r in receiver.spool() if r["state"] == "done"]
+
+    seen = len(done())
+    wait_for(lambda: len(done()) >= max(seen + 2, 3), 30, "Alertmanager to repeat the notification")
+    outcomes = done()
+    assert outcomes[0] == f"started {run.id}"
+    assert set(outcomes[1:]) == {f"joined {run.id}"}
+    assert len(runs_of(system)) == 1
+    assert read_run(run.id).state.is_running()
+
+    # the alert ends: Alertmanager sends the resolution, the check holds, the run completes
+    post_alert(alertmanager, labels, annotations, starts, datetime.now(timezone.utc) - timedelta(seconds=1))
+    state = wait_for(lambda: (s := read_run(run.id).state).is_final() and s, 60, "the run to finish after the resolution")
+    assert state.is_completed(), state.message
+    (held_run,) = task_runs_named(run.id, "await-resolution")
+    assert held_run.id == check.id and held_run.state.is_completed()
+    assert f"resolution-delivered {run.id}" in [r["outcome"] for r in receiver.spool()]
+    assert len(runs_of(system)) == 1
+
+    record = wait_for(lambda: find_record(str(run.id)), 30, "the incident's archive record")
+    held = record.steps["await-resolution"]
+    assert held["held"] is True and held["by"] == "alert-resolved" and held["probes"] == 0
+    assert held["alert"]["status"] == "resolved" and held["alert"]["fingerprint"] == alert["fingerprint"]
+    assert held["alert"]["ends_at"] is not None
+    done = [e for e in record.entries("step.done") if e.step == "await-resolution"]
+    assert done and "by=alert-resolved" in done[0].text
+    # Prefect's side of the journal: the resolution as a flow run input, in the record's history
+    resolved = [h for h in record.history if h.kind == "alert.resolved"]
+    assert len(resolved) == 1 and resolved[0].data["alert"]["fingerprint"] == alert["fingerprint"]
+    assert record.steps["record-alert"]["result"]["body"]["recorded"]["system"] == system
