@@ -266,5 +266,80 @@ def schema() -> None:
     console.print_json(json.dumps(Runbook.model_json_schema()))
 
 
+@app.command()
+def report(
+    run_id: str,
+    format: str = typer.Option("md", "--format", "-f", help="md, html or json."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of printing."),
+) -> None:
+    """The post-incident report of a run: from the archive (survives the run's deletion), else from Prefect."""
+    from flows.report import FORMATS, NoSuchIncident, load_report, render
+
+    if format not in FORMATS:
+        err.print(f"[red]unknown format '{format}'[/red]; one of {', '.join(FORMATS)}")
+        raise typer.Exit(2)
+    try:
+        text = render(load_report(run_id), format)
+    except NoSuchIncident as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    if output:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}")
+    else:
+        typer.echo(text)
+
+
+@app.command()
+def history(
+    runbook_id: Optional[str] = typer.Option(None, "--runbook", help="Only this runbook."),
+    since: Optional[str] = typer.Option(None, help="Only incidents started on or after this date (YYYY-MM-DD, UTC)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Archived incidents: runbook, severity, start, duration, outcome and missed deadlines."""
+    from datetime import date, datetime, timezone
+
+    from flows.archive import all_records
+    from flows.report import build_report, human_duration
+
+    try:
+        start = datetime.combine(date.fromisoformat(since), datetime.min.time(), tzinfo=timezone.utc) if since else None
+    except ValueError:
+        err.print(f"[red]--since '{since}' is not a date like 2026-10-01[/red]")
+        raise typer.Exit(2)
+    rows = []
+    for record in all_records():
+        if (runbook_id and record.runbook != runbook_id) or (start and record.started < start):
+            continue
+        r = build_report(record)
+        rows.append({"flow_run_id": r.flow_run_id, "runbook": r.runbook, "drill": r.drill, "severity": r.severity,
+                     "severity_label": r.severity_label, "started": r.started.isoformat(timespec="seconds"),
+                     "duration_seconds": round(r.duration_seconds, 1), "outcome": r.outcome,
+                     "missed_deadlines": [f"{d.id} ({d.state})" for d in r.missed_deadlines()]})
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table("run id", "runbook", "severity", "started (UTC)", "duration", "outcome", "missed deadlines")
+    for row in rows:
+        table.add_row(row["flow_run_id"], row["runbook"] + (" [drill]" if row["drill"] else ""),
+                      row["severity_label"] or row["severity"] or "—", row["started"].replace("T", " ")[:19],
+                      human_duration(row["duration_seconds"]), row["outcome"], ", ".join(row["missed_deadlines"]) or "—")
+    console.print(table)
+    console.print(f"{len(rows)} incident(s)")
+
+
+@app.command()
+def recover(run_id: str, why: str = typer.Option("recovered by hand", help="Recorded as the state's message.")) -> None:
+    """Reschedule an incident whose worker died; a worker reruns it, done steps come back Cached, answers replay."""
+    from flows.recovery import NotRecoverable, recover_run
+
+    try:
+        left = recover_run(run_id, why=why)
+    except NotRecoverable as exc:
+        err.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[green]run {run_id} was {left}; now Scheduled[/green]: a worker of its pool runs it again")
+
+
 if __name__ == "__main__":
     app(sys.argv[1:])
