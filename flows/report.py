@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from flows.archive import IncidentRecord, PlanOutline, find_record, outline
 from flows.timeline import Timeline, TimelineEntry, from_journal, iso, merge
+from runbooks.model import Runbook
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("md", "html", "json")
@@ -188,15 +189,17 @@ class NoSuchIncident(LookupError):
     pass
 
 
-def load_report(flow_run_id: str) -> IncidentReport:
-    """From the archive if it is there (works after the run is deleted from Prefect), else from Prefect."""
+def load_report(flow_run_id: str, runbook: Runbook | None = None) -> IncidentReport:
+    """From the archive if it is there (works after the run is deleted from Prefect), else from Prefect.
+
+    `runbook` gives the labels for a run not archived; by default the catalog's runbook of the run's flow name."""
     record = find_record(flow_run_id)
     if record is not None:
         return build_report(record, source="archive")
-    return build_report(record_from_prefect(flow_run_id), source="prefect")
+    return build_report(record_from_prefect(flow_run_id, runbook), source="prefect")
 
 
-def record_from_prefect(flow_run_id: str) -> IncidentRecord:
+def record_from_prefect(flow_run_id: str, runbook: Runbook | None = None) -> IncidentRecord:
     """An IncidentRecord for a run that is not archived: the run, its journal (events) and its report artifacts."""
     from uuid import UUID
 
@@ -214,7 +217,7 @@ def record_from_prefect(flow_run_id: str) -> IncidentRecord:
         flow_name = client.read_flow(run.flow_id).name
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
     journal = journal_from_events(flow_run_id)
-    plan, title = _plan_of(flow_name)
+    plan, title = (outline(runbook), (runbook.title.zh, runbook.title.en)) if runbook else _plan_of(flow_name)
     started = next((e for e in journal if e.kind == "incident.started"), None)
     closed = next((e for e in journal if e.kind == "incident.closed"), None)
     graded = [e for e in journal if e.kind in ("severity.graded", "severity.kept")]
