@@ -25,13 +25,17 @@ _WORDS = {
 
 
 def options_of(options: list[str], needs_answer: bool) -> list[str]:
-    """The options actually offered: none unless an answer is needed; then acknowledging when none are named."""
+    """The options actually offered: none unless an answer is needed; acknowledging when none are named.
+
+    Options named but none of them known (the engine asks a manual checklist with ['answer'] and a failed
+    step's lead with ['retry', 'continue', 'abort']) offer nothing: those forms are filled in the run's UI,
+    and an Acknowledge button there would answer a form it cannot fill (or fill it with nothing but defaults).
+    """
     if not needs_answer:
         return []
-    chosen = [o for o in options if o in KNOWN]
-    if not chosen:
-        chosen = [ACK]
-    return chosen
+    if not options:
+        return [ACK]
+    return [o for o in options if o in KNOWN]
 
 
 def label(choice: str, language: str) -> str:

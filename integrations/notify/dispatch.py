@@ -16,7 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from integrations.contacts import Person
 from integrations.notify import dingtalk, feishu, log, mail, slack, sms, voice, webhook, wecom  # noqa: F401  (register channels)
-from integrations.notify import links
+from integrations.notify import choices, links
 from integrations.notify.base import CHANNELS, Channel, ChannelError, Delivery, Message
 from integrations.notify.redact import install_log_redaction, scrub
 
@@ -46,8 +46,8 @@ class RetryPolicy(BaseSettings):
 
 def personal(message: Message, person: Person) -> Message:
     """Give the message a signed answer link for this person, when it asks for an answer and links are set up."""
-    if not message.needs_answer or message.answer_url:
-        return message
+    if not message.needs_answer or message.answer_url or not choices.options_of(message.answer_options, True):
+        return message  # no quick answer to offer: the form is answered in the run's UI
     try:
         url = links.make_link(message.incident_id, message.step_id, person.id, message.answer_options, language=message.language)
     except links.LinkError:

@@ -71,8 +71,11 @@ def make_link(incident_id: str, step_id: str | None, person: str, options: list[
     config = config or NotifyConfig()
     if not config.public_url:
         raise LinkError("RUNBOOK_PUBLIC_URL is not set, so there is no address for links")
+    offered = choices.options_of(options or [], True)
+    if not offered:
+        raise LinkError(f"none of {', '.join(options or [])} can be answered by a link; the form is in the run's UI")
     claims = LinkClaims(incident_id=incident_id, step_id=step_id, person=person,
-                        options=choices.options_of(options or [], True), language=language,
+                        options=offered, language=language,
                         exp=int(time.time()) + (ttl_seconds or config.link_ttl_seconds))
     return config.public(f"{LINK_PATH}/{make_token(claims, config)}")
 
