@@ -48,3 +48,11 @@ def pending(address: str) -> list[dict]:
 
 def forget(address: str, code: str) -> None:
     _store().update(address, lambda old: [a for a in (old or []) if a["code"] != code])
+
+
+def forget_everywhere(code: str) -> None:
+    """The question was answered (by anyone, on any channel): no number's reply should go to it any more."""
+    store = _store()
+    for address, entries in store.load().items():
+        if any(a.get("code") == code for a in entries or []):
+            forget(address, code)

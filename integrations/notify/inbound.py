@@ -108,6 +108,51 @@ def waiting_run(incident_id: str, step_id: str | None) -> str:
     return incident_id
 
 
+def still_waits(incident_id: str, step_id: str | None) -> str | None:
+    """'waiting' (the step waits now), 'not now' (the run goes on, but not at that step), 'over' (the run ended
+    or is gone), or None when that cannot be told (not a run id, Prefect unreachable)."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        UUID(incident_id)
+        run_id = UUID(waiting_run(incident_id, step_id))
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(run_id)
+    except ObjectNotFound:
+        return "over"
+    except Exception:
+        return None
+    if run.state is None:
+        return None
+    if run.state.is_final():
+        return "over"
+    return "waiting" if run.state.is_paused() and (step_id is None or _paused_step(run) == step_id) else "not now"
+
+
+async def _sms_question(sender: str, quoted: set[str]) -> dict | None:
+    """The question an SMS reply answers: the one whose code it quotes, else the newest that still waits.
+
+    Questions of incidents that ended are dropped; one whose step is not waiting right now (already
+    answered elsewhere, or not yet paused) is only chosen when nothing newer waits."""
+    open_asks = asks.pending(sender)
+    named = next((a for a in reversed(open_asks) if a["code"] in quoted), None)
+    if named is not None:
+        return named
+    fallback = None
+    for ask in reversed(open_asks):
+        status = await run_in_threadpool(still_waits, ask["incident_id"], ask["step_id"])
+        if status in ("waiting", None):
+            return ask
+        if status == "over":
+            asks.forget(sender, ask["code"])
+        elif fallback is None:
+            fallback = ask
+    return fallback
+
+
 def _paused_step(run) -> str | None:
     key = run.state.state_details.pause_key if run.state else None
     match = _PAUSE_KEY.match(key or "")
@@ -132,6 +177,8 @@ async def answer(incident_id: str, person: Person, choice: str, step_id: str | N
         return Outcome(False, f"the answer could not be recorded ({type(exc).__name__})")
     logger.info("answer from %s via %s to %s/%s: %s -> %s", person.id, via, incident_id, step_id, choice,
                 "accepted" if result.ok else f"refused: {result.message}")
+    if result.ok:  # answered: SMS replies from anyone paged for it must not go to it any more
+        asks.forget_everywhere(asks.code_for(incident_id, step_id))
     return Outcome(bool(result.ok), str(result.message))
 
 
@@ -233,10 +280,9 @@ async def twilio_sms(request: Request) -> Response:
         logger.warning("refused SMS answer from unknown number")
         reply.message("此号码不在联系人名单中，答复未记录。This number is not in the contacts directory; the answer was not recorded.")
         return _twiml(reply)
-    open_asks = asks.pending(sender)
     words = text.split()
     quoted = {w.strip("[]()").upper() for w in words}
-    ask = next((a for a in reversed(open_asks) if a["code"] in quoted), open_asks[-1] if open_asks else None)
+    ask = await _sms_question(sender, quoted)
     if ask is None:
         reply.message("没有等待您答复的问题。There is no question waiting for your answer.")
         return _twiml(reply)
@@ -246,8 +292,6 @@ async def twilio_sms(request: Request) -> Response:
         reply.message(choices.reply_hint(ask["options"], ask.get("language", "zh")) + f" [{ask['code']}]")
         return _twiml(reply)
     outcome = await answer(ask["incident_id"], person, choice, ask["step_id"], via="sms")
-    if outcome.ok:
-        asks.forget(sender, ask["code"])
     reply.message(("✅ " if outcome.ok else "⛔ ") + outcome.message)
     return _twiml(reply)
 
