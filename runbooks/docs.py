@@ -108,8 +108,8 @@ class _Diagram:
                 tid = _nid("t_", f"{step.id}_{track.id}")
                 join = nxt or self.terminal("resolved")
                 entry, body = self.chain(track.steps, join)
-                role = f" ({track.role})" if track.role else ""
-                lines.append(f'    subgraph {tid}["track {track.id}{_esc(role)}: {_esc(track.title.zh, 30)} / {_esc(track.title.en, 50)}"]')
+                role = f" ({_esc(track.role)})" if track.role else ""
+                lines.append(f'    subgraph {tid}["track {track.id}{role}: {_esc(track.title.zh, 30)} / {_esc(track.title.en, 50)}"]')
                 lines.append("    direction TB")
                 lines += ["    " + line for line in body]
                 lines.append("    end")
