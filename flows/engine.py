@@ -503,13 +503,20 @@ def _deadline_state(inc: Incident, dl: Deadline) -> str:
     return "missed" if "deadline.missed" in kinds else "open"
 
 
+NOT_MEETING = ("skipped", "failed", "expired", "rejected")  # a step that ended so did not do what a deadline asks
+
+
 def watch_time_rules(inc: Incident) -> None:
-    """Fire thresholds and watch deadlines until the incident closes."""
+    """Fire thresholds and watch deadlines until the incident closes, then settle the deadlines once more.
+
+    The last pass catches a deadline met by one of the final steps in the moment before the close.
+    """
     thresholds = list(inc.runbook.thresholds)
     deadlines = {dl.id: "open" for dl in inc.runbook.deadlines}
+    closing = False
     while True:
         now = datetime.now(timezone.utc)
-        for th in list(thresholds):
+        for th in [] if closing else list(thresholds):
             if th.until_step and th.until_step in inc.finished_at:
                 thresholds.remove(th)
                 inc.record("threshold.cancelled", f"{th.title.zh} / {th.title.en}: {th.until_step} done first", step=th.id)
@@ -528,18 +535,19 @@ def watch_time_rules(inc: Incident) -> None:
                 continue
             due = _due(inc, dl)
             done = inc.finished_at.get(dl.met_by)
-            if done is not None and inc.steps.get(dl.met_by, {}).get("status") not in ("skipped", "failed"):
+            if done is not None and inc.steps.get(dl.met_by, {}).get("status") not in NOT_MEETING:
                 late = due is not None and done > due
                 deadlines[dl.id] = "met"
                 inc.record("deadline.met-late" if late else "deadline.met", f"{dl.title.zh} / {dl.title.en}", step=dl.id,
                            due=due.isoformat() if due else None, met_by=dl.met_by)
-            elif state == "open" and due is not None and now >= due:
+            elif state == "open" and due is not None and now >= due and not closing:
                 deadlines[dl.id] = "missed"
                 inc.record("deadline.missed", f"{dl.title.zh} / {dl.title.en}: due {due.isoformat(timespec='seconds')}",
                            step=dl.id, due=due.isoformat())
                 run_side_steps(inc, dl.on_miss)
-        if inc.closed.wait(0.2):
+        if closing:
             return
+        closing = inc.closed.wait(0.2)
 
 
 def run_side_steps(inc: Incident, steps: list) -> None:

@@ -292,7 +292,7 @@ class Threshold(Model):
 class Deadline(Model):
     id: str = Field(pattern=ID_PATTERN)
     title: Text
-    within: Duration = Field(description="Time allowed.")
+    within: Duration | None = Field(None, description="Time allowed (give this or working_days).")
     working_days: int | None = Field(None, ge=1, description="Instead of `within`: this many Chinese working days (holidays and adjusted weekends counted).")
     start: str = Field("incident", description="'incident', 'param:NAME' or 'step:ID' (when that step finished).")
     met_by: str = Field(description="Step whose completion meets the deadline.")
@@ -519,8 +519,10 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 def _check_time_rule(rb: Runbook, rule: Threshold | Deadline, seen: dict[str, str]) -> list[RunbookProblem]:
     problems = []
+    if isinstance(rule, Deadline) and (rule.within is None) == (rule.working_days is None):
+        return [RunbookProblem(rule.id, "a deadline needs exactly one of `within` and `working_days`", "keep `within: 1h` or `working_days: 5`, not both")]
     span = rule.after if isinstance(rule, Threshold) else rule.within
-    if span.total_seconds() <= 0 and not getattr(rule, "working_days", None):
+    if span is not None and span.total_seconds() <= 0:
         problems.append(RunbookProblem(rule.id, "the time rule has no positive duration", "set `after`/`within` to a positive duration such as 30m"))
     start = rule.start
     if start.startswith("param:"):
