@@ -21,11 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal, Optional
 
+import httpx
 from pydantic import Field, ValidationError, create_model
 
 from prefect._internal.pydantic.v2_schema import create_v2_schema
@@ -114,17 +114,25 @@ def _run_id():
 # (its escalation clock carries over when the run comes back from a crash or a suspension).
 _next_ask: dict[tuple[str, str], int] = {}
 _carried: dict[tuple[str, str], dict | None] = {}
-_INPUT_KEY = re.compile(r"^paused-(?P<step>.+)-(?P<n>\d+)-(?P<part>who|response|expired)$")
 
 
-def _earlier_asks(client, run_id, step_id: str) -> dict[int, dict[str, str]]:
-    """The inputs this run already has for a step, by ask number: who / response / expired."""
+def _earlier_asks(client, run_id, step_id: str, first: int) -> dict[int, dict[str, str]]:
+    """The inputs this run already has for a step, by ask number from `first` on: who / response / expired.
+
+    Keys are `paused-<step>-<n>-<part>`, or `suspended-...` for a suspended ask (Prefect names the keyset after the state)."""
     asks: dict[int, dict[str, str]] = {}
-    for item in client.filter_flow_run_input(flow_run_id=run_id, key_prefix=f"paused-{step_id}-", limit=1000, exclude_keys=set()):
-        m = _INPUT_KEY.match(item.key)
-        if m and m["step"] == step_id:
-            asks.setdefault(int(m["n"]), {})[m["part"]] = item.value
-    return asks
+    n = first
+    while True:
+        parts = {}
+        for part in ("who", "response", "expired"):
+            for prefix in ("paused", "suspended"):  # Prefect's keyset starts with the state's name
+                value = read_input(client, run_id, f"{prefix}-{step_id}-{n}-{part}")
+                if value is not None:
+                    parts[part] = value
+        if not parts:
+            return asks
+        asks[n] = parts
+        n += 1
 
 
 def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None:
@@ -137,9 +145,9 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
     run_id = _run_id()
     slot = (str(run_id), step.id)
     model = form_model(step, kind=kind)
-    with get_client(sync_client=True) as client:
-        asks = _earlier_asks(client, run_id, step.id)
     n = _next_ask.get(slot, 1)
+    with get_client(sync_client=True) as client:
+        asks = _earlier_asks(client, run_id, step.id, n)
     carried = None
     while n in asks:
         parts = asks[n]
@@ -227,7 +235,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
         reason = f"no answer within {_human(expires * incident.time_scale)}"
         if paused:
             client.set_flow_run_state(run_id, Running(message=f"{step.id} expired unanswered"), force=True)
-        _mark_expired(client, run_id, f"{step.id}-{ask}", reason)
+        _mark_expired(client, run_id, f"paused-{step.id}-{ask}", reason)
         _next_ask[slot], _carried[slot] = ask + 1, None
         return Expired(reason)
 
@@ -282,10 +290,10 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
     raise RuntimeError("too many refused answers")
 
 
-def _mark_expired(client, run_id, pause_key: str, reason: str) -> None:
-    """The explicit expiry marker `paused-<key>-expired` that a replaying run treats as expiry."""
+def _mark_expired(client, run_id, base_key: str, reason: str) -> None:
+    """The explicit expiry marker `<base key>-expired` (base key: `paused-<step>-<n>`) that a replaying run treats as expiry."""
     try:
-        client.create_flow_run_input(flow_run_id=run_id, key=f"paused-{pause_key}-expired", value=reason)
+        client.create_flow_run_input(flow_run_id=run_id, key=f"{base_key}-expired", value=reason)
     except Exception as exc:
         if "409" not in str(exc) and "already exists" not in str(exc).lower():
             raise
@@ -335,10 +343,19 @@ def _put_input(client, run_id, key: str, value: str) -> None:
 
 
 def _read_answer(client, run_id, keyset) -> str | None:
+    return read_input(client, run_id, keyset["response"])
+
+
+def read_input(client, run_id, key: str) -> str | None:
+    """A flow run input, or None when there is none (the sync client raises a 404 status error, not ObjectNotFound)."""
     try:
-        return client.read_flow_run_input(flow_run_id=run_id, key=keyset["response"])
+        return client.read_flow_run_input(flow_run_id=run_id, key=key)
     except ObjectNotFound:
         return None
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
 
 
 def _options(kind: str) -> list[str]:
