@@ -1,4 +1,4 @@
-"""The embedded stack: a Prefect server on SQLite, every runbook served, the alert intake.
+"""The embedded stack: a Prefect server on SQLite, every runbook served, the escalation watcher, the alert intake.
 
 `runbook up` runs each part as a child process with the right environment
 (Prefect reads its settings when it is imported, so the served flows must start
@@ -88,6 +88,8 @@ class Stack:
             self.procs.append(proc)
             wait_healthy(self.api_url, proc=proc)
         self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.stack", "serve"], env=env, start_new_session=True))
+        # waits suspend (their processes exit); the watcher pages their tiers and expires them
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.stack", "watcher"], env=env, start_new_session=True))
         if self.intake_port:
             self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.stack", "intake", self.host, str(self.intake_port)],
                                                env=env, start_new_session=True))
@@ -123,12 +125,19 @@ class Stack:
 def main(argv: list[str]) -> None:
     if argv[:1] == ["serve"]:
         serve_runbooks()
+    elif argv[:1] == ["watcher"]:
+        import logging
+
+        from flows.recovery import watch
+
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s watcher %(message)s")
+        watch(float(argv[1]) if len(argv) > 1 else 5.0)
     elif argv[:1] == ["intake"]:
         from integrations.alerts.server import run_intake
 
         run_intake(argv[1], int(argv[2]))
     else:
-        raise SystemExit("usage: python -m flows.stack serve | intake HOST PORT")
+        raise SystemExit("usage: python -m flows.stack serve | watcher [SECONDS] | intake HOST PORT")
 
 
 if __name__ == "__main__":
