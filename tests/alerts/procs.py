@@ -254,6 +254,20 @@ class Recorder:
 # ---------------------------------------------------------------- Prefect over REST
 
 
+def rest(method: str, url: str, *, attempts_for: float = 30, **kw: Any) -> httpx.Response:
+    """One Prefect REST call; a fresh SQLite server answers 503 now and then (database locked): ask again."""
+    deadline = time.monotonic() + attempts_for
+    while True:
+        try:
+            r = httpx.request(method, url, timeout=30, **kw)
+            if r.status_code < 500 or time.monotonic() >= deadline:
+                return r
+        except httpx.TransportError:
+            if time.monotonic() >= deadline:
+                raise
+        time.sleep(0.5)
+
+
 def deployment_id(api: str, runbook_id: str) -> str | None:
     try:
         r = httpx.get(f"{api}/deployments/name/{runbook_id}/runbook", timeout=5)
@@ -264,12 +278,11 @@ def deployment_id(api: str, runbook_id: str) -> str | None:
 
 def register_unserved(api: str, runbook_id: str) -> str:
     """The deployment `<id>/runbook` with the runbook flows' parameters, served by nobody: its runs stay Scheduled (open)."""
-    flow = httpx.post(f"{api}/flows/", json={"name": runbook_id}, timeout=10)
+    flow = rest("POST", f"{api}/flows/", json={"name": runbook_id})
     flow.raise_for_status()
     schema = {"type": "object", "properties": {p: {} for p in RUNBOOK_FLOW_PARAMETERS}}
-    r = httpx.post(f"{api}/deployments/", json={"name": "runbook", "flow_id": flow.json()["id"],
-                                                "parameter_openapi_schema": schema, "enforce_parameter_schema": False},
-                   timeout=10)
+    r = rest("POST", f"{api}/deployments/", json={"name": "runbook", "flow_id": flow.json()["id"],
+                                                  "parameter_openapi_schema": schema, "enforce_parameter_schema": False})
     r.raise_for_status()
     return r.json()["id"]
 
@@ -278,8 +291,8 @@ def flow_runs(api: str, flow_name: str) -> list[dict[str, Any]]:
     """Every flow run of the flow, oldest first."""
     out, offset = [], 0
     while True:
-        r = httpx.post(f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": [flow_name]}}, "sort": "ID_DESC",
-                                                        "limit": 200, "offset": offset}, timeout=30)
+        r = rest("POST", f"{api}/flow_runs/filter", json={"flows": {"name": {"any_": [flow_name]}}, "sort": "ID_DESC",
+                                                          "limit": 200, "offset": offset})
         r.raise_for_status()
         page = r.json()
         out.extend(page)
@@ -290,19 +303,19 @@ def flow_runs(api: str, flow_name: str) -> list[dict[str, Any]]:
 
 
 def count_flow_runs(api: str, flow_name: str) -> int:
-    r = httpx.post(f"{api}/flow_runs/count", json={"flows": {"name": {"any_": [flow_name]}}}, timeout=30)
+    r = rest("POST", f"{api}/flow_runs/count", json={"flows": {"name": {"any_": [flow_name]}}})
     r.raise_for_status()
     return r.json()
 
 
 def flow_run(api: str, run_id: str) -> dict[str, Any]:
-    r = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10)
+    r = rest("GET", f"{api}/flow_runs/{run_id}")
     r.raise_for_status()
     return r.json()
 
 
 def task_runs(api: str, run_id: str) -> list[dict[str, Any]]:
-    r = httpx.post(f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [str(run_id)]}}, "limit": 200}, timeout=10)
+    r = rest("POST", f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [str(run_id)]}}, "limit": 200})
     r.raise_for_status()
     return r.json()
 
