@@ -68,7 +68,7 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
     now = now or datetime.now(timezone.utc)
     paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
     woken = []
-    for run in client.read_flow_runs(flow_run_filter=paused, limit=1000):
+    for run in client.read_flow_runs(flow_run_filter=paused, limit=200):  # the API caps a page at 200
         details = run.state.state_details
         if not details.pause_reschedule or not details.run_input_keyset:
             continue  # a blocking pause escalates in its own process
