@@ -131,6 +131,7 @@ def main(argv: list[str]) -> None:
         from flows.recovery import watch
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s watcher %(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         watch(float(argv[1]) if len(argv) > 1 else 5.0)
     elif argv[:1] == ["intake"]:
         from integrations.alerts.server import run_intake
