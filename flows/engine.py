@@ -118,7 +118,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
         inc.closed.set()
         watcher.join(timeout=30)
     for dl in runbook.deadlines:
-        if _deadline_state(inc, dl) == "open":
+        if _deadline_state(inc, dl) == "open" and _due(inc, dl) is not None and inc.holds(dl.when):
             inc.record("deadline.unmet", f"{dl.title.zh} / {dl.title.en}: not met when the incident closed", step=dl.id)
     inc.record("incident.closed", message, actor="runbook", outcome=outcome)
     from flows.publish import publish_incident
@@ -191,8 +191,6 @@ def _on_failure(inc: Incident, step, error: str) -> str:
     if step.on_failure != "escalate":
         return step.on_failure
     lead = inc.runbook.lead
-    inc.page([lead], f"步骤失败 Step failed: {inc.text(step.title, 'zh')} / {inc.text(step.title, 'en')}\n{error}",
-             step=step.id, answer_options=["retry", "continue", "abort"])
     decide = ManualStep(
         kind="manual", id=f"{step.id}-failed", answerers=[lead],
         title=Text(zh=f"决定如何处理失败的步骤：{step.title.zh}", en=f"Decide what to do about the failed step: {step.title.en}"),
@@ -201,6 +199,8 @@ def _on_failure(inc: Incident, step, error: str) -> str:
                           choices=[Choice(value=v, label=Text(zh=z, en=v)) for v, z in
                                    (("retry", "重试"), ("continue", "继续"), ("abort", "终止"))])],
     )
+    inc.page([lead], f"步骤失败 Step failed: {inc.text(step.title, 'zh')} / {inc.text(step.title, 'en')}\n{error}",
+             step=decide.id, answer_options=["retry", "continue", "abort"])
     answer = _ask(inc, decide, kind="manual")
     inc.record("step.escalated", f"lead decided: {answer['decision']}", step=step.id, actor=answer.get("answered_by"))
     return answer["decision"]
@@ -522,13 +522,10 @@ def watch_time_rules(inc: Incident) -> None:
                 inc.record("threshold.cancelled", f"{th.title.zh} / {th.title.en}: {th.until_step} done first", step=th.id)
                 continue
             due = _due(inc, th)
-            if due is not None and now >= due:
+            if due is not None and now >= due and inc.holds(th.when):  # a condition not met yet is checked again
                 thresholds.remove(th)
-                if inc.holds(th.when):
-                    inc.record("threshold.fired", f"{th.title.zh} / {th.title.en} (after {th.after})", step=th.id)
-                    run_side_steps(inc, th.steps)
-                else:
-                    inc.record("threshold.skipped", f"{th.title.en}: condition not met: {th.when}", step=th.id)
+                inc.record("threshold.fired", f"{th.title.zh} / {th.title.en} (after {th.after})", step=th.id)
+                run_side_steps(inc, th.steps)
         for dl in inc.runbook.deadlines:
             state = deadlines[dl.id]
             if state == "met":
@@ -540,7 +537,7 @@ def watch_time_rules(inc: Incident) -> None:
                 deadlines[dl.id] = "met"
                 inc.record("deadline.met-late" if late else "deadline.met", f"{dl.title.zh} / {dl.title.en}", step=dl.id,
                            due=due.isoformat() if due else None, met_by=dl.met_by)
-            elif state == "open" and due is not None and now >= due and not closing:
+            elif state == "open" and due is not None and now >= due and not closing and inc.holds(dl.when):
                 deadlines[dl.id] = "missed"
                 inc.record("deadline.missed", f"{dl.title.zh} / {dl.title.en}: due {due.isoformat(timespec='seconds')}",
                            step=dl.id, due=due.isoformat())

@@ -157,10 +157,14 @@ class Incident:
         return list(seen.values())
 
     def may_answer(self, roles: list[str]) -> list[Person]:
+        """Who may answer a step for these roles; in a drill the drill recipients, who get its pages, may too."""
         people: dict[str, Person] = {}
         for role in roles:
             for person in self.directory.by_role(role):
                 people[person.id] = person
+        if self.drill and roles:
+            for person in self.directory.drill_people():
+                people.setdefault(person.id, person)
         return list(people.values())
 
     def page(self, roles: list[str], text: str, *, step: str | None, title: str | None = None,

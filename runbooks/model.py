@@ -284,7 +284,7 @@ class Threshold(Model):
     title: Text
     after: Duration = Field(description="Time after `start` at which it fires, if the incident is still open.")
     start: str = Field("incident", description="'incident' (run start) or 'param:NAME' (a datetime parameter, e.g. the time of the fault).")
-    when: str | None = Field(None, description="Condition checked when it fires (e.g. only for class 1).")
+    when: str | None = Field(None, description="Condition (e.g. only for class 1): once due, the threshold fires as soon as it holds, until `until_step` is done.")
     until_step: str | None = Field(None, description="Once this step has finished (e.g. service restored) the threshold no longer fires.")
     steps: list["Step"] = Field(description="Steps run when it fires: notify and action only (they run beside the main line).")
 
@@ -296,6 +296,7 @@ class Deadline(Model):
     working_days: int | None = Field(None, ge=1, description="Instead of `within`: this many Chinese working days (holidays and adjusted weekends counted).")
     start: str = Field("incident", description="'incident', 'param:NAME' or 'step:ID' (when that step finished).")
     met_by: str = Field(description="Step whose completion meets the deadline.")
+    when: str | None = Field(None, description="Condition: the deadline applies only when it holds (e.g. only for class 1); checked when due and at the close.")
     on_miss: list["Step"] = Field(default_factory=list, description="Steps run when it passes unmet: notify and action only.")
 
 
@@ -541,7 +542,7 @@ def _check_time_rule(rb: Runbook, rule: Threshold | Deadline, seen: dict[str, st
         problems.append(RunbookProblem(rule.id, f"met_by '{rule.met_by}' is not a step", "name the step whose completion meets the deadline"))
     if isinstance(rule, Threshold) and rule.until_step and rule.until_step not in seen:
         problems.append(RunbookProblem(rule.id, f"until_step '{rule.until_step}' is not a step", "name the step that ends the threshold (e.g. the one confirming recovery)"))
-    if isinstance(rule, Threshold) and rule.when:
+    if rule.when:
         problems += _check_condition(rb, rule.id, "when", rule.when, seen, {}, None)
     return problems
 
