@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 $(BIN)/runbook: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[test]"
+	$(BIN)/pip install --quiet -e ".[test,browser]"
 	touch $@
 
 install: $(BIN)/runbook
