@@ -16,11 +16,12 @@ from uuid import UUID
 from pydantic import BaseModel
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, FlowRunFilterState,
+                                            FlowRunFilterStateType)
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 
-from tasks.manual import who_key
+from tasks.manual import read_input, who_key
 
 from integrations.contacts import load_directory
 from runbooks.settings import get_settings
@@ -61,23 +62,47 @@ def _waiting(client, run: FlowRun) -> dict[str, Any]:
     keyset = run.state.state_details.run_input_keyset if run.state else None
     if not keyset:
         return {}
+    raw = read_input(client, run.id, who_key(keyset))
+    return json.loads(raw) if raw else {}
+
+
+MAX_TRACK_DEPTH = 5  # tracks inside tracks inside ...: how deep to look for the run that waits
+
+
+def waiting_run(incident_id: str, step_id: str | None) -> str:
+    """The flow run that actually waits at `step_id` of this incident.
+
+    A page names the incident's own flow run (Message.incident_id), but a step inside a
+    parallel track pauses the track's child flow run, which has an id of its own. So when
+    the incident's run is not paused, look for a paused descendant waiting at that step.
+    Anything unexpected answers with the incident's id, and answer_step says what is wrong.
+    """
     try:
-        return json.loads(client.read_flow_run_input(flow_run_id=run.id, key=who_key(keyset)))
-    except ObjectNotFound:
-        return {}
-
-
-def _waiting_child(client, parent_id: UUID, step: str | None) -> FlowRun | None:
-    """A paused child run (parallel track) of an incident, waiting at `step` if given."""
-    from prefect.client.schemas.filters import FlowRunFilterParentFlowRunId
-
-    children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-        parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_id]),
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"]))))
-    for child in children:
-        if step is None or _waiting(client, child).get("step", _step_of(child)) == step:
-            return child
-    return None
+        root = UUID(incident_id)
+    except ValueError:
+        return incident_id
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(root)
+        except ObjectNotFound:
+            return incident_id
+        if run.state is None or run.state.is_paused() or run.state.is_final():
+            return incident_id
+        parents = [root]
+        for _ in range(MAX_TRACK_DEPTH):
+            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED", "RUNNING", "PENDING"]))), limit=200)
+            paused = [c for c in children if c.state is not None and c.state.is_paused()]
+            matching = [c for c in paused if step_id is None or _step_of(c) == step_id]
+            if len(matching) == 1 or (matching and step_id is not None):
+                return str(matching[0].id)
+            if matching:  # several tracks wait and the answer names no step: do not guess
+                return incident_id
+            parents = [c.id for c in children if not c.state.is_paused()]
+            if not parents:
+                break
+    return incident_id
 
 
 def _coerce(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -111,13 +136,13 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
             run = client.read_flow_run(run_id)
         except ObjectNotFound:
             return AnswerResult(ok=False, message=f"no flow run {run_id}")
+    if run.state is None or not run.state.is_paused():
+        run_id = UUID(waiting_run(str(run_id), step))  # the incident may wait inside a parallel track
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
         if run.state is None or not run.state.is_paused():
-            # The incident may wait inside a parallel track: a child run of its own.
-            child = _waiting_child(client, run_id, step)
-            if child is None:
-                return AnswerResult(ok=False, message=f"run {run.name} is not waiting for an answer (it is {run.state.name if run.state else 'unknown'})",
-                                    flow_run_id=str(run_id))
-            run, run_id = child, child.id
+            return AnswerResult(ok=False, message=f"run {run.name} is not waiting for an answer (it is {run.state.name if run.state else 'unknown'})",
+                                flow_run_id=str(run_id))
         meta = _waiting(client, run)
         waiting = meta.get("step") or _step_of(run)
         if step and step != waiting:
@@ -128,12 +153,8 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
             return AnswerResult(ok=False, message=f"'{by}' may not answer step '{waiting}'; it is for: {', '.join(allowed)}",
                                 flow_run_id=str(run_id), step=waiting)
         keyset = run.state.state_details.run_input_keyset or {}
-        schema: dict[str, Any] = {}
-        if keyset.get("schema"):
-            try:
-                schema = json.loads(client.read_flow_run_input(flow_run_id=run_id, key=keyset["schema"]))
-            except ObjectNotFound:
-                schema = {}
+        raw_schema = read_input(client, run_id, keyset["schema"]) if keyset.get("schema") else None
+        schema: dict[str, Any] = json.loads(raw_schema) if raw_schema else {}
         run_input = _coerce({**values, "answered_by": person.id if person else by}, schema)
         result = client.resume_flow_run(run_id, run_input=run_input)
     if result.status.value != "ACCEPT":

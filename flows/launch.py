@@ -48,16 +48,10 @@ def deliver_resolution(flow_run_id: UUID | str, alert: dict[str, Any]) -> None:
 
 def read_resolution(flow_run_id: UUID | str) -> dict | None:
     """The resolution delivered to the run, or None while there is none."""
-    import httpx
     from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
+
+    from tasks.manual import read_input
 
     with get_client(sync_client=True) as client:
-        try:
-            return json.loads(client.read_flow_run_input(flow_run_id=UUID(str(flow_run_id)), key=RESOLUTION_KEY))
-        except ObjectNotFound:
-            return None
-        except httpx.HTTPStatusError as exc:  # the client raises PrefectHTTPStatusError 404, not ObjectNotFound, here
-            if exc.response.status_code == 404:
-                return None
-            raise
+        raw = read_input(client, UUID(str(flow_run_id)), RESOLUTION_KEY)
+    return json.loads(raw) if raw else None

@@ -62,50 +62,6 @@ def _form(raw: bytes) -> dict[str, str]:
 
 
 _PAUSE_KEY = re.compile(r"^(?P<step>.+)-\d+$")  # the engine pauses a step under `<step-id>-<n>`
-MAX_TRACK_DEPTH = 5  # tracks inside tracks inside ...: how deep to look for the run that waits
-
-
-def waiting_run(incident_id: str, step_id: str | None) -> str:
-    """The flow run that actually waits at `step_id` of this incident.
-
-    A page names the incident's own flow run (Message.incident_id), but a step inside a
-    parallel track pauses the track's child flow run, which has an id of its own. So when
-    the incident's run is not paused, look for a paused descendant waiting at that step.
-    Anything unexpected answers with the incident's id, and answer_step says what is wrong.
-    """
-    from uuid import UUID
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, FlowRunFilterState,
-                                                FlowRunFilterStateType)
-    from prefect.exceptions import ObjectNotFound
-
-    try:
-        root = UUID(incident_id)
-    except ValueError:
-        return incident_id
-    with get_client(sync_client=True) as client:
-        try:
-            run = client.read_flow_run(root)
-        except ObjectNotFound:
-            return incident_id
-        if run.state is None or run.state.is_paused() or run.state.is_final():
-            return incident_id
-        parents = [root]
-        for _ in range(MAX_TRACK_DEPTH):
-            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED", "RUNNING", "PENDING"]))), limit=200)
-            paused = [c for c in children if c.state is not None and c.state.is_paused()]
-            matching = [c for c in paused if step_id is None or _paused_step(c) == step_id]
-            if len(matching) == 1 or (matching and step_id is not None):
-                return str(matching[0].id)
-            if matching:  # several tracks wait and the answer names no step: do not guess
-                return incident_id
-            parents = [c.id for c in children if not c.state.is_paused()]
-            if not parents:
-                break
-    return incident_id
 
 
 def still_waits(incident_id: str, step_id: str | None) -> str | None:
@@ -115,6 +71,8 @@ def still_waits(incident_id: str, step_id: str | None) -> str | None:
 
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectNotFound
+
+    from flows.answers import waiting_run
 
     try:
         UUID(incident_id)
@@ -164,12 +122,8 @@ async def answer(incident_id: str, person: Person, choice: str, step_id: str | N
     from flows.answers import answer_step  # imported late: flows import the notify package
 
     try:
-        try:
-            run_id = await run_in_threadpool(waiting_run, incident_id, step_id)
-        except Exception as exc:  # Prefect unreachable: answer_step will say so
-            logger.warning("could not look for the run waiting at %s/%s: %s", incident_id, step_id, type(exc).__name__)
-            run_id = incident_id
-        result = await run_in_threadpool(answer_step, run_id, by=person.id, values=choices.values_for(choice), step=step_id)
+        # answer_step finds the parallel track's run when the incident's own run is not the one waiting
+        result = await run_in_threadpool(answer_step, incident_id, by=person.id, values=choices.values_for(choice), step=step_id)
         if inspect.isawaitable(result):
             result = await result
     except Exception as exc:

@@ -34,7 +34,7 @@ def answers(monkeypatch):
         calls.append({"flow_run_id": flow_run_id, "by": by, "values": values, "step": step})
         return Result(True, f"answered by {by}") if by == "zhangwei" else Result(False, f"{by} may not answer {step}")
 
-    monkeypatch.setitem(sys.modules, "flows.answers", types.SimpleNamespace(answer_step=answer_step))
+    monkeypatch.setitem(sys.modules, "flows.answers", types.SimpleNamespace(answer_step=answer_step, waiting_run=lambda incident_id, step_id: incident_id))
     return calls
 
 
