@@ -24,6 +24,7 @@ RUNNER_POLL_SECONDS = "1"  # a triggered run starts within about 1-2 s instead o
 def serve_runbooks(limit: int | None = None) -> None:
     """Serve every runbook as the deployment `<id>/runbook` until stopped."""
     from prefect import serve
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.deployments.runner import EntrypointType
 
     from flows.catalog import FLOWS, RUNBOOKS
@@ -35,6 +36,8 @@ def serve_runbooks(limit: int | None = None) -> None:
             description=f"{RUNBOOKS[rid].title.zh} / {RUNBOOKS[rid].title.en}",
             entrypoint_type=EntrypointType.MODULE_PATH,
             version=str(RUNBOOKS[rid].version),
+            concurrency_limit=ConcurrencyLimitConfig(limit=RUNBOOKS[rid].concurrency_limit,
+                                                     collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
         )
         for rid, f in FLOWS.items()
     ]

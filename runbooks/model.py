@@ -307,6 +307,7 @@ class Runbook(Model):
     source: Source
     version: int = Field(1, description="Bump when the plan changes.")
     tags: list[str] = Field(default_factory=list)
+    concurrency_limit: int = Field(5, ge=1, description="Incidents of this runbook running at once; more wait their turn (an alert storm must not start a hundred copies of a plan that touches one firewall).")
     parameters: dict[str, Parameter] = Field(default_factory=dict, description="Typed inputs of an incident (site, system, reporter...).")
     severity: Severity | None = None
     roles: dict[str, Role] = Field(description="Roles the plan names; resolved to people by the contacts directory.")

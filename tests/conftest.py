@@ -53,8 +53,14 @@ _server: dict = {}
 
 
 def pytest_configure(config):
-    """Start the server before any test module imports prefect: Prefect reads its settings at import."""
+    """Start the server before any test module imports prefect: Prefect reads its settings at import.
+
+    Under pytest-xdist each worker has a server of its own; the controller runs no tests and needs none.
+    """
     import tempfile
+
+    if getattr(config.option, "numprocesses", None) and not hasattr(config, "workerinput"):
+        return
 
     home = Path(tempfile.mkdtemp(prefix="runbook-tests-"))
     proc, api = _start_server(home)

@@ -58,3 +58,14 @@ def test_lint_command_fails_on_broken_fixtures_with_file_step_and_fix():
     assert result.returncode == 1
     assert f"0 ok, {len(EXPECTED)} failed" in result.stdout
     assert "FAIL" in result.stdout and "step 'tell-mayor'" in result.stdout and "fix: add 'mayor' to roles" in result.stdout
+
+
+def test_prefect_yaml_matches_the_runbooks():
+    """prefect.yaml is generated from the runbooks; a runbook added without regenerating it fails here."""
+    result = subprocess.run([sys.executable, "-m", "flows.deploy", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_runbook_documents_match_the_runbooks():
+    result = subprocess.run([sys.executable, "-m", "cli.main", "docs", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
