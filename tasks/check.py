@@ -27,6 +27,9 @@ def check(incident, step) -> dict[str, Any]:
         if step.alert_resolved:
             resolution = alert_resolved(incident)
             if resolution is not None:
+                summary = resolution.get("summary") or resolution.get("labels", {}).get("alertname", "alert")
+                incident.record("alert.resolved", f"{summary} resolved", step=step.id, actor="alert",
+                                ends_at=str(resolution.get("ends_at") or resolution.get("endsAt") or ""))
                 return {"held": True, "by": "alert-resolved", "alert": resolution, "probes": probes}
         if step.probe is not None:
             probes += 1
