@@ -9,6 +9,13 @@ in the same run, against one temporary Prefect server (SQLite) that this script 
 (b) **Memory per incident waiting for a person**: resident memory (VmRSS) of the process that holds one
     incident paused at a manual step, versus a hand-written flow paused with `pause_flow_run`. With
     suspended waits (the default from a deployment) the process exits: 0 MB while waiting.
+(c) **Incidents at once, served**: the runbook of bench/served (three action steps, each an HTTP POST to a local
+    endpoint, then a 2 s `wait`; no people) served by ``python -m flows.stack serve``, next to ``plain_incident``
+    below (the same work as a hand-written flow) served by ``prefect.serve``; both with
+    PREFECT_RUNNER_POLL_FREQUENCY=1 and no runner ``limit``. K runs created at once with
+    ``run_deployment(timeout=0)``; wall time until all K are finished, and incidents per minute.
+(d) **Run created to first step Running, served**: one run at a time (after a warm-up), from the flow run's
+    ``created`` to the start time of its first step's task run, both as the Prefect server records them.
 
 Writes the "Engine speed" section of docs/BENCHMARKS.md (between its markers); `--no-write` only prints.
 """
@@ -31,10 +38,38 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+from prefect import flow, task
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
+SERVED_RUNBOOKS = ROOT / "bench" / "served"   # bench-incident.yaml: concurrency_limit 50
+SERVED_RUNBOOK = "bench-incident"
+PLAIN_DEPLOYMENT = "plain-incident/plain"
+BATCHES = (1, 5, 10, 20)
+RUN_TIMEOUT = 600.0   # one batch (or one latency sample) to finish; every loop below is bounded by it
+
+
+@task(task_run_name="act-{n}")
+def plain_act(base_url: str, n: int) -> int:
+    return httpx.post(f"{base_url}/act", json={"n": n}, timeout=10).status_code
+
+
+@flow(name="plain-incident")
+def plain_incident(base_url: str) -> None:
+    """What bench/served/bench-incident.yaml does, written by hand: three POSTs, then a 2 s wait."""
+    for n in range(3):
+        plain_act(base_url, n)
+    time.sleep(2)
+
+
+SERVE_PLAIN = """
+from prefect import serve
+from prefect.deployments.runner import EntrypointType
+from bench.speed import plain_incident
+serve(plain_incident.to_deployment(name="plain", entrypoint_type=EntrypointType.MODULE_PATH), limit=None,
+      print_starting_message=False)
+"""
 
 
 class Ok(BaseHTTPRequestHandler):
@@ -220,15 +255,164 @@ def waiting_memory(home: Path, api: str) -> dict[str, float]:
     return out
 
 
-def render(results: dict) -> str:
+# ---------------------------------------------------------------- (c), (d): served
+
+
+def served_env(home: Path, api: str) -> dict[str, str]:
+    env = child_env(home, api)
+    env.update({"PREFECT_RUNNER_POLL_FREQUENCY": "1", "RUNBOOK_RUNBOOKS_DIR": str(SERVED_RUNBOOKS)})
+    return env
+
+
+def start_served(home: Path, api: str) -> list[subprocess.Popen]:
+    """`python -m flows.stack serve` over bench/served, and `prefect.serve` of plain_incident; each until stopped."""
+    from tests.alerts.procs import wait_for
+
+    procs = []
+    for name, cmd in (("serve-runbook", ["-m", "flows.stack", "serve"]), ("serve-plain", ["-c", SERVE_PLAIN])):
+        procs.append(subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=served_env(home, api),
+                                      stdout=open(home / f"{name}.log", "w"), stderr=subprocess.STDOUT,
+                                      start_new_session=True))
+
+    def ready():
+        for proc in procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"a served process exited ({proc.returncode}); see {home}")
+        return all(httpx.get(f"{api}/deployments/name/{name}", timeout=5).status_code == 200
+                   for name in (f"{SERVED_RUNBOOK}/runbook", PLAIN_DEPLOYMENT))
+
+    wait_for(ready, 120, "the served deployments", every=0.5)
+    return procs
+
+
+def stop_served(procs: list[subprocess.Popen]) -> None:
+    from tests.alerts.procs import stop_process
+
+    for proc in procs:
+        stop_process(proc, timeout=30)
+
+
+def create_run(kind: str, base_url: str):
+    from prefect.deployments import run_deployment
+
+    if kind == "runbook":
+        return run_deployment(f"{SERVED_RUNBOOK}/runbook", parameters={"parameters": {"base_url": base_url}}, timeout=0)
+    return run_deployment(PLAIN_DEPLOYMENT, parameters={"base_url": base_url}, timeout=0)
+
+
+def finished_runs(api: str, ids: list[str]) -> list[dict]:
+    from tests.alerts.procs import rest
+
+    r = rest("POST", f"{api}/flow_runs/filter", json={"flow_runs": {"id": {"any_": ids}}, "limit": 200})
+    r.raise_for_status()
+    runs = r.json()
+    final = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+    if len(runs) == len(ids) and all(run["state"] and run["state"]["type"] in final for run in runs):
+        bad = [run for run in runs if run["state"]["type"] != "COMPLETED"]
+        if bad:
+            raise RuntimeError(f"{len(bad)} run(s) did not complete: {bad[0]['state']}")
+        return runs
+    return []
+
+
+def parse_time(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def at_once(api: str, base_url: str, kind: str, k: int) -> dict[str, float]:
+    from tests.alerts.procs import wait_for
+
+    began = time.time()
+    ids = [str(create_run(kind, base_url).id) for _ in range(k)]
+    created = time.time() - began
+    runs = wait_for(lambda: finished_runs(api, ids), RUN_TIMEOUT, f"{k} {kind} runs to finish", every=0.25)
+    wall = max(parse_time(run["end_time"]) for run in runs) - began
+    return {"k": k, "wall": wall, "per_minute": k / wall * 60, "created": created}
+
+
+def first_step(api: str, base_url: str, kind: str) -> float:
+    from tests.alerts.procs import task_runs, wait_for
+
+    run = create_run(kind, base_url)
+
+    def started():
+        found = [t for t in task_runs(api, str(run.id)) if t["name"] == "act-0" and t.get("start_time")]
+        return found[0] if found else None
+
+    step = wait_for(started, RUN_TIMEOUT, f"the {kind} run's first step", every=0.1)
+    done = wait_for(lambda: finished_runs(api, [str(run.id)]), RUN_TIMEOUT, f"the {kind} run to finish", every=0.25)
+    return parse_time(step["start_time"]) - parse_time(done[0]["created"])
+
+
+def served(home: Path, api: str, base_url: str, samples: int) -> dict:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    out: dict = {"at_once": {}, "first_step": {}}
+    procs = start_served(home, api)
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            for kind in ("plain", "runbook"):
+                first_step(api, base_url, kind)  # warm-up
+                out["first_step"][kind] = []
+                for n in range(samples):
+                    out["first_step"][kind].append(first_step(api, base_url, kind))
+                    print(f"  (d) {kind} sample {n + 1}/{samples}: {out['first_step'][kind][-1]:.2f} s", flush=True)
+                out["at_once"][kind] = []
+                for k in BATCHES:
+                    out["at_once"][kind].append(at_once(api, base_url, kind, k))
+                    print(f"  (c) {kind} K={k}: {out['at_once'][kind][-1]['wall']:.1f} s", flush=True)
+    finally:
+        stop_served(procs)
+    return out
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[int(max(1, -(-len(ordered) * p // 100))) - 1]
+
+
+def render_served(s: dict, samples: int) -> list[str]:
+    c, d = s["at_once"], s["first_step"]
+    rows = [f"| {b['k']} | {b['wall']:.1f} s | {b['per_minute']:.0f} | {r['wall']:.1f} s | {r['per_minute']:.0f} |"
+            for b, r in zip(c["plain"], c["runbook"])]
+    return [
+        f"**(c) Incidents handled at once, served** on this {os.cpu_count()}-CPU machine. The runbook of `bench/served` "
+        "(three action steps, each an HTTP POST to a local endpoint, then a 2 s `wait`; no people) served by "
+        "`python -m flows.stack serve`, next to `bench.speed.plain_incident` (the same work as a hand-written flow) "
+        "served by `prefect.serve`; both with `PREFECT_RUNNER_POLL_FREQUENCY=1`. K runs created at once with "
+        "`run_deployment(timeout=0)`; wall time from before the first is created until the last one ends.",
+        "",
+        "| K at once | hand-written flow: all done | per minute | runbook: all done | per minute |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        "Neither limit decides these figures: the served runner has no `limit` (`serve_runbooks()` passes `limit=None`, "
+        "so every scheduled run gets its process at once) and the bench runbook sets `concurrency_limit: 50` (the "
+        "default of 5 from `Runbook.concurrency_limit` would queue the 10- and 20-incident batches in fives; the hand-"
+        "written deployment has no concurrency limit). What does decide them is that each flow run is a new Python "
+        "process, so K incidents are K interpreters importing Prefect (and, for a runbook, the engine and the "
+        "catalog) on two cores at once. One pass per K, hand-written first, then the runbook; not repeated, so a gap "
+        "between the two columns (e.g. the runbook ahead at K = 20) is not established as a real difference.",
+        "",
+        f"**(d) Run created to first step Running, served** ({samples} runs one at a time, after a warm-up): from the "
+        "flow run's `created` to the start time of its first step's task run, both as the Prefect server records "
+        f"them{' (with ' + str(samples) + ' samples, p95 is the largest)' if samples < 20 else ''}. The *Alert intake* section measures the same from an alert's arrival at the receiver.",
+        "",
+        "| | median | p95 | max |",
+        "|---|---|---|---|",
+        *[f"| {name} | {statistics.median(d[kind]):.2f} s | {percentile(d[kind], 95):.2f} s | {max(d[kind]):.2f} s |"
+          for name, kind in (("hand-written flow", "plain"), ("runbook", "runbook"))],
+        "",
+    ]
+
+
+def render_local(results: dict) -> list[str]:
     steps, repeats = results["steps"], results["repeats"]
     a, b = results["per_step"], results["memory"]
-    return "\n".join([
-        BEGIN,
-        "## Engine speed",
-        "",
-        f"Measured {results['when']} on {results['machine']}; Prefect {results['prefect']}, server on SQLite on the same machine.",
-        "",
+    return [
         f"**(a) Per-step overhead.** A runbook of {steps} action steps (each one HTTP POST to a local endpoint) against a "
         f"hand-written flow of {steps} tasks doing the same POST; median of {repeats - 1} runs after a warm-up, "
         "wall time per step. Both are local runs (no worker), so only the engine differs.",
@@ -253,10 +437,42 @@ def render(results: dict) -> str:
         "slot of the worker's `--limit`); after, a waiting incident costs nothing on the workers until it is "
         "answered or the escalation watcher wakes it for a tier or its expiry.",
         "",
+    ]
+
+
+def kept_local(path: Path = BENCHMARKS) -> tuple[str, list[str]]:
+    """`--served-only`: the (a)/(b) text and its 'Measured ...' line as they are in the section now."""
+    section = path.read_text(encoding="utf-8").split(BEGIN, 1)[1].split(END, 1)[0]
+    lines = section.strip("\n").splitlines()
+    measured = next(line for line in lines if line.startswith("Measured ") or line.startswith("(a), (b) measured "))
+    first = next(i for i, line in enumerate(lines) if line.startswith("**(a)"))
+    last = next(i for i, line in enumerate(lines) if line.startswith(("**(c)", "Alert-to-first-step")))
+    return measured, lines[first:last]
+
+
+def render(results: dict) -> str:
+    measured = (f"Measured {results['when']} on {results['machine']}; Prefect {results['prefect']}, "
+                "server on SQLite on the same machine.")
+    if "kept" in results:  # --served-only: (a) and (b) are from an earlier run
+        earlier, local = results["kept"]
+        earlier = earlier.removeprefix("(a), (b) measured ").removeprefix("Measured ").split(";")[0].split(" on ")[0]
+        measured = (f"(a), (b) measured {earlier}; (c), (d) measured {results['when']}; on {results['machine']}; "
+                    f"Prefect {results['prefect']}, server on SQLite on the same machine.")
+    else:
+        local = render_local(results)
+    return "\n".join([
+        BEGIN,
+        "## Engine speed",
+        "",
+        measured,
+        "",
+        *local,
+        *render_served(results["served"], results["samples"]),
         "Alert-to-first-step latency on the embedded stack is in the *Alert intake* section (`python -m bench.alerts`).",
         "",
-        "Reproduce: `.venv/bin/python -m bench.speed` (a few minutes; starts and stops its own Prefect server on a free "
-        "loopback port; rewrites this section). `--steps`, `--repeats` change the sizes; `--no-write` only prints.",
+        "Reproduce: `.venv/bin/python -m bench.speed` (about ten minutes; starts and stops its own Prefect server and "
+        "served processes on free loopback ports; rewrites this section). `--steps`, `--repeats`, `--samples` change "
+        "the sizes; `--served-only` measures (c) and (d) and keeps (a) and (b) as they are; `--no-write` only prints.",
         END,
     ])
 
@@ -275,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.speed", description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--samples", type=int, default=10, help="(d) runs per kind (default 10)")
+    parser.add_argument("--served-only", action="store_true", help="measure (c) and (d); keep (a) and (b) from the section")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
 
@@ -285,12 +503,18 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=endpoint.serve_forever, daemon=True).start()
     server, api = start_server(home)
     try:
+        base_url = f"http://127.0.0.1:{endpoint.server_port}"
         results = {
             "when": time.strftime("%Y-%m-%d %H:%M"), "prefect": prefect.__version__, "steps": args.steps, "repeats": args.repeats,
             "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
-            "per_step": per_step(home, api, f"http://127.0.0.1:{endpoint.server_port}", args.steps, args.repeats),
-            "memory": waiting_memory(home, api),
+            "samples": args.samples,
         }
+        if args.served_only:
+            results["kept"] = kept_local()
+        else:
+            results["per_step"] = per_step(home, api, base_url, args.steps, args.repeats)
+            results["memory"] = waiting_memory(home, api)
+        results["served"] = served(home, api, base_url, args.samples)
     finally:
         server.terminate()
         server.wait(20)
