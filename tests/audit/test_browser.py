@@ -142,7 +142,9 @@ def test_a_responder_answers_a_manual_step_in_the_prefect_ui(browser, ui_server,
         dialog = page.get_by_role("dialog")
         dialog.wait_for()
         # The step's Markdown instructions sit above the form.
-        assert dialog.get_by_role("heading", name="记录故障 / Record the fault").is_visible()
+        heading = dialog.get_by_role("heading", name="记录故障 / Record the fault")
+        heading.wait_for(state="visible", timeout=30_000)  # the UI fetches the description after opening the dialog
+        assert heading.is_visible()
         assert "可回答 May answer:" in dialog.inner_text() and "li-deputy" in dialog.inner_text()
 
         def field(label: str):
