@@ -27,7 +27,8 @@ from runbooks.loader import load_file
 from runbooks.model import parse_duration
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE = Path("/work/shared/seeds/emergency-plans.zh.txt")
+# shared/ stands beside the checkout, for developers and for CI alike.
+SOURCE = ROOT.parent / "shared" / "seeds" / "emergency-plans.zh.txt"
 
 
 @dataclass(frozen=True)
