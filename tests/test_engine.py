@@ -17,6 +17,7 @@ from prefect import tags
 from prefect.client.orchestration import get_client
 
 from flows.answers import answer_step, pending_steps
+from tests.drill import Background, pause_key, wait_for_step
 from flows.archive import find_record
 from flows.catalog import make_flow
 from integrations.contacts import load_directory
@@ -29,39 +30,6 @@ DIRECTORY = load_directory(ROOT / "config" / "contacts.yaml")
 
 def fixture_flow(name: str):
     return make_flow(load_file(ENGINE / f"{name}.yaml", DIRECTORY))
-
-
-class Background:
-    """Run a flow in a thread, as a responder's machine would while people answer elsewhere."""
-
-    def __init__(self, flow, **kwargs):
-        self.state = None
-        self.thread = threading.Thread(target=self._run, args=(flow, kwargs), daemon=True)
-        self.thread.start()
-
-    def _run(self, flow, kwargs):
-        with tags("test"):
-            self.state = flow(return_state=True, **kwargs)
-
-    def join(self, seconds: float = 60):
-        self.thread.join(seconds)
-        assert self.state is not None, "the run did not finish"
-        return self.state
-
-
-def wait_for_step(step: str, seconds: float = 30, run_id: str | None = None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for p in pending_steps():
-            if p.step == step and (run_id is None or p.flow_run_id == run_id):
-                return p
-        time.sleep(0.3)
-    raise AssertionError(f"no run waited at step {step} within {seconds} s")
-
-
-def pause_key(run_id: str) -> str:
-    with get_client(sync_client=True) as client:
-        return client.read_flow_run(UUID(run_id)).state.state_details.pause_key
 
 
 def test_manual_step_answered_through_the_resume_api_records_who_answered():

@@ -13,15 +13,15 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from prefect import tags
-
-from flows.answers import pending_steps
 from flows.catalog import make_flow
 from integrations.contacts import load_directory
 from runbooks.loader import load_file
 
+from tests.drill import Background as _Background, wait_for_step  # noqa: F401  (wait_for_step is shared with the audit tests)
+
 ROOT = Path(__file__).resolve().parents[2]
 AUDIT = ROOT / "tests" / "fixtures" / "audit"
+
 DIRECTORY = load_directory(ROOT / "config" / "contacts.yaml")
 
 
@@ -33,37 +33,9 @@ def audit_flow(name: str = "audit-drill"):
     return make_flow(audit_runbook(name))
 
 
-class Background:
-    """Run a flow in a thread, as a responder's machine would while people answer elsewhere."""
-
+class Background(_Background):
     def __init__(self, flow, **kwargs):
-        self.state = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(flow, kwargs), daemon=True)
-        self.thread.start()
-
-    def _run(self, flow, kwargs):
-        try:
-            with tags("test", "audit"):
-                self.state = flow(return_state=True, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - reported by join()
-            self.error = exc
-
-    def join(self, seconds: float = 90):
-        self.thread.join(seconds)
-        assert self.error is None, f"the run raised: {self.error!r}"
-        assert self.state is not None, "the run did not finish"
-        return self.state
-
-
-def wait_for_step(step: str, seconds: float = 30, run_id: str | None = None):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        for p in pending_steps():
-            if p.step == step and (run_id is None or p.flow_run_id == run_id):
-                return p
-        time.sleep(0.3)
-    raise AssertionError(f"no run waited at step {step} within {seconds} s")
+        super().__init__(flow, test_tags=("test", "audit"), **kwargs)
 
 
 class Flaky(BaseHTTPRequestHandler):

@@ -8,24 +8,23 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 import uuid
 from pathlib import Path
 from uuid import UUID
 
 import pytest
-from prefect import tags
 from prefect.client.orchestration import get_client
 
 import flows.catalog  # noqa: F401  (load the site's runbooks with the site's contacts, before this module swaps them)
-from flows.answers import answer_step, pending_steps
+from flows.answers import answer_step
 from flows.archive import archive_dir, find_record
 from flows.catalog import make_flow
 from integrations.contacts import load_directory
 from integrations.notify import asks
 from runbooks.loader import load_file
 from runbooks.settings import get_settings
+from tests.drill import Background as _Background, pause_key, wait_for_step, waiting  # noqa: F401
 from tests.notify_e2e.conftest import (ALICE, BOB, CAROL, DRILL, all_secret_values, slack_click, slack_recipient,
                                        sms_reply, text_files)
 
@@ -39,31 +38,9 @@ def runbook_flow(name: str):
     return make_flow(load_file(FIXTURES / f"{name}.yaml", load_directory(get_settings().contacts_file)))
 
 
-class Background:
-    """Run a flow in a thread while the test answers it from outside, as people would."""
-
-    started: list["Background"] = []
-
+class Background(_Background):
     def __init__(self, flow, **kwargs):
-        self.label = kwargs.get("incident")
-        self.started.append(self)
-        self.state = None
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(flow, kwargs), daemon=True)
-        self.thread.start()
-
-    def _run(self, flow, kwargs):
-        try:
-            with tags("test", "notify-e2e"):
-                self.state = flow(return_state=True, **kwargs)
-        except BaseException as exc:  # noqa: BLE001
-            self.error = exc
-
-    def join(self, seconds: float = 60):
-        self.thread.join(seconds)
-        assert self.error is None, f"the run raised {self.error!r}"
-        assert self.state is not None, "the run did not finish"
-        return self.state
+        super().__init__(flow, test_tags=("test", "notify-e2e"), **kwargs)
 
 
 @pytest.fixture(autouse=True)
@@ -83,24 +60,6 @@ def cancel_leftover_runs():
     Background.started.clear()
 
 
-def waiting(step: str, *, label: str | None = None, run_id: str | None = None):
-    """The pending step, or None."""
-    for p in pending_steps():
-        if p.step == step and (run_id is None or p.flow_run_id == run_id) and (label is None or label in p.run_name):
-            return p
-    return None
-
-
-def wait_for_step(step: str, *, label: str | None = None, run_id: str | None = None, seconds: float = 30):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        found = waiting(step, label=label, run_id=run_id)
-        if found:
-            return found
-        time.sleep(0.2)
-    raise AssertionError(f"no run waited at step {step} within {seconds} s")
-
-
 def wait_until(predicate, seconds: float, what: str):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -109,12 +68,6 @@ def wait_until(predicate, seconds: float, what: str):
             return value
         time.sleep(0.05)
     raise AssertionError(f"{what} did not happen within {seconds} s")
-
-
-def pause_key(run_id: str) -> str | None:
-    with get_client(sync_client=True) as client:
-        state = client.read_flow_run(UUID(run_id)).state
-    return state.state_details.pause_key if state and state.is_paused() else None
 
 
 def slack_pages(platform, since: float = 0.0):
