@@ -25,7 +25,7 @@ def _step_lines(step, language: str, depth: int, number: str) -> list[str]:
         lines.append(f"{body}- [ ] {_t(field.label, language)}: *{field.type}*{choices}")
     if getattr(step, "answerers", None):
         lines.append(f"{body}- answered by: {', '.join(step.answerers)}")
-    if getattr(step, "to", None):
+    if step.kind == "notify":
         lines.append(f"{body}- notify: {', '.join(step.to)}" + (" (acknowledgement required)" if step.ack else ""))
     if getattr(step, "document", None):
         lines.append(f"{body}- drafts a report from what was recorded" + (f", sent to {', '.join(step.to)}" if step.to else ""))
