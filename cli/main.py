@@ -78,9 +78,12 @@ def list_runbooks() -> None:
     table = Table("id", "标题 / title", "plan", "steps", "levels")
     for rb in sorted(runbooks.values(), key=lambda r: r.source.plan):
         levels = ", ".join(lv.id for lv in rb.severity.levels) if rb.severity else "—"
-        table.add_row(rb.id, f"{rb.title.zh}\n{rb.title.en}", str(rb.source.plan), str(len(rb.all_steps())), levels)
+        served = ", ".join(str(p) for p in sorted({rb.source.plan, *rb.source.also}))
+        table.add_row(rb.id, f"{rb.title.zh}\n{rb.title.en}", served, str(len(rb.all_steps())), levels)
     console.print(table)
-    plans = sorted({rb.source.plan for rb in runbooks.values()})
+    from runbooks.model import plans_served
+
+    plans = sorted({p for rb in runbooks.values() for p in plans_served(rb.source)})
     console.print(f"{len(runbooks)} runbooks covering plans {', '.join(map(str, plans))}")
     if errors:
         err.print(f"[yellow]{len(errors)} problem(s) keep some runbooks out; run `runbook lint`[/yellow]")

@@ -20,7 +20,7 @@ from datetime import timedelta
 from typing import Any, Iterable, Mapping
 
 from runbooks.checklist import checklist
-from runbooks.model import Runbook
+from runbooks.model import Runbook, plans_served
 from runbooks.settings import PROJECT_ROOT
 
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "runbooks"
@@ -41,8 +41,8 @@ def _as_list(runbooks: Mapping[str, Runbook] | Iterable[Runbook]) -> list[Runboo
 
 
 def plans_of(rb: Runbook) -> list[int]:
-    """The plan numbers a runbook serves: `source.plan`, plus any 篇N named in the source title (plan 11 serves 12 too)."""
-    return sorted({rb.source.plan, *(int(n) for n in re.findall(r"篇\s*(\d+)", rb.source.title))})
+    """The plan numbers a runbook serves: `source.plan` and `source.also` (plan 11 serves 12 too)."""
+    return plans_served(rb.source)
 
 
 # ---------------------------------------------------------------- Mermaid

@@ -63,7 +63,12 @@ class Text(Model):
 class Source(Model):
     plan: int = Field(description="Number of the plan in shared/seeds/emergency-plans.zh.txt (篇N).")
     title: str = Field(description="The plan's own Chinese title.")
+    also: list[int] = Field(default_factory=list, description="Other plans in the source this runbook serves too (plan 12 repeats plan 11).")
     completed: str | None = Field(None, description="Where the source was cut short or skipped items, what this runbook added and why.")
+
+
+def plans_served(source: Source) -> list[int]:
+    return sorted({source.plan, *source.also})
 
 
 class Parameter(Model):

@@ -1,0 +1,64 @@
+"""Plan 5, the pump station's power-loss checklist, walked as drills against the real Prefect server."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from tests.drill import drill, path, skipped
+
+RB = "pump-station-power-loss"
+COMMON = {
+    "check-header-pressure": {"header_pressure_mpa": 0.42, "normal": True},
+    "open-series-valve": {"valve_open": True},
+    "confirm-phoned": {"reached": "dispatch, BF water, high-voltage room"},
+    "close-butterfly-valves": {"valves_closed": "1#, 2#"},
+    "power-restored": {"restored_at": "2026-11-26T10:00:00+08:00"},
+    "restart-pumps": {"sequence": "1# 10:05, 2# 10:09", "supply_normal": True},
+    "final-record": {"cause": "110 kV line trip"},
+}
+
+
+def test_pump_that_started_by_itself_goes_straight_to_the_header_pressure():
+    answers = {**COMMON, "check-diesel-pump": {"auto_started": True, "outlet_pressure_mpa": 0.45},
+               "record-diesel-parameters": {"fuel_level_pct": 80, "header_pressures": "BF 0.42, stove 0.40"}}
+    state, record = drill(RB, answers, time_scale=60)
+    assert record.outcome == "resolved", state.message
+    assert "start-diesel-by-hand" in skipped(record) and "refuel" in skipped(record)
+    ran = path(record)
+    assert ran.index("check-diesel-pump") < ran.index("check-header-pressure") < ran.index("first-response")
+    assert ran.index("power-restored") < ran.index("restart-pumps") < ran.index("notify-restored") < ran.index("final-record")
+    assert record.steps["record-diesel-parameters"]["header_pressures"] == "BF 0.42, stove 0.40"
+    assert "1# 10:05" in record.steps["notify-restored"]["text"]
+
+
+def test_pump_that_did_not_start_is_started_by_hand_and_low_fuel_is_refilled():
+    answers = {**COMMON, "check-diesel-pump": {"auto_started": False},
+               "start-diesel-by-hand": {"running": True, "outlet_pressure_mpa": 0.4},
+               "record-diesel-parameters": {"fuel_level_pct": 20, "header_pressures": "BF 0.40"},
+               "refuel": {"source": "dispatch"}}
+    state, record = drill(RB, answers, time_scale=60)
+    assert record.outcome == "resolved", state.message
+    ran = path(record)
+    assert ran.index("check-diesel-pump") < ran.index("start-diesel-by-hand") < ran.index("check-header-pressure")
+    assert "page-dispatch-no-pump" not in ran  # the diesel runs once started by hand
+    assert record.steps["refuel"]["source"] == "dispatch"
+    # both operators' tracks ran, each as its own child run
+    assert {"open-series-valve", "notify-users", "confirm-phoned", "close-butterfly-valves"} <= set(ran)
+    assert record.steps["close-butterfly-valves"]["answered_by"] == "wang-chief"
+
+
+def test_pump_that_will_not_start_even_by_hand_pages_dispatch():
+    answers = {**COMMON, "check-diesel-pump": {"auto_started": False}, "start-diesel-by-hand": {"running": False},
+               "record-diesel-parameters": {"fuel_level_pct": 90, "header_pressures": "none"}}
+    state, record = drill(RB, answers, time_scale=60)
+    assert "page-dispatch-no-pump" in path(record)
+    assert "无法启动" in record.steps["page-dispatch-no-pump"]["text"]
+
+
+def test_a_long_outage_triggers_the_fuel_watch_until_power_returns():
+    started = (datetime.now(timezone.utc) - timedelta(hours=3)).isoformat()  # power lost 3 h ago: past the 2 h fuel watch
+    answers = {**COMMON, "check-diesel-pump": {"auto_started": True},
+               "record-diesel-parameters": {"fuel_level_pct": 60, "header_pressures": "BF 0.41"}}
+    state, record = drill(RB, answers, params={"outage_started": started}, time_scale=1)
+    assert [e.step for e in record.entries("threshold.fired")] == ["fuel-watch"]
+    assert record.steps["fuel-watch-reminder"]["status"] == "done"
