@@ -81,3 +81,20 @@ def test_summary_report_never_written_leaves_the_deadline_open():
     assert "submit-summary-report" not in path(record)
     assert kinds_for(record, "summary-report-5-working-days") == ["deadline.unmet"]
 
+
+
+def test_reports_are_drafted_from_what_was_recorded_and_routed_to_the_approver():
+    """The plan's reports are documents: drafted from the answers, published on the run, sent to whoever approves them."""
+    answers = {"initial-report": INITIAL, "summary-report": SUMMARY}
+    state, record = drill(RB, answers, auto=True, time_scale=ON_TIME)
+    initial = record.steps["draft-initial-report"]["document"]
+    for value in ("canteen 1", "37", "vomiting, diarrhoea", "cold noodles", "12000", "事故原因初步判断", "First judgement of the cause"):
+        assert value in initial, value
+    assert "canteen manager dismissed" in record.steps["draft-summary-report"]["document"]
+    assert "draft-stage-report" in record.steps
+    drafted = [e.step for e in record.entries("report.drafted")]
+    assert drafted == ["draft-initial-report", "draft-stage-report", "draft-summary-report"]
+    routed = {e.step: e.data["people"] for e in record.entries("report.sent")}
+    assert routed["draft-initial-report"] == ["drill-desk"]  # a drill routes to the drill desk instead of the bureau head
+    ran = path(record)
+    assert ran.index("draft-initial-report") < ran.index("approve-initial-report") < ran.index("submit-initial-report")
