@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.alerts.base import (AlertSource, PayloadError, need_alert_list, need_object, optional_text,
+from integrations.alerts.base import (AlertSource, PayloadError, need_alert_list, need_group_key, need_object, optional_text,
                                       parse_time, register)
 from integrations.alerts.model import Alert, label_fingerprint, normalise_severity, normalise_status
 
@@ -23,9 +23,7 @@ class AlertmanagerSource(AlertSource):
         version = envelope.get("version")
         if version is not None and str(version) != "4":
             raise PayloadError(f"webhook payload version {version!r} is not supported; Alertmanager 0.16 or later sends version 4")
-        group_key = envelope.get("groupKey")
-        if group_key is not None and not isinstance(group_key, str):
-            raise PayloadError(f"'groupKey' must be text, not {type(group_key).__name__}")
+        need_group_key(envelope)
         return envelope, need_alert_list(envelope)
 
     def parse_item(self, raw: dict, envelope: dict) -> Alert:

@@ -96,6 +96,13 @@ def need_object(value: Any, what: str) -> dict:
     return value
 
 
+def need_group_key(envelope: dict) -> None:
+    """Alertmanager and Grafana both name the group an alert belongs to; it must be text when given."""
+    group_key = envelope.get("groupKey")
+    if group_key is not None and not isinstance(group_key, str):
+        raise PayloadError(f"'groupKey' must be text, not {type(group_key).__name__}")
+
+
 def need_alert_list(envelope: dict, key: str = "alerts") -> list:
     if key not in envelope:
         raise PayloadError(f"'{key}' is missing; a notification carries its alerts in a list named '{key}'")

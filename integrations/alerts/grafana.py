@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from integrations.alerts.base import (AlertSource, PayloadError, need_alert_list, need_object, optional_text,
+from integrations.alerts.base import (AlertSource, PayloadError, need_alert_list, need_group_key, need_object, optional_text,
                                       parse_time, register)
 from integrations.alerts.model import Alert, label_fingerprint, normalise_severity, normalise_status
 
@@ -28,9 +28,7 @@ class GrafanaSource(AlertSource):
         org = envelope.get("orgId")
         if org is not None and (isinstance(org, bool) or not isinstance(org, int)):
             raise PayloadError(f"'orgId' must be a number, not {type(org).__name__}")
-        group_key = envelope.get("groupKey")
-        if group_key is not None and not isinstance(group_key, str):
-            raise PayloadError(f"'groupKey' must be text, not {type(group_key).__name__}")
+        need_group_key(envelope)
         return envelope, need_alert_list(envelope)
 
     def parse_item(self, raw: dict, envelope: dict) -> Alert:
