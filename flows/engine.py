@@ -15,10 +15,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal, Optional
+from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 
-from prefect import flow, get_run_logger, task, tags
+from prefect import flow, task, tags
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed
@@ -26,7 +27,7 @@ from prefect.states import Completed, Failed
 from flows.incident import Incident, IncidentEnded, run_url
 from integrations.contacts import load_directory
 from integrations.site import load_site
-from runbooks.model import (Choice, Deadline, FormField, ManualStep, Parameter, Runbook, Text, Threshold)
+from runbooks.model import Choice, Deadline, FormField, ManualStep, Runbook, Text, Threshold
 from runbooks.settings import get_settings
 from tasks import action as action_kind
 from tasks import check as check_kind
@@ -95,7 +96,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     inc = Incident(runbook, params=params, severity=severity, drill=drill, time_scale=time_scale, auto=auto,
                    answers=answers or {}, alert=alert, flow_run_id=run_id, label=incident,
                    directory=load_directory(settings.contacts_file), site=load_site(settings.site_file),
-                   run_url=run_url(run_id))
+                   run_url=run_url(run_id), started=_run_started(run_id))
     inc.record("incident.started", f"{runbook.title.zh} / {runbook.title.en}" + (" [DRILL]" if drill else ""),
                actor="alert" if alert else "runbook", params=_plain(params), drill=drill, time_scale=time_scale,
                severity=inc.severity, label=incident)
@@ -128,6 +129,17 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     if outcome == "failed":
         return Failed(message=message, name=name)
     return Completed(message=message, name=name)
+
+
+def _run_started(run_id: str) -> datetime | None:
+    """When this flow run first started running; the same for every attempt of the run."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            return client.read_flow_run(UUID(run_id)).start_time
+    except Exception:
+        return None
 
 
 def _start(target: Callable[[], None], name: str) -> threading.Thread:
@@ -524,8 +536,11 @@ def watch_time_rules(inc: Incident) -> None:
             due = _due(inc, th)
             if due is not None and now >= due and inc.holds(th.when):  # a condition not met yet is checked again
                 thresholds.remove(th)
-                inc.record("threshold.fired", f"{th.title.zh} / {th.title.en} (after {th.after})", step=th.id)
-                run_side_steps(inc, th.steps)
+                if inc.claim(f"threshold-{th.id}"):
+                    inc.record("threshold.fired", f"{th.title.zh} / {th.title.en} (after {th.after})", step=th.id)
+                    run_side_steps(inc, th.steps)
+                else:
+                    inc.record("threshold.fired-earlier", f"{th.title.en}: fired before this run restarted", step=th.id)
         for dl in inc.runbook.deadlines:
             state = deadlines[dl.id]
             if state == "met":
@@ -541,7 +556,8 @@ def watch_time_rules(inc: Incident) -> None:
                 deadlines[dl.id] = "missed"
                 inc.record("deadline.missed", f"{dl.title.zh} / {dl.title.en}: due {due.isoformat(timespec='seconds')}",
                            step=dl.id, due=due.isoformat())
-                run_side_steps(inc, dl.on_miss)
+                if inc.claim(f"deadline-missed-{dl.id}"):  # its pages went out already if the run restarted
+                    run_side_steps(inc, dl.on_miss)
         if closing:
             return
         closing = inc.closed.wait(0.2)

@@ -50,7 +50,7 @@ class Incident:
     def __init__(self, runbook: Runbook, *, params: dict[str, Any], severity: str | None, drill: bool,
                  time_scale: float, auto: bool, answers: dict[str, Any], alert: dict | None,
                  flow_run_id: str, directory: Directory, site: Site, label: str | None = None,
-                 run_url: str | None = None):
+                 run_url: str | None = None, started: datetime | None = None):
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.runbook = runbook
@@ -68,7 +68,8 @@ class Incident:
         self.directory = directory
         self.site = site
         self.run_url = run_url
-        self.started = datetime.now(timezone.utc)
+        # The run's own start: a run that restarts (a crashed worker, a suspended wait) keeps its clock.
+        self.started = started or datetime.now(timezone.utc)
         self.steps: dict[str, dict[str, Any]] = {}
         self.finished_at: dict[str, datetime] = {}
         self.journal: list[Entry] = []
@@ -143,6 +144,25 @@ class Incident:
         logger.info("[%s] %s%s%s", kind, f"{step}: " if step else "", text, f" (by {actor})" if actor else "")
         _emit(self, entry)
         return entry
+
+    def claim(self, name: str) -> bool:
+        """True the first time this run does `name`; False when an earlier attempt of the run already did.
+
+        Time rules fire beside the main line as plain calls, not cached tasks, so a run that restarts
+        would page again without this. The claim is a flow run input, which the server keeps once per key.
+        """
+        try:
+            from prefect.client.orchestration import get_client
+
+            with get_client(sync_client=True) as client:
+                client.create_flow_run_input(flow_run_id=self.id, key=f"once-{name}",
+                                             value=datetime.now(timezone.utc).isoformat())
+            return True
+        except Exception as exc:
+            if "409" in str(exc) or "already exists" in str(exc).lower():
+                return False
+            logger.warning("could not record that %s happened (%s); doing it anyway", name, exc)
+            return True
 
     # ---- people
 

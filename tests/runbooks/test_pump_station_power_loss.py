@@ -62,3 +62,32 @@ def test_a_long_outage_triggers_the_fuel_watch_until_power_returns():
     state, record = drill(RB, answers, params={"outage_started": started}, time_scale=1)
     assert [e.step for e in record.entries("threshold.fired")] == ["fuel-watch"]
     assert record.steps["fuel-watch-reminder"]["status"] == "done"
+
+
+def test_a_restarted_run_keeps_its_clock_and_does_not_fire_a_time_rule_twice():
+    """A crashed worker or a suspended wait reruns the flow from the top: the fuel watch must not page again."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+
+    from flows.catalog import RUNBOOKS
+    from flows.engine import _run_started
+    from flows.incident import Incident
+    from integrations.contacts import Directory
+    from integrations.site import Site
+
+    started = (datetime.now(timezone.utc) - timedelta(hours=3)).isoformat()
+    answers = {**COMMON, "check-diesel-pump": {"auto_started": True},
+               "record-diesel-parameters": {"fuel_level_pct": 60, "header_pressures": "BF 0.41"}}
+    state, record = drill(RB, answers, params={"outage_started": started}, time_scale=1)
+    run_id = str(state.state_details.flow_run_id)
+    with get_client(sync_client=True) as client:
+        start_time = client.read_flow_run(UUID(run_id)).start_time
+    assert _run_started(run_id) == start_time
+    assert abs((record.started - start_time).total_seconds()) < 0.001, "the incident's clock is the run's own start"
+    # What the next attempt of the same run would find:
+    again = Incident(RUNBOOKS[RB], params={}, severity=None, drill=True, time_scale=1, auto=False, answers={}, alert=None,
+                     flow_run_id=run_id, directory=Directory(), site=Site(), started=_run_started(run_id))
+    assert again.claim("threshold-fuel-watch") is False
+    assert again.started == start_time
+    assert again.claim("threshold-something-else") is True
