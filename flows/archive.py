@@ -10,6 +10,7 @@ journal, Prefect's history of the run (`history`) and an outline of the plan
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,11 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from flows.incident import Entry, Incident
-from flows.timeline import TimelineEntry
+from flows.timeline import TimelineEntry, journal_from_events
 from runbooks.model import Runbook
 from runbooks.settings import get_settings
+
+logger = logging.getLogger("runbook.archive")
 
 
 class FieldOutline(BaseModel):
@@ -102,9 +105,24 @@ def record_of(inc: Incident, outcome: str, message: str, history: list[TimelineE
         label=inc.label, drill=inc.drill, severity=inc.severity, severity_label=inc.level_label(),
         severity_reason=inc.severity_reason, params=json.loads(json.dumps(inc.params, default=str)),
         started=inc.started, ended=datetime.now(timezone.utc), outcome=outcome, message=message,
-        steps=json.loads(json.dumps(inc.steps, default=str)), journal=list(inc.journal),
+        steps=json.loads(json.dumps(inc.steps, default=str)), journal=earlier_attempts(inc) + list(inc.journal),
         history=history or [], plan=outline(inc.runbook),
     )
+
+
+def earlier_attempts(inc: Incident) -> list[Entry]:
+    """Journal entries of earlier attempts of this run (a crashed worker, a suspended wait), read back from its events.
+
+    Each attempt keeps its journal in memory; the archive of the attempt that finishes must still tell the whole story.
+    """
+    if not inc.journal:
+        return []
+    first = inc.journal[0].at
+    try:
+        return [e for e in journal_from_events(inc.id) if e.at < first]
+    except Exception as exc:  # the record is still worth writing with this attempt's journal alone
+        logger.warning("could not read earlier attempts of %s: %s", inc.id, exc)
+        return []
 
 
 def archive_incident(inc: Incident, outcome: str, message: str) -> Path:

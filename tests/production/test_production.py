@@ -141,6 +141,13 @@ def test_a_worker_killed_while_a_step_waits_loses_nothing(production, firewall):
     assert Counter.calls == {"/block": 1, "/restore": 1}, "every completed action ran exactly once"
     assert tasks["block-address"] == ["Completed", "Cached"], tasks
     assert tasks["restore"] == ["Completed"], tasks
+    # the archive tells the whole story: the attempt that was killed and the one that finished
+    archived = wait_until("the archive", lambda: list((production.incidents / "prod-block").glob(f"*{run.id}*.json")), 30)
+    record = IncidentRecord.model_validate_json(archived[0].read_text(encoding="utf-8"))
+    kinds = record.kinds()
+    assert kinds.count("incident.started") == 2, kinds
+    assert kinds.index("step.waiting") < len(kinds) - 1 - kinds[::-1].index("incident.started"), "the first attempt's wait comes first"
+    assert [e.at for e in record.journal] == sorted(e.at for e in record.journal)
 
 
 def test_the_watcher_escalates_and_expires_a_suspended_wait(production, firewall):
