@@ -528,10 +528,12 @@ def watch_time_rules(inc: Incident) -> None:
     closing = False
     while True:
         now = datetime.now(timezone.utc)
-        for th in [] if closing else list(thresholds):
+        for th in list(thresholds):
             if th.until_step and th.until_step in inc.finished_at:
                 thresholds.remove(th)
                 inc.record("threshold.cancelled", f"{th.title.zh} / {th.title.en}: {th.until_step} done first", step=th.id)
+                continue
+            if closing:  # the last pass only settles what already happened; nothing fires after the close
                 continue
             due = _due(inc, th)
             if due is not None and now >= due and inc.holds(th.when):  # a condition not met yet is checked again
