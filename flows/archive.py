@@ -125,10 +125,6 @@ def earlier_attempts(inc: Incident) -> list[Entry]:
         return []
 
 
-def archive_incident(inc: Incident, outcome: str, message: str) -> Path:
-    return write_record(record_of(inc, outcome, message))
-
-
 def write_record(record: IncidentRecord, html: str | None = None) -> Path:
     """Write `<runbook>/<start>-<run id>.json` and, when given, the `.html` report beside it; each file atomically."""
     folder = archive_dir() / record.runbook

@@ -11,14 +11,11 @@ from __future__ import annotations
 from prefect import Flow, flow
 
 from flows.engine import flow_options, run_incident
+from flows.launch import python_name
 from integrations.contacts import load_directory
 from runbooks.loader import load_all
 from runbooks.model import Runbook
 from runbooks.settings import get_settings
-
-
-def python_name(runbook_id: str) -> str:
-    return runbook_id.replace("-", "_")
 
 
 def make_flow(runbook: Runbook) -> Flow:

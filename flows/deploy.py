@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from flows.launch import DEPLOYMENT, python_name
 from runbooks.model import Runbook
 from runbooks.settings import PROJECT_ROOT
 
@@ -31,14 +32,10 @@ HEADER = """\
 """
 
 
-def python_name(runbook_id: str) -> str:
-    return runbook_id.replace("-", "_")
-
-
 def deployment(runbook: Runbook) -> dict:
     limit = runbook.concurrency_limit  # more incidents wait in Prefect (AwaitingConcurrencySlot) until one ends
     return {
-        "name": "runbook",
+        "name": DEPLOYMENT,
         "entrypoint": f"flows/catalog.py:{python_name(runbook.id)}",
         "description": f"{runbook.title.zh} / {runbook.title.en}",
         "version": str(runbook.version),

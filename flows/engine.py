@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextvars
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Literal, Optional
@@ -606,6 +605,3 @@ def _run_name(runbook: Runbook) -> Callable[[], str]:
 
     return name
 
-
-def elapsed(since: float) -> float:
-    return round(time.monotonic() - since, 3)

@@ -170,22 +170,14 @@ class Incident:
         """Who gets a page for these roles: the role holders, or the drill recipients in a drill."""
         if self.drill and self.directory.drill_recipients:
             return self.directory.drill_people()
-        seen: dict[str, Person] = {}
-        for role in roles:
-            for person in self.directory.by_role(role):
-                seen.setdefault(person.id, person)
-        return list(seen.values())
+        return self.directory.holders(roles)
 
     def may_answer(self, roles: list[str]) -> list[Person]:
         """Who may answer a step for these roles; in a drill the drill recipients, who get its pages, may too."""
-        people: dict[str, Person] = {}
-        for role in roles:
-            for person in self.directory.by_role(role):
-                people[person.id] = person
+        people = self.directory.holders(roles)
         if self.drill and roles:
-            for person in self.directory.drill_people():
-                people.setdefault(person.id, person)
-        return list(people.values())
+            people += [p for p in self.directory.drill_people() if p not in people]
+        return people
 
     def page(self, roles: list[str], text: str, *, step: str | None, title: str | None = None,
              answer_options: list[str] | None = None) -> list[Delivery]:

@@ -16,6 +16,11 @@ def deployment_name(runbook_id: str) -> str:
     return f"{runbook_id}/{DEPLOYMENT}"
 
 
+def python_name(runbook_id: str) -> str:
+    """The module-level name a runbook's flow is bound to in flows/catalog.py (its deployment entrypoint)."""
+    return runbook_id.replace("-", "_")
+
+
 def start_incident(runbook_id: str, parameters: dict[str, Any] | None = None, *, severity: str | None = None,
                    drill: bool = False, idempotency_key: str | None = None, alert: dict | None = None,
                    incident: str | None = None, time_scale: float = 1.0, auto: bool = False) -> FlowRun:

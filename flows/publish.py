@@ -11,7 +11,6 @@ Nothing here may fail the incident: each part that cannot be written is logged a
 
 from __future__ import annotations
 
-import json
 import logging
 
 from flows.incident import Incident
@@ -55,6 +54,3 @@ def publish_incident(inc: Incident, outcome: str, message: str) -> None:
     except Exception as exc:
         logger.warning("could not archive the incident: %s", exc)
 
-
-def journal_json(inc: Incident) -> str:
-    return json.dumps([e.model_dump(mode="json") for e in inc.journal], ensure_ascii=False, indent=2)

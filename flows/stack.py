@@ -28,10 +28,11 @@ def serve_runbooks(limit: int | None = None) -> None:
     from prefect.deployments.runner import EntrypointType
 
     from flows.catalog import FLOWS, RUNBOOKS
+    from flows.launch import DEPLOYMENT
 
     deployments = [
         f.to_deployment(
-            name="runbook",
+            name=DEPLOYMENT,
             tags=[f"runbook:{rid}"] + RUNBOOKS[rid].tags,
             description=f"{RUNBOOKS[rid].title.zh} / {RUNBOOKS[rid].title.en}",
             entrypoint_type=EntrypointType.MODULE_PATH,

@@ -51,6 +51,14 @@ class Directory(BaseModel):
     def by_role(self, role: str) -> list[Person]:
         return [p for p in self.people if role in p.roles]
 
+    def holders(self, roles: list[str]) -> list[Person]:
+        """Everyone holding any of these roles, once each, in role order."""
+        people: dict[str, Person] = {}
+        for role in roles:
+            for person in self.by_role(role):
+                people.setdefault(person.id, person)
+        return list(people.values())
+
     def roles(self) -> set[str]:
         return {r for p in self.people for r in p.roles}
 
