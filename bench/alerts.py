@@ -2,8 +2,8 @@
 
 Runs on loopback only, against processes of its own that it stops when done:
 a Prefect server (temporary PREFECT_HOME), the fixture runbooks of
-tests/fixtures/intake served by ``python -m flows.stack serve``
-(PREFECT_RUNNER_POLL_FREQUENCY=1) and the receiver ``python -m flows.stack intake``.
+tests/fixtures/intake served by ``python -m app.stack serve``
+(PREFECT_RUNNER_POLL_FREQUENCY=1) and the receiver ``python -m app.stack intake``.
 
 (a) **Latency**: an Alertmanager notification posted to the receiver, until the
     runbook's first step is running. One alert at a time (each run is resolved

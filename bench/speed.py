@@ -10,7 +10,7 @@ in the same run, against one temporary Prefect server (SQLite) that this script 
     incident paused at a manual step, versus a hand-written flow paused with `pause_flow_run`. With
     suspended waits (the default from a deployment) the process exits: 0 MB while waiting.
 (c) **Incidents at once, served**: the runbook of bench/served (three action steps, each an HTTP POST to a local
-    endpoint, then a 2 s `wait`; no people) served by ``python -m flows.stack serve``, next to ``plain_incident``
+    endpoint, then a 2 s `wait`; no people) served by ``python -m app.stack serve``, next to ``plain_incident``
     below (the same work as a hand-written flow) served by ``prefect.serve``; both with
     PREFECT_RUNNER_POLL_FREQUENCY=1 and no runner ``limit``. K runs created at once with
     ``run_deployment(timeout=0)``; wall time until all K are finished, and incidents per minute.
@@ -265,11 +265,11 @@ def served_env(home: Path, api: str) -> dict[str, str]:
 
 
 def start_served(home: Path, api: str) -> list[subprocess.Popen]:
-    """`python -m flows.stack serve` over bench/served, and `prefect.serve` of plain_incident; each until stopped."""
+    """`python -m app.stack serve` over bench/served, and `prefect.serve` of plain_incident; each until stopped."""
     from tests.alerts.procs import wait_for
 
     procs = []
-    for name, cmd in (("serve-runbook", ["-m", "flows.stack", "serve"]), ("serve-plain", ["-c", SERVE_PLAIN])):
+    for name, cmd in (("serve-runbook", ["-m", "app.stack", "serve"]), ("serve-plain", ["-c", SERVE_PLAIN])):
         procs.append(subprocess.Popen([sys.executable, *cmd], cwd=ROOT, env=served_env(home, api),
                                       stdout=open(home / f"{name}.log", "w"), stderr=subprocess.STDOUT,
                                       start_new_session=True))
@@ -381,7 +381,7 @@ def render_served(s: dict, samples: int) -> list[str]:
     return [
         f"**(c) Incidents handled at once, served** on this {os.cpu_count()}-CPU machine. The runbook of `bench/served` "
         "(three action steps, each an HTTP POST to a local endpoint, then a 2 s `wait`; no people) served by "
-        "`python -m flows.stack serve`, next to `bench.speed.plain_incident` (the same work as a hand-written flow) "
+        "`python -m app.stack serve`, next to `bench.speed.plain_incident` (the same work as a hand-written flow) "
         "served by `prefect.serve`; both with `PREFECT_RUNNER_POLL_FREQUENCY=1`. K runs created at once with "
         "`run_deployment(timeout=0)`; wall time from before the first is created until the last one ends.",
         "",

@@ -213,7 +213,7 @@ def up(
     intake_port: int = typer.Option(8787, help="Port of the alert intake (0: no intake)."),
 ) -> None:
     """Start the Prefect server (SQLite), serve every runbook and the alert intake; Ctrl-C stops it all."""
-    from flows.stack import Stack
+    from app.stack import Stack
 
     runbooks, errors = _load()
     if errors:
@@ -229,7 +229,7 @@ def up(
 @app.command()
 def intake(host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None)) -> None:
     """Run the alert receiver alone (Prefect must be reachable at PREFECT_API_URL)."""
-    from integrations.alerts.server import run_intake
+    from app.server import run_intake
     from runbooks.settings import get_settings
 
     settings = get_settings()

@@ -90,7 +90,7 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
 
 
 def watch(poll_seconds: float = 5.0) -> None:
-    """The escalation watcher's loop (`python -m flows.stack watcher`); several may run, a wake is idempotent."""
+    """The escalation watcher's loop (`python -m app.stack watcher`); several may run, a wake is idempotent."""
     while True:
         try:
             with get_client(sync_client=True) as client:

@@ -158,7 +158,7 @@ def flaky_server():
 @pytest.fixture
 def served_fixtures():
     env = {**os.environ, "RUNBOOK_RUNBOOKS_DIR": str(ENGINE)}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.stack", "serve"], cwd=ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "app.stack", "serve"], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 60
     with get_client(sync_client=True) as client:

@@ -118,9 +118,9 @@ def make_client(make_settings, prefect_fake):
     """A TestClient on create_app with the fake Prefect; the spool drainer runs in the background."""
     from fastapi.testclient import TestClient
 
-    from integrations.alerts.intake import Intake
+    from app.intake import Intake
     from integrations.alerts.store import Store
-    from integrations.web import create_app
+    from app.web import create_app
 
     clients = []
 

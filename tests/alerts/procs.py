@@ -1,8 +1,8 @@
 """Real processes for the intake's end-to-end tests and bench/alerts.py.
 
 A Prefect server of our own (``prefect server start`` with its own PREFECT_HOME),
-the runbooks served from a fixture folder (``python -m flows.stack serve``), the
-receiver (``python -m flows.stack intake HOST PORT``), each a subprocess with an
+the runbooks served from a fixture folder (``python -m app.stack serve``), the
+receiver (``python -m app.stack intake HOST PORT``), each a subprocess with an
 explicit environment and a log file; a small HTTP recorder the fixture runbook's
 first step reports to; and the few Prefect REST calls the tests need when the
 server is not the one this process's Prefect client is bound to.
@@ -125,7 +125,7 @@ class PrefectServer:
 
 
 class Served:
-    """`python -m flows.stack serve` over a folder of runbooks: each becomes the deployment `<id>/runbook`."""
+    """`python -m app.stack serve` over a folder of runbooks: each becomes the deployment `<id>/runbook`."""
 
     def __init__(self, api: str, home: Path, runbooks_dir: Path = INTAKE_RUNBOOKS, log: Path | None = None, **env: str):
         self.api = api
@@ -135,12 +135,12 @@ class Served:
 
     def start(self, expect: list[str], timeout: float = 90) -> "Served":
         with open(self.log, "a") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "flows.stack", "serve"], cwd=ROOT, env=self.env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "app.stack", "serve"], cwd=ROOT, env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def served():
             if self.proc.poll() is not None:
-                raise RuntimeError(f"`flows.stack serve` exited ({self.proc.returncode}); see {self.log}")
+                raise RuntimeError(f"`app.stack serve` exited ({self.proc.returncode}); see {self.log}")
             return all(deployment_id(self.api, rid) for rid in expect)
 
         wait_for(served, timeout, f"{expect} to be served", every=0.5)
@@ -151,7 +151,7 @@ class Served:
 
 
 class Receiver:
-    """`python -m flows.stack intake 127.0.0.1 PORT` with its state dir, routes and token; restartable on its port."""
+    """`python -m app.stack intake 127.0.0.1 PORT` with its state dir, routes and token; restartable on its port."""
 
     def __init__(self, api: str, home: Path, state_dir: Path, *, routes: Path = INTAKE_ROUTES,
                  runbooks_dir: Path = INTAKE_RUNBOOKS, token: str = TOKEN, port: int | None = None,
@@ -174,7 +174,7 @@ class Receiver:
         with open(self.log, "a") as log:
             log.write(f"---- start, PREFECT_API_URL={env['PREFECT_API_URL']}\n")
             log.flush()
-            self.proc = subprocess.Popen([sys.executable, "-m", "flows.stack", "intake", "127.0.0.1", str(self.port)],
+            self.proc = subprocess.Popen([sys.executable, "-m", "app.stack", "intake", "127.0.0.1", str(self.port)],
                                          cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
         def up():

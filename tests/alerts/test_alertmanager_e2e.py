@@ -1,8 +1,8 @@
 """A real Prometheus Alertmanager -> our receiver -> a real served runbook, all over HTTP.
 
 Alertmanager (group_wait/group_interval 1 s, repeat_interval 2 s, bearer token in
-http_config) notifies the receiver, run as `python -m flows.stack intake` with the
-fixture routes; the fixture runbook `intake-watch` is served by `python -m flows.stack
+http_config) notifies the receiver, run as `python -m app.stack intake` with the
+fixture routes; the fixture runbook `intake-watch` is served by `python -m app.stack
 serve` against the session's Prefect server. Its first step reports the parameters it
 was given to a recorder; its second is a `check` with `alert_resolved: true`. We check:
 one flow run with the routed parameters, repeats start nothing, and the resolution

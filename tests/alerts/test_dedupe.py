@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import threading
 
-from integrations.alerts.intake import Drainer, Intake, idempotency_key
+from app.intake import Drainer, Intake, idempotency_key
 from integrations.alerts.store import Store
 from tests.alerts.conftest import drained, fixture_json
 

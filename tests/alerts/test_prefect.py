@@ -33,7 +33,7 @@ def real_client(make_settings, probe_runbook):
     """The receiver with the default hooks: flows.launch and the Prefect client."""
     from fastapi.testclient import TestClient
 
-    from integrations.web import create_app
+    from app.web import create_app
 
     settings = make_settings(routes=f"""
 routes:
@@ -116,7 +116,7 @@ def test_run_state_decides_open(probe_runbook):
     from prefect import get_client
     from prefect.states import Cancelled, Paused
 
-    from integrations.alerts.intake import _run_is_open
+    from app.intake import _run_is_open
 
     from flows.launch import start_incident
 

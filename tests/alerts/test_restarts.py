@@ -1,6 +1,6 @@
 """The receiver and the Prefect API going down and coming back, with real processes.
 
-The receiver runs as `python -m flows.stack intake` (its own state dir, explicit env);
+The receiver runs as `python -m app.stack intake` (its own state dir, explicit env);
 incidents go to the deployment `intake-hold/runbook`, registered and served by nobody,
 so its runs stay Scheduled (open) and what is tested is the intake's own bookkeeping:
 every accepted alert handled, in order, each incident started exactly once.

@@ -53,7 +53,7 @@ def test_healthz_and_notify_router(make_client):
     client = make_client()
     r = client.get("/healthz")
     assert r.status_code == 200 and r.json() == {"status": "ok", "spool_pending": 0, "prefect_reachable": True}
-    from integrations.notify import inbound
+    from app import inbound
 
     paths = set(client.app.openapi()["paths"])
     assert {route.path for route in inbound.router.routes if route.include_in_schema} <= paths

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from integrations.notify import asks, links
-from integrations.notify.inbound import SLACK_PATH, SMS_PATH, router, slack_signature
+from app.inbound import SLACK_PATH, SMS_PATH, router, slack_signature
 from integrations.notify.voice import VOICE_PATH
 
 SIGNING, AUTH, PUBLIC = "slack-signing-secret", "twilio-auth-token", "https://runbook.example.org"

@@ -2,7 +2,7 @@
 
 The runbook flows run in this process against the session's Prefect server and page
 through the real slack_sdk and twilio clients into local fake platforms; answers come
-back through the project's one FastAPI app (integrations/web.py), signed exactly as
+back through the project's one FastAPI app (app/web.py), signed exactly as
 Slack and Twilio sign them. Everything the runs log is kept, so the last test can
 look for the secrets in it.
 """
@@ -24,7 +24,7 @@ import yaml
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
-from integrations.notify.inbound import SLACK_PATH, SMS_PATH, slack_signature
+from app.inbound import SLACK_PATH, SMS_PATH, slack_signature
 from runbooks.settings import get_settings
 from tests.conftest import free_port
 from tests.notify.fakes import FakeHTTP, Reply, Seen
@@ -224,7 +224,7 @@ def notify_env(tmp_path_factory, platforms, evidence):
 @pytest.fixture(scope="module")
 def app(notify_env):
     """The project's one FastAPI app (alert receiver + notify answers), without the spool drainer."""
-    from integrations.web import create_app
+    from app.web import create_app
 
     with TestClient(create_app(drain=False)) as client:
         yield client

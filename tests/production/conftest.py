@@ -182,7 +182,7 @@ class Production:
 
     def intake(self) -> str:
         port = free_port()
-        self.procs.start("intake", [sys.executable, "-m", "flows.stack", "intake", "127.0.0.1", str(port)],
+        self.procs.start("intake", [sys.executable, "-m", "app.stack", "intake", "127.0.0.1", str(port)],
                          self.env(PREFECT_HOME=str(self.home / "intake-home")))
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -195,7 +195,7 @@ class Production:
         raise AssertionError("the alert receiver did not start")
 
     def watcher(self, seconds: float = 1) -> subprocess.Popen:
-        return self.procs.start("watcher", [sys.executable, "-m", "flows.stack", "watcher", str(seconds)],
+        return self.procs.start("watcher", [sys.executable, "-m", "app.stack", "watcher", str(seconds)],
                                 self.env(PREFECT_HOME=str(self.home / "watcher-home")))
 
     def settings(self):

@@ -91,11 +91,11 @@ class Stack:
                                     env=server_env, start_new_session=True)
             self.procs.append(proc)
             wait_healthy(self.api_url, proc=proc)
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.stack", "serve"], env=env, start_new_session=True))
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "app.stack", "serve"], env=env, start_new_session=True))
         # waits suspend (their processes exit); the watcher pages their tiers and expires them
-        self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.stack", "watcher"], env=env, start_new_session=True))
+        self.procs.append(subprocess.Popen([sys.executable, "-m", "app.stack", "watcher"], env=env, start_new_session=True))
         if self.intake_port:
-            self.procs.append(subprocess.Popen([sys.executable, "-m", "flows.stack", "intake", self.host, str(self.intake_port)],
+            self.procs.append(subprocess.Popen([sys.executable, "-m", "app.stack", "intake", self.host, str(self.intake_port)],
                                                env=env, start_new_session=True))
 
     def wait(self) -> int:
@@ -138,11 +138,11 @@ def main(argv: list[str]) -> None:
         logging.getLogger("httpx").setLevel(logging.WARNING)
         watch(float(argv[1]) if len(argv) > 1 else 5.0)
     elif argv[:1] == ["intake"]:
-        from integrations.alerts.server import run_intake
+        from app.server import run_intake
 
         run_intake(argv[1], int(argv[2]))
     else:
-        raise SystemExit("usage: python -m flows.stack serve | watcher [SECONDS] | intake HOST PORT")
+        raise SystemExit("usage: python -m app.stack serve | watcher [SECONDS] | intake HOST PORT")
 
 
 if __name__ == "__main__":

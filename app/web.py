@@ -2,7 +2,7 @@
 
 ``POST /alerts/{alertmanager,grafana,generic}`` parse the body, route every alert
 and write the routed ones to the spool before answering 202; the spool drainer
-starts the incidents in the background (see integrations/alerts/intake.py).
+starts the incidents in the background (see app/intake.py).
 Every refusal is a 4xx with a JSON body saying what to fix; within a good
 notification each bad alert is reported on its own and the rest are accepted.
 """
@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 
 from integrations.alerts import ItemError, PayloadError, get_source
 from integrations.alerts.auth import AuthError, check_grafana_signature, check_token
-from integrations.alerts.intake import Drainer, Intake
+from app.intake import Drainer, Intake
 from integrations.alerts.routing import Routes, RoutesError, load_routes, route
 from integrations.alerts.store import Store
 from runbooks.settings import Settings, get_settings
@@ -159,7 +159,7 @@ def create_app(settings: Settings | None = None, *, intake: Intake | None = None
         pending = await run_in_threadpool(store.pending_count)
         return {"status": "ok", "spool_pending": pending, "prefect_reachable": drainer.prefect_reachable}
 
-    from integrations.notify import inbound
+    from app import inbound
 
     app.include_router(inbound.router)
     return app

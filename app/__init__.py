@@ -1,0 +1,1 @@
+"""Entry points: the web app (alert intake and answer webhooks), the intake drainer, the embedded stack."""
