@@ -276,7 +276,7 @@ def report(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of printing."),
 ) -> None:
     """The post-incident report of a run: from the archive (survives the run's deletion), else from Prefect."""
-    from flows.report import FORMATS, NoSuchIncident, load_report, render
+    from flows.record.report import FORMATS, NoSuchIncident, load_report, render
 
     if format not in FORMATS:
         err.print(f"[red]unknown format '{format}'[/red]; one of {', '.join(FORMATS)}")
@@ -302,8 +302,8 @@ def history(
     """Archived incidents: runbook, severity, start, duration, outcome and missed deadlines."""
     from datetime import date, datetime, timezone
 
-    from flows.archive import all_records
-    from flows.report import build_report, human_duration
+    from flows.record.archive import all_records
+    from flows.record.report import build_report, human_duration
 
     try:
         start = datetime.combine(date.fromisoformat(since), datetime.min.time(), tzinfo=timezone.utc) if since else None

@@ -21,7 +21,7 @@ from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFl
 from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import ObjectNotFound
 
-from tasks.manual import read_input, who_key
+from tasks.people import read_input, who_key
 
 from integrations.contacts import load_directory
 from runbooks.settings import get_settings

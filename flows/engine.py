@@ -23,14 +23,14 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.states import Completed, Failed
 
-from flows.incident import Incident, IncidentEnded, run_url
+from tasks.incident import Incident, IncidentEnded, run_url
 from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.model import Choice, Deadline, FormField, ManualStep, Runbook, Text, Threshold
 from runbooks.settings import get_settings
 from tasks import action as action_kind
 from tasks import check as check_kind
-from tasks import manual as manual_kind
+from tasks import people as manual_kind
 from tasks import notify as notify_kind
 from tasks import wait as wait_kind
 
@@ -101,7 +101,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
                severity=inc.severity, label=incident)
     if alert:
         inc.record("alert.received", alert.get("summary") or alert.get("labels", {}).get("alertname", "alert"), actor="alert", alert=alert)
-    from flows.progress import follow_progress  # progress artifact, updated as steps finish
+    from flows.record.progress import follow_progress  # progress artifact, updated as steps finish
 
     follow_progress(inc)
     watcher = _start(lambda: watch_time_rules(inc), name=f"time-rules-{run_id}")
@@ -121,7 +121,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
         if _deadline_state(inc, dl) == "open" and _due(inc, dl) is not None and inc.holds(dl.when):
             inc.record("deadline.unmet", f"{dl.title.zh} / {dl.title.en}: not met when the incident closed", step=dl.id)
     inc.record("incident.closed", message, actor="runbook", outcome=outcome)
-    from flows.publish import publish_incident
+    from flows.record.publish import publish_incident
 
     publish_incident(inc, outcome, message)
     name = OUTCOMES[outcome]

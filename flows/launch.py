@@ -55,7 +55,7 @@ def read_resolution(flow_run_id: UUID | str) -> dict | None:
     """The resolution delivered to the run, or None while there is none."""
     from prefect.client.orchestration import get_client
 
-    from tasks.manual import read_input
+    from tasks.people import read_input
 
     with get_client(sync_client=True) as client:
         raw = read_input(client, UUID(str(flow_run_id)), RESOLUTION_KEY)

@@ -3,7 +3,7 @@
 `recover_run(id)` puts a run whose process is gone (Crashed, or left Running /
 Pending / Paused by a worker that was killed) back to Scheduled; a worker then
 runs it from the top: finished steps come back Cached (engine.ONCE_KINDS) and
-the answers it already got replay (tasks/manual.py: replay).
+the answers it already got replay (tasks/people.py: replay).
 
 `watch(...)` is the escalation watcher. A suspended wait has no process that
 could page the next tier or notice the expiry, so the watcher reads the wait's
@@ -27,7 +27,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.states import Scheduled
 
-from tasks.manual import _mark_expired, read_input, who_key
+from tasks.people import _mark_expired, read_input, who_key
 
 log = logging.getLogger("runbook.recovery")
 

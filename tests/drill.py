@@ -11,7 +11,7 @@ from prefect import tags
 from prefect.client.orchestration import get_client
 
 from flows.answers import pending_steps
-from flows.archive import IncidentRecord, find_record
+from flows.record.archive import IncidentRecord, find_record
 from flows.catalog import FLOWS
 
 

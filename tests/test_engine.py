@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 
 from flows.answers import answer_step, pending_steps
 from tests.drill import Background, pause_key, wait_for_step
-from flows.archive import find_record
+from flows.record.archive import find_record
 from flows.catalog import make_flow
 from integrations.contacts import load_directory
 from runbooks.loader import load_file

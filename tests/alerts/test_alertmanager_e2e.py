@@ -132,7 +132,7 @@ def task_runs_named(run_id, name: str):
 
 def test_alertmanager_starts_the_served_runbook_once_and_its_resolution_completes_the_run(
         alertmanager, receiver, served, recorder):
-    from flows.archive import find_record
+    from flows.record.archive import find_record
 
     system = f"his-core-{uuid.uuid4().hex[:8]}"
     labels = {"alertname": "IntakeWatchDown", "env": "prod", "service": system, "site": "east-campus",

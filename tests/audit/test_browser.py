@@ -45,8 +45,8 @@ def browser():
 
 
 def test_the_html_report_renders_its_timeline(browser, tmp_path):
-    from flows.archive import record_path
-    from flows.report import load_report
+    from flows.record.archive import record_path
+    from flows.record.report import load_report
     from tests.audit.helpers import Background, audit_flow, flaky_endpoint
 
     with flaky_endpoint() as base:
@@ -169,7 +169,7 @@ def test_a_responder_answers_a_manual_step_in_the_prefect_ui(browser, ui_server,
     answer = httpx.get(f"{api}/flow_runs/{run_id}/input/paused-record-fault-1-response", timeout=5).json()
     assert answer == {"answered_by": "li-deputy", "clients_affected": 7, "scope": "outside"}
 
-    from flows.archive import IncidentRecord
+    from flows.record.archive import IncidentRecord
 
     record = IncidentRecord.model_validate_json(next(incidents.glob(f"ui-drill/*-{run_id}.json")).read_text(encoding="utf-8"))
     assert record.steps["record-fault"]["answered_by"] == "li-deputy"

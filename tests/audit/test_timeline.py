@@ -24,9 +24,9 @@ from prefect.exceptions import ObjectNotFound
 
 from cli.main import app
 from flows.answers import answer_step
-from flows.archive import find_record, record_path
-from flows.report import build_report, load_report
-from flows.timeline import Timeline, TimelineEntry, build_timeline, journal_from_events
+from flows.record.archive import find_record, record_path
+from flows.record.report import build_report, load_report
+from flows.record.timeline import Timeline, TimelineEntry, build_timeline, journal_from_events
 from tests.audit.helpers import Background, audit_flow, audit_runbook, flaky_endpoint, wait_for_step
 
 pytestmark = pytest.mark.server

@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 
 import flows.catalog  # noqa: F401  (load the site's runbooks with the site's contacts, before this module swaps them)
 from flows.answers import answer_step
-from flows.archive import archive_dir, find_record
+from flows.record.archive import archive_dir, find_record
 from flows.catalog import make_flow
 from integrations.contacts import load_directory
 from integrations.notify import asks
@@ -329,7 +329,7 @@ def _prefect_evidence(run_ids: list[str]) -> dict[str, str]:
 def _reports(run_ids: list[str]) -> dict[str, str]:
     """The incident reports people are handed, in every format, when the report module is there."""
     try:
-        from flows.report import FORMATS, build_report, render
+        from flows.record.report import FORMATS, build_report, render
     except ImportError:
         return {}
     out = {}

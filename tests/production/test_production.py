@@ -15,7 +15,7 @@ from uuid import UUID
 import httpx
 import pytest
 
-from flows.archive import IncidentRecord
+from flows.record.archive import IncidentRecord
 from tests.production.conftest import FIXTURES, ROOT, Counter, Procs
 
 pytestmark = pytest.mark.postgres

@@ -72,7 +72,7 @@ def test_a_restarted_run_keeps_its_clock_and_does_not_fire_a_time_rule_twice():
 
     from flows.catalog import RUNBOOKS
     from flows.engine import _run_started
-    from flows.incident import Incident
+    from tasks.incident import Incident
     from integrations.contacts import Directory
     from integrations.site import Site
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 
-from flows.incident import Incident
+from tasks.incident import Incident
 
 logger = logging.getLogger("runbook.publish")
 
@@ -24,10 +24,10 @@ def timeline_artifact_key(runbook_id: str) -> str:
 
 def publish_incident(inc: Incident, outcome: str, message: str) -> None:
     """Leave the timeline on the run as an artifact and archive the incident (JSON + HTML)."""
-    from flows.archive import record_of, write_record
-    from flows.progress import finish_progress
-    from flows.report import build_report, render_html, render_markdown
-    from flows.timeline import prefect_history
+    from flows.record.archive import record_of, write_record
+    from flows.record.progress import finish_progress
+    from flows.record.report import build_report, render_html, render_markdown
+    from flows.record.timeline import prefect_history
 
     finish_progress(inc, outcome)
     try:

@@ -25,7 +25,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
-    from flows.incident import Entry
+    from tasks.incident import Entry
 
 logger = logging.getLogger("runbook.timeline")
 
@@ -81,7 +81,7 @@ def journal_from_events(flow_run_id: str) -> list["Entry"]:
     from prefect.client.orchestration import get_client
     from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-    from flows.incident import Entry
+    from tasks.incident import Entry
 
     flt = EventFilter(event=EventNameFilter(prefix=["runbook."]),
                       resource=EventResourceFilter(id=[f"runbook.incident.{flow_run_id}"]))
@@ -240,7 +240,7 @@ def build_timeline(flow_run_id: str, *, journal: list["Entry"] | None = None,
     or from `history` (the archived copy) when the run is gone from Prefect."""
     from prefect.exceptions import ObjectNotFound
 
-    from flows.archive import find_record
+    from flows.record.archive import find_record
 
     record = find_record(flow_run_id)
     if journal is None:

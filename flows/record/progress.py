@@ -13,7 +13,7 @@ import logging
 import threading
 from uuid import UUID
 
-from flows.incident import Incident
+from tasks.incident import Incident
 
 logger = logging.getLogger("runbook.progress")
 

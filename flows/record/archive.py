@@ -17,8 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from flows.incident import Entry, Incident
-from flows.timeline import TimelineEntry, journal_from_events
+from tasks.incident import Entry, Incident
+from flows.record.timeline import TimelineEntry, journal_from_events
 from runbooks.model import Runbook
 from runbooks.settings import get_settings
 

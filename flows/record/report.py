@@ -16,14 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from flows.archive import IncidentRecord, PlanOutline, find_record, outline
-from flows.timeline import Timeline, TimelineEntry, from_journal, iso, merge
+from flows.record.archive import IncidentRecord, PlanOutline, find_record, outline
+from flows.record.timeline import Timeline, TimelineEntry, from_journal, iso, merge
 from runbooks.model import Runbook
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("md", "html", "json")
 
-# Form fields every waiting step has besides the runbook's own (tasks/manual.py form_model).
+# Form fields every waiting step has besides the runbook's own (tasks/people.py form_model).
 _BUILT_IN_LABELS = {
     "answered_by": "回答人 Answered by", "decision": "决定 Decision", "comment": "意见 Comment",
     "acknowledged": "已收到 Acknowledged", "answered_at": "回答时间 Answered at",
@@ -207,7 +207,7 @@ def record_from_prefect(flow_run_id: str, runbook: Runbook | None = None) -> Inc
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
     from prefect.exceptions import ObjectNotFound
 
-    from flows.timeline import journal_from_events, prefect_history
+    from flows.record.timeline import journal_from_events, prefect_history
 
     with get_client(sync_client=True) as client:
         try:
