@@ -5,7 +5,9 @@ signed) — refusing with 403 otherwise — then maps the responder to a person 
 the contacts directory and hands the answer to flows.answers.answer_step, which
 decides whether that person may answer that step. Slack and Twilio get HTTP 200
 with a readable refusal when the person is unknown or the answer is refused, so
-the responder sees why instead of a platform error.
+the responder sees why instead of a platform error. Once an answer is accepted, the
+messages that asked for it are rewritten to show it (integrations.notify.answered),
+after the reply, so Slack's three-second deadline does not wait on it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from urllib.parse import parse_qs
 
 import requests
@@ -30,7 +33,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
 from integrations.contacts import Directory, Person, load_directory
-from integrations.notify import asks, choices, links
+from integrations.notify import answered, asks, choices, links
 from integrations.notify.config import NotifyConfig, secret
 from integrations.notify.slack import ACTION_PREFIX, SlackConfig
 from integrations.notify.twilio_common import TwilioConfig
@@ -117,8 +120,11 @@ def _paused_step(run) -> str | None:
     return match["step"] if match else None
 
 
-async def answer(incident_id: str, person: Person, choice: str, step_id: str | None, via: str) -> Outcome:
-    """Hand one answer to the flow. answer_step may be sync or async; a failure there becomes a readable refusal."""
+async def answer(incident_id: str, person: Person, choice: str, step_id: str | None, via: str,
+                 background: BackgroundTasks | None = None) -> Outcome:
+    """Hand one answer to the flow. answer_step may be sync or async; a failure there becomes a readable refusal.
+
+    Accepted, it is shown on every message that asked (after the response when `background` is given)."""
     from flows.answers import answer_step  # imported late: flows import the notify package
 
     try:
@@ -133,6 +139,11 @@ async def answer(incident_id: str, person: Person, choice: str, step_id: str | N
                 "accepted" if result.ok else f"refused: {result.message}")
     if result.ok:  # answered: SMS replies from anyone paged for it must not go to it any more
         asks.forget_everywhere(asks.code_for(incident_id, step_id))
+        show = (answered, incident_id, step_id or getattr(result, "step", None), person.id, choice, datetime.now(timezone.utc))
+        if background is not None:
+            background.add_task(*show)
+        else:
+            await run_in_threadpool(*show)
     return Outcome(bool(result.ok), str(result.message))
 
 
@@ -191,7 +202,7 @@ async def slack_actions(request: Request, background: BackgroundTasks) -> JSONRe
         outcome = Outcome(False, f"Slack user {user or '?'} is not in the contacts directory; the answer was not recorded")
         logger.warning("refused Slack answer to %s/%s from unknown user %s", incident_id, step_id, user)
     else:
-        outcome = await answer(incident_id, person, choice, step_id, via="slack")
+        outcome = await answer(incident_id, person, choice, step_id, via="slack", background=background)
     if payload.get("response_url"):
         mark = "✅" if outcome.ok else "⛔"
         background.add_task(_tell_slack, payload["response_url"], f"{mark} {outcome.message}")
@@ -225,7 +236,7 @@ def _twiml(doc) -> Response:
 
 
 @router.post(SMS_PATH)
-async def twilio_sms(request: Request) -> Response:
+async def twilio_sms(request: Request, background: BackgroundTasks) -> Response:
     form = await _verified_twilio_form(request)
     sender, text = form.get("From", ""), form.get("Body", "").strip()
     reply = MessagingResponse()
@@ -245,7 +256,7 @@ async def twilio_sms(request: Request) -> Response:
     if choice is None:
         reply.message(choices.reply_hint(ask["options"], ask.get("language", "zh")) + f" [{ask['code']}]")
         return _twiml(reply)
-    outcome = await answer(ask["incident_id"], person, choice, ask["step_id"], via="sms")
+    outcome = await answer(ask["incident_id"], person, choice, ask["step_id"], via="sms", background=background)
     reply.message(("✅ " if outcome.ok else "⛔ ") + outcome.message)
     return _twiml(reply)
 
@@ -257,7 +268,7 @@ _VOICE_WORDS = {
 
 
 @router.post(VOICE_PATH)
-async def twilio_voice(request: Request) -> Response:
+async def twilio_voice(request: Request, background: BackgroundTasks) -> Response:
     form = await _verified_twilio_form(request)
     q = request.query_params
     lang = q.get("lang", "zh") if q.get("lang") in _VOICE_WORDS else "zh"
@@ -275,7 +286,7 @@ async def twilio_voice(request: Request) -> Response:
     if not incident_id or choice is None:
         reply.say(words["bad"], language=say_lang)
         return _twiml(reply)
-    outcome = await answer(incident_id, person, choice, step_id, via="voice")
+    outcome = await answer(incident_id, person, choice, step_id, via="voice", background=background)
     reply.say(words["ok"] if outcome.ok else words["refused"] + outcome.message, language=say_lang)
     return _twiml(reply)
 
@@ -308,7 +319,7 @@ async def link_page(token: str) -> HTMLResponse:
 
 
 @router.post(links.LINK_PATH + "/{token}")
-async def link_answer(token: str, request: Request) -> HTMLResponse:
+async def link_answer(token: str, request: Request, background: BackgroundTasks) -> HTMLResponse:
     try:
         claims = _claims(token)
     except HTTPException as exc:
@@ -319,5 +330,5 @@ async def link_answer(token: str, request: Request) -> HTMLResponse:
     person = directory().person(claims.person)
     if person is None:
         return _page("⛔", f"<p>{html.escape(claims.person)} is no longer in the contacts directory</p>", 403)
-    outcome = await answer(claims.incident_id, person, choice, claims.step_id, via="link")
+    outcome = await answer(claims.incident_id, person, choice, claims.step_id, via="link", background=background)
     return _page("✅" if outcome.ok else "⛔", f"<p>{html.escape(outcome.message)}</p>", 200 if outcome.ok else 409)

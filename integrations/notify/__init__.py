@@ -1,6 +1,8 @@
 """Notification channels and the delivery policy that uses them."""
 
-from integrations.notify.base import CHANNELS, Channel, ChannelError, Delivery, Message, register
+from integrations.notify.asked import answered
+from integrations.notify.base import CHANNELS, Answer, Channel, ChannelError, Delivery, EditableChannel, Message, register
 from integrations.notify.dispatch import deliver
 
-__all__ = ["CHANNELS", "Channel", "ChannelError", "Delivery", "Message", "deliver", "register"]
+__all__ = ["CHANNELS", "Answer", "Channel", "ChannelError", "Delivery", "EditableChannel", "Message", "answered", "deliver",
+           "register"]

@@ -42,21 +42,26 @@ class Delivery(BaseModel):
     attempt: int = 1
     error: str | None = None
     provider_id: str | None = Field(None, description="Id the platform gave the message (Slack ts, Twilio SID).")
+    queued_seconds: float = Field(0.0, description="How long the page was held before this attempt went out: waiting its turn "
+                                                   "under the platform's rate limit, or for a robot that said 'too fast'.")
 
 
 class ChannelError(Exception):
-    """A channel could not deliver. `retry_after` is set when the platform said when to try again."""
+    """A channel could not deliver. `retry_after` is set when the platform said when to try again;
+    `throttled` when what it said was "too many messages" (so waiting, not another channel, is the cure)."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False):
+    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False, throttled: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
+        self.throttled = throttled
 
 
 class Channel(ABC):
     """Sends a Message to one address. Raises ChannelError on failure; never swallows it."""
 
     name: ClassVar[str]
+    queued_seconds: float = 0.0  # how long the last send() held the message for the platform's rate limit
 
     @abstractmethod
     def send(self, message: Message, to: str) -> str | None:
@@ -73,3 +78,25 @@ CHANNELS: dict[str, type[Channel]] = {}
 def register(cls: type[Channel]) -> type[Channel]:
     CHANNELS[cls.name] = cls
     return cls
+
+
+class Answer(BaseModel):
+    """A step that was answered, as the messages that asked about it should now show it."""
+
+    incident_id: str = Field(description="Message.incident_id of the pages that asked.")
+    step_id: str | None
+    by: str = Field(description="Who answered, as shown: a name, or a person id.")
+    summary: str = Field(description="What they answered: 'ack', 'approve', 'reject' (shown in the message's language) or free text.")
+    at: datetime
+
+
+class EditableChannel(Channel):
+    """A channel whose sent messages can be changed afterwards (Slack). Robots posting by webhook cannot.
+
+    Its send() records each message that asks for an answer with `asked.remember(name, message, sent)`;
+    `sent` is whatever close() needs to find the message again (Slack: channel id and ts).
+    """
+
+    @abstractmethod
+    def close(self, message: Message, sent: dict, answer: Answer) -> None:
+        """Rewrite the message that asked so it shows the answer and offers no more buttons. Raises ChannelError."""

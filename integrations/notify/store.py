@@ -1,14 +1,17 @@
-"""A tiny JSON file store for notification state that must outlive one process.
+"""Notification state that must outlive one process, under settings.state_dir/notify/.
 
-Used for the Slack thread of each incident and for the questions sent by SMS that
-a reply may answer. Small data, rare writes: a JSON file replaced atomically
-under a lock is enough and needs no database.
+A tiny JSON file for the Slack thread of each incident and for the questions sent
+by SMS that a reply may answer: small data, rare writes, replaced atomically under
+a lock. SQLite (`database`) where many processes write at once and must see each
+other's writes in a transaction: the messages that asked (asked.py) and the robots'
+send times (ratelimit.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import tempfile
 import threading
 from pathlib import Path
@@ -22,6 +25,24 @@ _lock = threading.Lock()
 def state_path(name: str) -> Path:
     """Where the store called `name` lives: under settings.state_dir/notify/."""
     return Path(get_settings().state_dir) / "notify" / f"{name}.json"
+
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 60  # how long a writer waits for another process's transaction
+
+
+def database(name: str, schema: str) -> sqlite3.Connection:
+    """A connection to the SQLite file `name` under settings.state_dir/notify/, its tables created.
+
+    Autocommit mode, so callers open their own `BEGIN IMMEDIATE` transactions: that takes the write
+    lock at once, and a second process waits for it instead of failing on a stale read.
+    """
+    path = Path(get_settings().state_dir) / "notify" / f"{name}.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_SECONDS, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(schema)
+    return db
 
 
 class JsonStore:

@@ -154,3 +154,50 @@ class FakeSMTP:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class FakeSlack(FakeHTTP):
+    """Slack's Web API as far as we use it: chat.postMessage and chat.update, with the messages kept.
+
+    `messages[(channel, ts)]` is each message as it stands now (text, blocks, thread_ts, updates);
+    a DM to a user id (U...) lands in the conversation D<user>, as Slack answers with the DM's id.
+    chat.update of an unknown message answers `message_not_found`, as Slack does.
+    """
+
+    def __init__(self):
+        self.messages: dict[tuple[str, str], dict] = {}
+        self._counter = 0
+        self._lock = threading.Lock()
+        super().__init__(self._answer)
+
+    @staticmethod
+    def body_of(seen: Seen) -> dict:
+        if seen.headers.get("content-type", "").startswith("application/x-www-form"):
+            body = seen.form
+            return {k: json.loads(v) if k == "blocks" else v for k, v in body.items()}
+        return seen.json
+
+    def _answer(self, seen: Seen) -> Reply:
+        body = self.body_of(seen)
+        method = seen.path.rsplit("/", 1)[-1]
+        with self._lock:
+            if method == "chat.postMessage":
+                channel = body["channel"]
+                if channel.startswith("U"):
+                    channel = "D" + channel[1:]
+                self._counter += 1
+                ts = f"{1700000000 + self._counter}.{self._counter:06d}"
+                self.messages[(channel, ts)] = {"text": body.get("text"), "blocks": body.get("blocks"),
+                                                "thread_ts": body.get("thread_ts"), "updates": 0}
+                return Reply(body={"ok": True, "channel": channel, "ts": ts})
+            if method == "chat.update":
+                key = (body["channel"], body["ts"])
+                if key not in self.messages:
+                    return Reply(body={"ok": False, "error": "message_not_found"})
+                stored = self.messages[key]
+                stored.update(text=body.get("text"), blocks=body.get("blocks"), updates=stored["updates"] + 1)
+                return Reply(body={"ok": True, "channel": key[0], "ts": key[1], "text": body.get("text")})
+        return Reply(404, {"ok": False, "error": "unknown_method"})
+
+    def calls(self, method: str) -> list[Seen]:
+        return [r for r in self.requests if r.path.endswith("/" + method)]
