@@ -14,10 +14,12 @@ from pydantic_settings import SettingsConfigDict
 from integrations.notify import render
 from integrations.notify.base import ChannelError, Message, register
 from integrations.notify.config import secret
+from integrations.notify.ratelimit import RateLimit
 from integrations.notify.robots import Robot, RobotChannel, RobotConfig
 
 # Platform limits (open.dingtalk.com, custom robot): 20 messages a minute per robot, then 10 minutes throttled.
-MAX_PER_MINUTE = 20
+MESSAGES_PER_MINUTE = 20
+RATE_LIMITS = (RateLimit(MESSAGES_PER_MINUTE, 60),)  # enforced across processes by ratelimit.RobotLine
 THROTTLE_SECONDS = 600
 MARKDOWN_MAX_BYTES = 4_000   # kept well inside the platform's message size limit; a page is a summary
 ERR_TOO_FAST = 130101        # "send too fast"
@@ -40,6 +42,7 @@ class DingTalkChannel(RobotChannel):
     name = "dingtalk"
     config_class = DingTalkConfig
     env_prefix = "RUNBOOK_DINGTALK_"
+    rate_limits = RATE_LIMITS
 
     def request(self, message: Message, robot: Robot) -> tuple[str, dict[str, Any]]:
         url = robot.webhook.get_secret_value()
@@ -57,5 +60,5 @@ class DingTalkChannel(RobotChannel):
             return
         text = f"DingTalk refused the message: errcode {code} {reply.get('errmsg', '')}".strip()
         if code == ERR_TOO_FAST:
-            raise ChannelError(text, retry_after=THROTTLE_SECONDS)
+            raise ChannelError(text, retry_after=THROTTLE_SECONDS, throttled=True)
         raise ChannelError(text, permanent=code != ERR_BUSY)

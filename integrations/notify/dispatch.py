@@ -62,18 +62,24 @@ def _describe(exc: Exception) -> str:
     return scrub(f"{type(exc).__name__}: {exc}") or type(exc).__name__
 
 
+def _held(channel: Channel) -> float:
+    return round(channel.queued_seconds, 3)
+
+
 def _try_channel(channel: Channel, message: Message, person: Person, channel_name: str, to: str,
                  policy: RetryPolicy, sleep: Callable[[float], None]) -> list[Delivery]:
     out: list[Delivery] = []
     attempt = 0
     while True:
         attempt += 1
+        channel.queued_seconds = 0.0
         try:
             provider_id = channel.send(message, to)
         except ChannelError as exc:
             error = scrub(str(exc), channel.secrets()) or type(exc).__name__
             wait = policy.wait_before(attempt, exc)
-            out.append(Delivery(channel=channel_name, person=person.id, to=to, outcome="failed", attempt=attempt, error=error))
+            out.append(Delivery(channel=channel_name, person=person.id, to=to, outcome="failed", attempt=attempt, error=error,
+                                queued_seconds=_held(channel)))
             logger.warning("page to %s via %s failed (attempt %d): %s%s", person.id, channel_name, attempt, error,
                            f"; retrying in {wait:g} s" if wait is not None else "")
             if wait is None:
@@ -82,11 +88,15 @@ def _try_channel(channel: Channel, message: Message, person: Person, channel_nam
             continue
         except Exception as exc:  # a bug or an unmapped library error: record it, do not retry blindly
             error = scrub(f"unexpected {type(exc).__name__}: {exc}", channel.secrets())
-            out.append(Delivery(channel=channel_name, person=person.id, to=to, outcome="failed", attempt=attempt, error=error))
+            out.append(Delivery(channel=channel_name, person=person.id, to=to, outcome="failed", attempt=attempt, error=error,
+                                queued_seconds=_held(channel)))
             logger.exception("page to %s via %s failed unexpectedly: %s", person.id, channel_name, error)
             return out
-        out.append(Delivery(channel=channel_name, person=person.id, to=to, outcome="sent", attempt=attempt, provider_id=provider_id))
-        logger.info("paged %s via %s (attempt %d)", person.id, channel_name, attempt)
+        held = _held(channel)
+        out.append(Delivery(channel=channel_name, person=person.id, to=to, outcome="sent", attempt=attempt, provider_id=provider_id,
+                            queued_seconds=held))
+        logger.info("paged %s via %s (attempt %d)%s", person.id, channel_name, attempt,
+                    f" after {held:g} s held for the platform's rate limit" if held else "")
         return out
 
 

@@ -13,11 +13,13 @@ from pydantic_settings import SettingsConfigDict
 from integrations.notify import render
 from integrations.notify.base import ChannelError, Message, register
 from integrations.notify.config import secret
+from integrations.notify.ratelimit import RateLimit
 from integrations.notify.robots import Robot, RobotChannel, RobotConfig
 
 # Platform limits (open.feishu.cn, custom bot): 100 requests a minute and 5 a second per bot; body ≤ 20 KB.
-MAX_PER_MINUTE = 100
-MAX_PER_SECOND = 5
+MESSAGES_PER_MINUTE = 100
+MESSAGES_PER_SECOND = 5
+RATE_LIMITS = (RateLimit(MESSAGES_PER_MINUTE, 60), RateLimit(MESSAGES_PER_SECOND, 1))  # enforced by ratelimit.RobotLine
 BODY_MAX_BYTES = 20_000
 TEXT_MAX_BYTES = 16_000   # room for the JSON around the text
 ERR_RATE_LIMITS = {9499, 11232}  # "too many requests", "frequency limited"
@@ -49,6 +51,7 @@ class FeishuChannel(RobotChannel):
     name = "feishu"
     config_class = FeishuConfig
     env_prefix = "RUNBOOK_FEISHU_"
+    rate_limits = RATE_LIMITS
 
     def request(self, message: Message, robot: Robot) -> tuple[str, dict[str, Any]]:
         body: dict[str, Any] = {"msg_type": "post", "content": post_content(message)}
@@ -64,5 +67,5 @@ class FeishuChannel(RobotChannel):
             return
         text = f"Feishu refused the message: code {code} {reply.get('msg', '')}".strip()
         if code in ERR_RATE_LIMITS:
-            raise ChannelError(text, retry_after=RATE_RETRY_SECONDS)
+            raise ChannelError(text, retry_after=RATE_RETRY_SECONDS, throttled=True)
         raise ChannelError(text, permanent=True)

@@ -40,7 +40,7 @@ def post_json(url: str, payload: dict[str, Any], *, timeout: float, headers: dic
     except requests.RequestException as e:
         raise ChannelError(f"could not reach {where}: {type(e).__name__}") from e
     if resp.status_code == 429:
-        raise ChannelError(f"{where} says too many requests (HTTP 429)",
+        raise ChannelError(f"{where} says too many requests (HTTP 429)", throttled=True,
                            retry_after=retry_after_seconds(resp.headers.get("Retry-After")) or RETRY_AFTER_DEFAULT)
     if resp.status_code >= 500:
         raise ChannelError(f"{where} failed with HTTP {resp.status_code}")

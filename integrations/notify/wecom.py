@@ -8,10 +8,12 @@ from pydantic_settings import SettingsConfigDict
 
 from integrations.notify import render
 from integrations.notify.base import ChannelError, Message, register
+from integrations.notify.ratelimit import RateLimit
 from integrations.notify.robots import Robot, RobotChannel, RobotConfig
 
 # Platform limits (developer.work.weixin.qq.com, 群机器人): 20 messages a minute per robot; markdown ≤ 4096 bytes UTF-8.
-MAX_PER_MINUTE = 20
+MESSAGES_PER_MINUTE = 20
+RATE_LIMITS = (RateLimit(MESSAGES_PER_MINUTE, 60),)  # enforced across processes by ratelimit.RobotLine
 MARKDOWN_MAX_BYTES = 4_096
 ERR_FREQ_LIMIT = 45009   # api freq out of limit
 ERR_BUSY = -1            # system busy
@@ -27,6 +29,7 @@ class WeComChannel(RobotChannel):
     name = "wecom"
     config_class = WeComConfig
     env_prefix = "RUNBOOK_WECOM_"
+    rate_limits = RATE_LIMITS
 
     def request(self, message: Message, robot: Robot) -> tuple[str, dict[str, Any]]:
         body = {"msgtype": "markdown", "markdown": {"content": render.markdown(message, MARKDOWN_MAX_BYTES)}}
@@ -38,5 +41,5 @@ class WeComChannel(RobotChannel):
             return
         text = f"WeCom refused the message: errcode {code} {reply.get('errmsg', '')}".strip()
         if code == ERR_FREQ_LIMIT:
-            raise ChannelError(text, retry_after=RATE_RETRY_SECONDS)
+            raise ChannelError(text, retry_after=RATE_RETRY_SECONDS, throttled=True)
         raise ChannelError(text, permanent=code != ERR_BUSY)

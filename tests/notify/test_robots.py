@@ -49,17 +49,22 @@ def test_dingtalk_signs_timestamp_and_posts_markdown(monkeypatch, fake_http):
     assert "门诊挂号中断" in body["markdown"]["text"] and "(http://ui.local/runs/run-9)" in body["markdown"]["text"]
 
 
-def test_dingtalk_throttle_falls_back_at_once_and_never_leaks_the_token(monkeypatch, fake_http):
-    server = fake_http(Reply(200, {"errcode": 130101, "errmsg": "send too fast, exceed 20 times per minute"}))
+def test_dingtalk_throttle_is_waited_out_in_place_and_never_leaks_the_token(monkeypatch, fake_http):
+    server = fake_http(Reply(200, {"errcode": 0, "errmsg": "ok"}))
+    server.queue(Reply(200, {"errcode": 130101, "errmsg": "send too fast, exceed 20 times per minute"}))
     monkeypatch.setenv("RUNBOOK_DINGTALK_WEBHOOK", f"{server.url}/robot/send?access_token={DING_TOKEN}")
+    monkeypatch.setenv("RUNBOOK_NOTIFY_RATE_TIME_SCALE", "1500")  # DingTalk's 10-minute throttle becomes 0.4 s
     person = Person(id="ops", name="Ops", channels=[Address(channel="dingtalk", to="default"), Address(channel="log", to="ops")])
     waits = []
 
     records = deliver(message(), [person], policy=RetryPolicy(max_wait_seconds=30), sleep=waits.append)
 
-    # DingTalk throttles for 10 minutes: longer than we may wait while paging, so the next channel is tried now.
-    assert waits == [] and [(d.channel, d.outcome) for d in records] == [("dingtalk", "failed"), ("log", "sent")]
-    assert "130101" in records[0].error
+    # Not dropped, not handed to the next channel: held as long as the robot asked, then sent; the hold is on record.
+    assert waits == [] and [(d.channel, d.outcome, d.attempt) for d in records] == [("dingtalk", "sent", 1)]
+    assert records[0].queued_seconds >= 0.4
+    first, second = server.requests
+    assert second.json == first.json
+    assert all(DING_TOKEN not in (d.error or "") for d in records)
 
 
 def test_webhook_credentials_are_masked_in_errors(monkeypatch, fake_http, caplog):
@@ -102,7 +107,9 @@ def test_feishu_signature_and_rate_limit(monkeypatch, fake_http):
 
     records = deliver(message(language="en"), [person], sleep=waits.append)
 
-    assert [(d.outcome, d.attempt) for d in records] == [("failed", 1), ("sent", 2)] and waits == [1]
+    # "frequency limited": the bot is held for the second Feishu asks, then the same page goes, first in line.
+    assert [(d.outcome, d.attempt) for d in records] == [("sent", 1)] and waits == []
+    assert records[0].queued_seconds >= 1 and len(server.requests) == 2
     body = server.requests[-1].json
     ts = body["timestamp"]
     expected = base64.b64encode(hmac.new(f"{ts}\n{FEISHU_SECRET}".encode(), b"", hashlib.sha256).digest()).decode()
