@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from flows.server import forget_stack, record_stack
+
 RUNNER_POLL_SECONDS = "1"  # a triggered run starts within about 1-2 s instead of up to 10
 
 
@@ -91,6 +93,7 @@ class Stack:
                                     env=server_env, start_new_session=True)
             self.procs.append(proc)
             wait_healthy(self.api_url, proc=proc)
+            record_stack(self.api_url, self.ui_url)  # other commands find this server without PREFECT_API_URL
         self.procs.append(subprocess.Popen([sys.executable, "-m", "app.stack", "serve"], env=env, start_new_session=True))
         # waits suspend (their processes exit); the watcher pages their tiers and expires them
         self.procs.append(subprocess.Popen([sys.executable, "-m", "app.stack", "watcher"], env=env, start_new_session=True))
@@ -116,6 +119,7 @@ class Stack:
 
     def stop(self) -> None:
         """Stop the parts one by one, last started first: the served flows still need the server to pause their deployments."""
+        forget_stack()
         for proc in reversed(self.procs):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGTERM)

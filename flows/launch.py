@@ -23,14 +23,15 @@ def python_name(runbook_id: str) -> str:
 
 def start_incident(runbook_id: str, parameters: dict[str, Any] | None = None, *, severity: str | None = None,
                    drill: bool = False, idempotency_key: str | None = None, alert: dict | None = None,
-                   incident: str | None = None, time_scale: float = 1.0, auto: bool = False) -> FlowRun:
+                   incident: str | None = None, time_scale: float = 1.0, auto: bool = False,
+                   answers: dict | None = None) -> FlowRun:
     """Create a run of the runbook's deployment and return at once; the same idempotency key gives the same run."""
     from prefect.deployments import run_deployment
 
     return run_deployment(
         deployment_name(runbook_id),
         parameters={"parameters": parameters or {}, "severity": severity, "drill": drill, "alert": alert,
-                    "incident": incident, "time_scale": time_scale, "auto": auto},
+                    "incident": incident, "time_scale": time_scale, "auto": auto, "answers": answers},
         idempotency_key=idempotency_key,
         tags=[f"runbook:{runbook_id}"] + (["drill"] if drill else []),
         timeout=0,
