@@ -92,6 +92,14 @@ def _run_is_open(flow_run_id: str) -> bool:
     return run.state is None or not run.state.is_final()
 
 
+def _prefect_health() -> BaseException | None:
+    """None when the Prefect API answers its health check, else what went wrong."""
+    from prefect import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.api_healthcheck()
+
+
 def _emit(alert: Alert, outcome: str, flow_run_id: str | None, runbook: str | None) -> None:
     from prefect.events import emit_event
     from prefect.events.utilities import EventTooLarge
@@ -123,18 +131,26 @@ class Intake:
     """Handles one spooled alert. The four hooks are Prefect by default."""
 
     def __init__(self, store: Store, *, start_incident: Callable | None = None, deliver_resolution: Callable | None = None,
-                 run_is_open: Callable[[str], bool] | None = None, emit: Callable | None = None):
+                 run_is_open: Callable[[str], bool] | None = None, emit: Callable | None = None,
+                 health: Callable[[], BaseException | None] | None = None):
         self.store = store
         self.start_incident = start_incident or _start_incident
         self.deliver_resolution = deliver_resolution or _deliver_resolution
         self.run_is_open = run_is_open or _run_is_open
         self.emit = emit or _emit
+        self.health = health or _prefect_health
 
     def handle(self, item: dict[str, Any]) -> Outcome:
         alert = Alert.model_validate(item["alert"])
         decision = item["decision"]
         runbook = decision["runbook"]
-        outcome = self._firing(alert, decision) if alert.status == "firing" else self._resolved(alert, runbook)
+        if decision.get("follow_group"):
+            known = self.store.incident_by_group(alert.group)
+            outcome, runbook = (self._follow(alert, known.runbook) if known else Outcome("no-incident")), getattr(known, "runbook", None)
+        elif alert.extra.get("event_action") == "acknowledge":
+            outcome = self._follow(alert, runbook)
+        else:
+            outcome = self._firing(alert, decision) if alert.status == "firing" else self._resolved(alert, runbook)
         try:
             self.emit(alert, outcome.what, outcome.flow_run_id, runbook)
         except Exception:  # the incident is started; a lost event must not replay it
@@ -164,6 +180,15 @@ class Intake:
         log.info("alert %s started %s (episode %d): flow run %s", alert.name, runbook, episode, run_id)
         return Outcome("started", run_id)
 
+    def _follow(self, alert: Alert, runbook: str) -> Outcome:
+        """An event that names its group only (PagerDuty acknowledge, resolve): it never starts an incident."""
+        if alert.status == "resolved":
+            return self._resolved(alert, runbook)
+        known = self.store.incident(runbook, alert.group)
+        if known is None:
+            return Outcome("acknowledged-without-incident")
+        return Outcome("acknowledged" if self.run_is_open(known.flow_run_id) else "incident-closed", known.flow_run_id)
+
     def _resolved(self, alert: Alert, runbook: str) -> Outcome:
         known = self.store.incident(runbook, alert.group)
         if known is None:
@@ -187,13 +212,31 @@ class Drainer:
     ``wake()`` after appending; ``stop()`` on shutdown (what is left stays spooled
     and is drained by the next start)."""
 
-    def __init__(self, intake: Intake, *, max_attempts: int = 3, first_delay: float = 0.5, max_delay: float = 30.0):
+    def __init__(self, intake: Intake, *, max_attempts: int = 3, first_delay: float = 0.5, max_delay: float = 30.0,
+                 check_every: float = 30.0):
         self.intake, self.store = intake, intake.store
         self.max_attempts, self.first_delay, self.max_delay = max_attempts, first_delay, max_delay
+        self.check_every = check_every  # while idle, how often Prefect's health is asked
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.prefect_reachable = True
+        self.prefect_reachable = False   # not known to be reachable until a check or a handed-over alert says so
+        self.prefect_checked_at: datetime | None = None
+
+    def check_prefect(self) -> bool:
+        """Ask Prefect's health endpoint; what /healthz reports."""
+        try:
+            problem = self.intake.health()
+        except Exception as exc:  # a broken client is an unreachable Prefect, not a dead drainer
+            problem = exc
+        self._saw_prefect(problem is None)
+        if problem is not None:
+            log.warning("Prefect's health check failed: %s", problem)
+        return problem is None
+
+    def _saw_prefect(self, reachable: bool) -> None:
+        self.prefect_reachable = reachable
+        self.prefect_checked_at = datetime.now(timezone.utc)
 
     def start(self) -> "Drainer":
         self._thread = threading.Thread(target=self._run, name="alert-spool-drainer", daemon=True)
@@ -218,7 +261,7 @@ class Drainer:
             outcome = self.intake.handle(item.item)
         except Exception as exc:
             return self._failed(item, exc)
-        self.prefect_reachable = True
+        self._saw_prefect(True)
         self.store.finish(item.id, "done", str(outcome))
         return True
 
@@ -226,7 +269,7 @@ class Drainer:
         if is_transient(exc):
             if self.prefect_reachable:
                 log.warning("Prefect is unreachable (%s); %d alert(s) stay spooled and are retried", exc, self.store.pending_count())
-            self.prefect_reachable = False
+            self._saw_prefect(False)
             self.store.retried(item.id, f"waiting for Prefect: {exc}")
             return False
         if item.attempts + 1 >= self.max_attempts:
@@ -239,6 +282,7 @@ class Drainer:
 
     def _run(self) -> None:
         delay = self.first_delay
+        self.check_prefect()
         while not self._stop.is_set():
             try:
                 progressed = self.drain_once()
@@ -249,6 +293,8 @@ class Drainer:
                 delay = self.first_delay
                 continue
             pending = self.store.pending_count() > 0
-            self._wake.wait(delay if pending else None)
+            woken = self._wake.wait(delay if pending else self.check_every)
             self._wake.clear()
+            if not woken and not pending and not self._stop.is_set():
+                self.check_prefect()
             delay = min(delay * 2, self.max_delay) if pending else self.first_delay

@@ -1,7 +1,8 @@
-"""Prometheus Alertmanager webhook, payload version 4.
+"""Prometheus Alertmanager webhook, payload version 4 (and version 3 of older releases: the same shape).
 
 One notification carries every alert of one group (``groupKey``), firing and
 resolved mixed; Alertmanager re-sends the whole group every ``repeat_interval``.
+An alert without its own ``status`` takes the notification's.
 See https://prometheus.io/docs/alerting/latest/configuration/#webhook_config
 """
 
@@ -14,6 +15,9 @@ from integrations.alerts.base import (AlertSource, PayloadError, need_alert_list
 from integrations.alerts.model import Alert, label_fingerprint, normalise_severity, normalise_status
 
 
+VERSIONS = ("3", "4")  # 3 is what releases before 0.16 send; the shape is the same
+
+
 @register
 class AlertmanagerSource(AlertSource):
     name = "alertmanager"
@@ -21,8 +25,9 @@ class AlertmanagerSource(AlertSource):
     def split(self, body: Any) -> tuple[dict, list[Any]]:
         envelope = need_object(body, "an Alertmanager notification")
         version = envelope.get("version")
-        if version is not None and str(version) != "4":
-            raise PayloadError(f"webhook payload version {version!r} is not supported; Alertmanager 0.16 or later sends version 4")
+        if version is not None and str(version) not in VERSIONS:
+            raise PayloadError(f"webhook payload version {version!r} is not supported; Alertmanager sends version 4 "
+                               "(releases before 0.16 send 3, also accepted)")
         need_group_key(envelope)
         return envelope, need_alert_list(envelope)
 
@@ -30,8 +35,10 @@ class AlertmanagerSource(AlertSource):
         if "labels" not in raw:
             raise ValueError("'labels' is missing; every Alertmanager alert has labels")
         labels = raw.get("labels")
+        if not isinstance(labels, dict):
+            raise ValueError(f"'labels' must be an object of name: text pairs, not {type(labels).__name__}")
         alert = Alert(
-            status=normalise_status(raw.get("status")),
+            status=normalise_status(raw["status"] if raw.get("status") is not None else envelope.get("status")),
             labels=labels,
             annotations=raw.get("annotations"),
             starts_at=parse_time(raw.get("startsAt"), "startsAt"),

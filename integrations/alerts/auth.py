@@ -2,7 +2,8 @@
 
 * ``RUNBOOK_INTAKE_TOKEN`` set -> every request needs ``Authorization: Bearer <token>``
   (Alertmanager ``http_config.authorization``, Grafana "Authorization header") or
-  HTTP basic auth with the token as password (any user name), for senders that only do basic.
+  HTTP basic auth with the token as password (any user name), for senders that only do basic;
+  PagerDuty Events v2 senders may instead carry it as the event's ``routing_key``.
 * ``RUNBOOK_GRAFANA_SECRET`` set -> ``/alerts/grafana`` also needs Grafana's HMAC signature:
   hex HMAC-SHA256 of the raw body, or of ``<timestamp>:<body>`` when Grafana is configured
   with a timestamp header; the timestamp (Unix seconds) must then be within ``MAX_SKEW``.
@@ -78,3 +79,13 @@ def check_grafana_signature(headers, body: bytes, secret: str, now: float | None
     if not hmac.compare_digest(signature.strip().lower().encode(), expected.encode()):
         raise AuthError("Grafana signature does not match the body; check that the contact point's HMAC secret "
                         "equals RUNBOOK_GRAFANA_SECRET")
+
+
+def check_routing_key(event: object, token: str) -> None:
+    """PagerDuty senders carry their secret as the event's ``routing_key`` (the integration key), not as a header."""
+    routing_key = event.get("routing_key") if isinstance(event, dict) else None
+    if not isinstance(routing_key, str) or not routing_key:
+        raise AuthError("this intake requires a token: send 'Authorization: Bearer <RUNBOOK_INTAKE_TOKEN>', "
+                        "or (PagerDuty senders) the token as the event's routing_key")
+    if not hmac.compare_digest(routing_key.encode("utf-8", "surrogatepass"), token.encode()):
+        raise AuthError("wrong routing_key; use the value of RUNBOOK_INTAKE_TOKEN as the integration key")

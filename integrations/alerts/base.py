@@ -29,6 +29,15 @@ class ItemError:
     error: str
 
 
+@dataclass
+class ItemIgnored(ItemError):
+    """One item that was read and means nothing to do (Grafana's legacy ``pending`` or ``paused``)."""
+
+
+class NothingToDo(Exception):
+    """Raised by ``parse_item`` for an item that is understood but starts and ends nothing; the message says why."""
+
+
 class AlertSource(ABC):
     name: str = ""
 
@@ -48,17 +57,37 @@ class AlertSource(ABC):
             try:
                 if not isinstance(raw, dict):
                     raise ValueError(f"an alert must be a JSON object, not {type(raw).__name__}")
-                out.append(self.parse_item(raw, envelope))
+                need_unicode(raw, "alert")
+                alert = self.parse_item(raw, envelope)
+                need_unicode(alert.model_dump(mode="python"), "alert (with its notification's fields)")
+                out.append(alert)
+            except NothingToDo as skip:
+                out.append(ItemIgnored(i, str(skip)))
             except ValidationError as exc:
                 out.append(ItemError(i, _explain(exc)))
             except (ValueError, TypeError) as exc:
                 out.append(ItemError(i, str(exc)))
         return out
 
+    # How answers look; a source whose senders expect their own wording overrides these.
+
+    def answer(self, answer: dict[str, Any], alerts: list[Alert]) -> dict[str, Any]:
+        """The body of a 202 (``accepted``, ``unrouted``, ``rejected``, ``ignored``)."""
+        return answer
+
+    def refusal(self, status: int, message: str, **extra: Any) -> dict[str, Any]:
+        """The body of a refusal of the whole request."""
+        return {"error": message, **extra}
+
+    def refusal_status(self, status: int) -> int:
+        return status
+
     def parse(self, body: Any) -> list[Alert]:
-        """All alerts of the body; raises PayloadError naming the first bad one."""
+        """All alerts of the body; raises PayloadError naming the first bad one (ignored items are left out)."""
         alerts = []
         for item in self.parse_each(body):
+            if isinstance(item, ItemIgnored):
+                continue
             if isinstance(item, ItemError):
                 raise PayloadError(f"alert #{item.index}: {item.error}")
             alerts.append(item)
@@ -81,6 +110,32 @@ def get_source(name: str) -> AlertSource:
 
 
 # Helpers shared by the parsers.
+
+def need_unicode(node: Any, where: str) -> None:
+    """Refuse text that cannot be stored: JSON may carry a lone surrogate (``"\\ud800"``), which is no
+    character and cannot be written as UTF-8. Checked per alert, so it costs only that alert."""
+    for place, text in _texts(node, where):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = text[exc.start:exc.end].encode("ascii", "backslashreplace").decode("ascii")
+            raise ValueError(f"{place} holds {bad}, a lone UTF-16 surrogate that is not a character; "
+                             "send valid Unicode text") from None
+
+
+def _texts(node: Any, where: str):
+    stack = [(where, node)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, str):
+            yield where, node
+        elif isinstance(node, dict):
+            for k, v in node.items():
+                key = k if isinstance(k, str) else str(k)
+                yield f"{where} key", key
+                stack.append((f"{where}.{key.encode('utf-8', 'backslashreplace').decode('utf-8')}", v))
+        elif isinstance(node, (list, tuple)):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(node))
 
 def _explain(exc: ValidationError) -> str:
     parts = []

@@ -3,8 +3,10 @@
 ``config/routes.yaml`` holds an ordered list of routes; the first whose label
 matchers all hold wins. If none does, an alert that names its runbook itself
 (label or annotation ``runbook: <id>``) goes there, its labels filling the
-runbook's parameters of the same name. Otherwise it is not routed, and the
-reason says why, so whoever reads the unrouted log can add a route.
+runbook's parameters of the same name. Otherwise it is not routed: the reason
+says why, so whoever reads the unrouted log can add a route, and when routes.yaml
+has an ``unrouted`` route the alert still starts that runbook (the duty officer
+is paged and picks the plan): an unrouted alert is still an alert.
 """
 
 from __future__ import annotations
@@ -144,11 +146,27 @@ class Fallback(BaseModel):
     severity: dict[str, str] = Field(default_factory=dict, description="Alert severity -> level id, for runbooks reached this way.")
 
 
+class DefaultRoute(BaseModel):
+    """Where an alert goes that no route and no runbook label takes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field("unrouted", description="Shown in logs and the incident.")
+    runbook: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="Runbook id to start, e.g. unrouted-alert.")
+    parameters: dict[str, ParamSource] = Field(default_factory=dict, description="Runbook parameter -> where its value comes from.")
+    severity: dict[str, str] = Field(default_factory=dict, description="Alert severity -> the runbook's level id.")
+    drill: bool = Field(False, description="Start the runbook as a drill.")
+
+    _known_severities = field_validator("severity")(Route._known_severities.__func__)
+
+
 class Routes(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     routes: list[Route] = Field(default_factory=list, description="Tried in order; the first match wins.")
     fallback: Fallback = Field(default_factory=Fallback)
+    unrouted: DefaultRoute | None = Field(None, description="The runbook an alert starts when nothing else takes it; "
+                                          "without it such an alert is only logged.")
 
 
 @dataclass
@@ -160,11 +178,17 @@ class Decision:
     parameters: dict[str, Any] = field(default_factory=dict)
     severity: str | None = None
     drill: bool = False
-    reason: str = ""
+    reason: str = ""             # why no route took it (also set when the default route did)
+    follow_group: bool = False   # goes to whatever incident its group started (PagerDuty acknowledge/resolve)
 
     @property
     def routed(self) -> bool:
-        return self.runbook is not None
+        return self.runbook is not None or self.follow_group
+
+    @property
+    def unrouted(self) -> bool:
+        """No route took it (it may still go to the default route's runbook)."""
+        return bool(self.reason)
 
 
 class RoutesError(ValueError):
@@ -205,7 +229,12 @@ def _parameters(path: Path, mtime: int) -> dict | None:
 
 
 def route(alert: Alert, routes: Routes, runbooks_dir: Path | None = None) -> Decision:
-    """First matching route, else the alert's own runbook label, else not routed (with why)."""
+    """First matching route, else the alert's own runbook label, else the default route, else not routed (with why).
+
+    A PagerDuty acknowledge or resolve names its alert by dedup_key only: it follows the group to
+    the incident the trigger started, decided when the spool reaches it (after the trigger)."""
+    if alert.source == "pagerduty" and alert.extra.get("event_action") in ("acknowledge", "resolve"):
+        return Decision(None, route="its dedup_key's incident", follow_group=True)
     for r in routes.routes:
         if r.matches(alert):
             params = {}
@@ -222,8 +251,9 @@ def route(alert: Alert, routes: Routes, runbooks_dir: Path | None = None) -> Dec
     if fb.enabled and named:
         declared = runbook_parameters(runbooks_dir, named) if runbooks_dir else None
         if runbooks_dir is not None and declared is None:
-            return Decision(None, reason=f"the alert names runbook '{named}' ({fb.key}: {named}), but {runbooks_dir}/{named}.yaml "
-                                         "does not exist or does not load; fix the alert's label or add the runbook")
+            return to_default(alert, routes, runbooks_dir,
+                              f"the alert names runbook '{named}' ({fb.key}: {named}), but {runbooks_dir}/{named}.yaml "
+                              "does not exist or does not load; fix the alert's label or add the runbook")
         params = {}
         for name, spec in (declared or {}).items():
             if name in alert.labels:
@@ -235,8 +265,19 @@ def route(alert: Alert, routes: Routes, runbooks_dir: Path | None = None) -> Dec
         return Decision(named, f"{fb.key} label", coerce(params, declared), fb.severity.get(alert.severity or ""))
 
     tried = ", ".join(r.name or r.runbook for r in routes.routes) or "none defined"
-    return Decision(None, reason=f"no route matches labels {alert.labels} (routes tried: {tried}) and the alert has no "
-                                 f"'{fb.key}' label or annotation; add a route to routes.yaml")
+    return to_default(alert, routes, runbooks_dir, f"no route matches labels {alert.labels} (routes tried: {tried}) and the "
+                      f"alert has no '{fb.key}' label or annotation; add a route to routes.yaml")
+
+
+def to_default(alert: Alert, routes: Routes, runbooks_dir: Path | None, reason: str) -> Decision:
+    """Not routed, for ``reason``: to the default route's runbook when there is one."""
+    default = routes.unrouted
+    if default is None:
+        return Decision(None, reason=reason)
+    params = {name: value for name, src in default.parameters.items() if (value := src.resolve(alert)) is not None}
+    declared = runbook_parameters(runbooks_dir, default.runbook) if runbooks_dir else None
+    return Decision(default.runbook, default.name, coerce(params, declared), default.severity.get(alert.severity or ""),
+                    default.drill, reason=reason)
 
 
 def coerce(params: dict[str, Any], declared: dict | None) -> dict[str, Any]:
@@ -264,8 +305,10 @@ def coerce(params: dict[str, Any], declared: dict | None) -> dict[str, Any]:
 def check_routes(routes: Routes, runbooks_dir: Path) -> list[str]:
     """Problems that would make routed alerts fail later, found now (for `runbook check` and tests)."""
     problems = []
-    for n, r in enumerate(routes.routes):
-        where = f"routes[{n}] ({r.name or r.runbook})"
+    named = [(f"routes[{n}] ({r.name or r.runbook})", r) for n, r in enumerate(routes.routes)]
+    if routes.unrouted:
+        named.append((f"unrouted ({routes.unrouted.name})", routes.unrouted))
+    for where, r in named:
         path = runbooks_dir / f"{r.runbook}.yaml"
         if not path.exists():
             problems.append(f"{where}: runbook '{r.runbook}' does not exist in {runbooks_dir}; fix the id or add the runbook")

@@ -60,6 +60,21 @@ CREATE TABLE IF NOT EXISTS resolutions (      -- the incident was told its group
 """
 
 
+def json_line(value: Any) -> str:
+    """JSON text that is always valid UTF-8: readable where it can be, escaped where text is not Unicode."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(value, ensure_ascii=True)
+    return text
+
+
+def spool_text(item: dict[str, Any]) -> str:
+    """A spool entry as stored; raises ValueError (or TypeError) if it cannot be."""
+    return json_line(item)
+
+
 def now() -> str:
     return datetime.now(timezone.utc).isoformat()
 
@@ -83,7 +98,8 @@ class Incident:
 
 
 class Store:
-    def __init__(self, state_dir: Path):
+    def __init__(self, state_dir: Path, *, busy_timeout: float = 30):
+        self.busy_timeout = busy_timeout  # how long a write waits for a locked database before it fails
         self.dir = Path(state_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "intake.sqlite3"
@@ -94,7 +110,7 @@ class Store:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
+        with closing(sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)) as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=FULL")  # an accepted alert is on disk before we answer 202
             db.row_factory = sqlite3.Row
@@ -102,16 +118,23 @@ class Store:
 
     # ---------------------------------------------------------------- spool
 
-    def append(self, items: list[dict[str, Any]]) -> list[int]:
-        """Add alerts to the spool in one transaction; their ids, in order."""
+    def append(self, items: list[dict[str, Any] | str]) -> list[int]:
+        """Add alerts to the spool in one transaction; their ids, in order.
+        An item may come already serialised (``spool_text``), so a bad one is found before the transaction."""
+        if not items:
+            return []
+        texts = [item if isinstance(item, str) else spool_text(item) for item in items]
         ids = []
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
-            for item in items:
-                cur = db.execute("INSERT INTO spool (received_at, item) VALUES (?, ?)",
-                                 (now(), json.dumps(item, ensure_ascii=False)))
-                ids.append(cur.lastrowid)
-            db.execute("COMMIT")
+            try:
+                for text in texts:
+                    cur = db.execute("INSERT INTO spool (received_at, item) VALUES (?, ?)", (now(), text))
+                    ids.append(cur.lastrowid)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
         return ids
 
     def next_pending(self) -> SpoolItem | None:
@@ -190,6 +213,12 @@ class Store:
             return db.execute("SELECT COUNT(*) FROM members WHERE runbook = ? AND grp = ? AND episode = ? AND firing = 1",
                               (inc.runbook, inc.grp, inc.episode)).fetchone()[0]
 
+    def incident_by_group(self, grp: str) -> Incident | None:
+        """The newest incident any runbook opened for this group (for events that name only their group)."""
+        with self._db() as db:
+            row = db.execute("SELECT * FROM incidents WHERE grp = ? ORDER BY opened_at DESC LIMIT 1", (grp,)).fetchone()
+        return Incident(**dict(row)) if row else None
+
     def resolution_delivered(self, flow_run_id: str) -> bool:
         with self._db() as db:
             return db.execute("SELECT 1 FROM resolutions WHERE flow_run_id = ?", (flow_run_id,)).fetchone() is not None
@@ -201,7 +230,7 @@ class Store:
     # ---------------------------------------------------------------- unrouted
 
     def record_unrouted(self, alert: dict[str, Any], reason: str) -> None:
-        line = json.dumps({"at": now(), "reason": reason, "alert": alert}, ensure_ascii=False)
+        line = json_line({"at": now(), "reason": reason, "alert": alert})
         with self._lock, open(self.unrouted_path, "a", encoding="utf-8") as f:
             f.write(line + "\n")
             f.flush()

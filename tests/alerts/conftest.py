@@ -87,6 +87,9 @@ class FakePrefect:
         self.events.append({"event": f"runbook.alert.{alert.status}", "fingerprint": alert.fingerprint,
                             "outcome": outcome, "flow_run_id": flow_run_id, "runbook": runbook})
 
+    def health(self):
+        return httpx.ConnectError("All connection attempts failed") if self.down else None
+
     def close_all(self):
         self.closed.update(r["id"] for r in self.runs)
 
@@ -128,7 +131,8 @@ def make_client(make_settings, prefect_fake):
         settings = settings or make_settings()
         fake = fake or prefect_fake
         intake = Intake(Store(settings.state_dir), start_incident=fake.start_incident,
-                        deliver_resolution=fake.deliver_resolution, run_is_open=fake.run_is_open, emit=fake.emit)
+                        deliver_resolution=fake.deliver_resolution, run_is_open=fake.run_is_open, emit=fake.emit,
+                        health=fake.health)
         client = TestClient(create_app(settings, intake=intake, **app_kw))
         client.__enter__()
         clients.append(client)

@@ -1,5 +1,6 @@
 """Generated malformed bodies: every one gets a 4xx with a JSON error, never a 5xx, and a good
-alert sent right after each still gets through and starts its incident exactly once."""
+alert sent right after each still gets through and starts its incident exactly once. A bad alert
+beside good ones costs only itself (issue 15: one lone surrogate used to block a whole group for ever)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ import pytest
 
 from integrations.alerts.auth import grafana_signature
 from tests.alerts.conftest import drained, fixture_json
+from tests.alerts.fuzzing import KINDS, WRONG_TYPES, fuzz_request, mutate
 
 TOKEN = "fuzz-token"
 SECRET = "fuzz-secret"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 GOOD = {"alertmanager": "alertmanager_mixed.json", "grafana": "grafana_firing.json", "generic": "generic_batch.json"}
-WRONG_TYPES = [None, True, 0, -1.5, "", "text", [], [1, 2], {}, {"a": {"b": []}}]
 
 
 def malformed_bodies(source: str) -> list[tuple[str, bytes, dict]]:
@@ -45,14 +46,16 @@ def malformed_bodies(source: str) -> list[tuple[str, bytes, dict]]:
     first = good["alerts"][0]
     for field in sorted(first):
         for value in wrong_values(field):
-            add(f"alert.{field}={value!r}", {**good, "alerts": [{**first, field: value}]})
+            envelope = {k: v for k, v in good.items() if k != "status"} if field == "status" else good
+            add(f"alert.{field}={value!r}", {**envelope, "alerts": [{**first, field: value}]})
     for field in ("status", "labels") if source != "generic" else ("status",):
-        add(f"alert without {field}", {**good, "alerts": [{k: v for k, v in first.items() if k != field}]})
+        envelope = {k: v for k, v in good.items() if k != "status"}  # an alert without status takes the notification's
+        add(f"alert without {field}", {**envelope, "alerts": [{k: v for k, v in first.items() if k != field}]})
     add("alert is a list", {**good, "alerts": [[first]]})
     add("label value is an object", {**good, "alerts": [{**first, "labels": {"alertname": {"x": 1}}}]})
     add("times", {**good, "alerts": [{**first, ("starts_at" if source == "generic" else "startsAt"): "01/05/2024 08:00"}]})
     if source == "alertmanager":
-        add("version 3", {**good, "version": "3"})
+        add("version 2", {**good, "version": "2"})
         add("groupKey number", {**good, "groupKey": 666})
     if source == "grafana":
         add("orgId text", {**good, "orgId": "one"})
@@ -150,21 +153,112 @@ def send_good(client, source: str, n: int) -> int:
     return 1
 
 
-def mutate(node, rng: random.Random, depth: int = 0):
-    if isinstance(node, dict) and node:
-        for key in rng.sample(sorted(node), k=min(len(node), rng.randint(1, 3))):
-            roll = rng.random()
-            if roll < 0.3:
-                del node[key]
-            elif roll < 0.6:
-                node[key] = rng.choice(WRONG_TYPES)
-            else:
-                node[key] = mutate(node[key], rng, depth + 1)
-        if rng.random() < 0.2:
-            node[f"extra{rng.randint(0, 9)}"] = rng.choice(WRONG_TYPES)
-    elif isinstance(node, list) and node:
-        i = rng.randrange(len(node))
-        node[i] = mutate(node[i], rng, depth + 1) if rng.random() < 0.7 else rng.choice(WRONG_TYPES)
-    elif isinstance(node, str) and rng.random() < 0.5:
-        return rng.choice(["", node * 3, "\u0000", "0001-01-01T00:00:00Z", "2024-13-45T99:99:99Z", "\ud7ff" * 3])
-    return node
+# ---------------------------------------------------------------- issue 15
+
+
+def test_a_lone_surrogate_beside_a_good_alert_costs_only_itself(make_client, prefect_fake):
+    """The notification that used to get 500 every time: one good routed alert, one with "\\ud800" in a label."""
+    client = make_client()
+    body = fixture_json("alertmanager_mixed.json")
+    good = body["alerts"][0]
+    bad = {**copy.deepcopy(good), "fingerprint": "badbadbadbad0001"}
+    bad["labels"]["instance"] = "his-db-\ud800"
+    body["alerts"] = [good, bad]
+    raw = json.dumps(body).encode()  # the surrogate travels as the JSON escape \ud800
+    assert b"\\ud800" in raw
+    for _ in range(2):  # every time, not only the first
+        r = client.post("/alerts/alertmanager", content=raw, headers={"Content-Type": "application/json"})
+        assert r.status_code == 202, r.text
+        answer = r.json()
+        assert [a["index"] for a in answer["accepted"]] == [0] and answer["accepted"][0]["runbook"] == "hospital-his-outage"
+        (rejected,) = answer["rejected"]
+        assert rejected["index"] == 1 and "labels.instance" in rejected["error"] and "surrogate" in rejected["error"]
+    drained(client)
+    (run,) = prefect_fake.runs
+    assert run["runbook"] == "hospital-his-outage" and run["alert"]["fingerprint"] == good["fingerprint"]
+
+
+def test_a_surrogate_in_an_unrouted_alert_is_rejected_not_a_500(make_client):
+    client = make_client()
+    r = client.post("/alerts/generic", content=json.dumps({"status": "firing", "title": "Chiller \udfff"}).encode())
+    assert r.status_code == 422 and "surrogate" in r.json()["rejected"][0]["error"]
+    assert client.app.state.store.unrouted() == []
+
+
+def body_of(source: str) -> dict:
+    return fixture_json({**GOOD, "pagerduty": "pagerduty_trigger.json"}[source])
+
+
+@pytest.mark.parametrize("source", ["alertmanager", "grafana", "generic", "pagerduty"])
+@pytest.mark.parametrize("what,make,status,words", [
+    ("integer of 4,301 digits", lambda raw: raw.replace(b'"__x__"', b"7" * 4301), 400, "number"),
+    ("integer of 65 digits", lambda raw: raw.replace(b'"__x__"', b"7" * 65), 400, "number"),
+    ("float too large", lambda raw: raw.replace(b'"__x__"', b"1e400"), 400, "too large"),
+    ("NaN", lambda raw: raw.replace(b'"__x__"', b"NaN"), 400, "NaN"),
+    ("invalid UTF-8 in a string", lambda raw: raw.replace(b'"__x__"', b'"caf\xe9"'), 400, "UTF-8"),
+    ("an encoded surrogate (CESU-8)", lambda raw: raw.replace(b'"__x__"', b'"\xed\xa0\x80"'), 400, "UTF-8"),
+    ("UTF-16", lambda raw: raw.replace(b'"__x__"', b"1").decode().encode("utf-16"), 400, "UTF-8"),
+    ("33 levels deep", lambda raw: raw.replace(b'"__x__"', b"[" * 32 + b"]" * 32), 400, "nested"),
+    ("200,000 levels deep", lambda raw: raw.replace(b'"__x__"', b"[" * 200_000 + b"]" * 200_000), 400, "nested"),
+    ("a string of 65,537 characters", lambda raw: raw.replace(b'"__x__"', b'"' + b"x" * 65_537 + b'"'), 400, "string"),
+    ("a key of 65,537 characters", lambda raw: raw.replace(b'"__x__"', b'{"' + b"k" * 65_537 + b'": 1}'), 400, "key"),
+])
+def test_body_limits(make_client, source, what, make, status, words):
+    client = make_client()
+    raw = make(json.dumps({**body_of(source), "padding": "__x__"}).encode())
+    r = client.post(f"/alerts/{source}", content=raw, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, (what, r.text[:300])
+    assert words in r.json()["error"], r.json()["error"]
+
+
+def test_within_limits_is_accepted(make_client):
+    client = make_client()
+    body = {**body_of("alertmanager"), "padding": [[["x" * 65_536, 10 ** 63, -1.5e308]]]}
+    assert client.post("/alerts/alertmanager", json=body).status_code == 202
+
+
+@pytest.mark.parametrize("source", ["alertmanager", "grafana", "generic", "pagerduty"])
+def test_the_token_is_checked_before_the_size(make_client, make_settings, source):
+    """An unauthenticated sender learns nothing about the body limit: 401, not 413."""
+    client = make_client(make_settings(intake_token=TOKEN), max_body_bytes=4000)
+    big = json.dumps({**body_of(source), "padding": "x" * 5000}).encode()
+    assert client.post(f"/alerts/{source}", content=big).status_code == 401
+
+    def stream():  # no Content-Length either
+        yield big
+
+    assert client.post(f"/alerts/{source}", content=stream()).status_code == 401
+    assert client.post(f"/alerts/{source}", content=big, headers=AUTH).status_code == 413
+
+
+# ---------------------------------------------------------------- seeded fuzzing of every kind
+
+
+def test_fuzzing_is_repeatable():
+    first = [fuzz_request(random.Random(11)).body for _ in range(3)]
+    again = [fuzz_request(random.Random(11)).body for _ in range(3)]
+    assert first == again
+    rng = random.Random(3)
+    assert {fuzz_request(rng).kind for _ in range(300)} == set(KINDS)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fuzzed_requests_never_5xx(make_client, prefect_fake, seed):
+    """Surrogates, huge numbers, invalid UTF-8, deep nesting, long strings, truncation, random bytes and
+    notifications mixing good and bad alerts: 4xx or 202, never 5xx; in a mixed one the good alert is taken."""
+    rng = random.Random(seed)
+    client = make_client()
+    for n in range(150):
+        req = fuzz_request(rng)
+        r = client.post(req.path, content=req.body, headers={"Content-Type": "application/json"})
+        assert r.status_code in (202, 400, 413, 422), f"#{n} {req.kind} {req.source}: {r.status_code} {r.text[:300]}"
+        answer = r.json()
+        if r.status_code != 202:
+            assert answer["error"], f"#{n} {req.kind}"
+        if req.good_index is not None:
+            assert r.status_code == 202, f"#{n} mixed: {r.text[:300]}"
+            taken = [a["index"] for a in answer["accepted"] + answer["unrouted"]]
+            assert req.good_index in taken and len(answer["rejected"]) >= 1, f"#{n} mixed: {answer}"
+    send_good(client, "alertmanager", 100_000 + seed)
+    drained(client)
+    assert any(run["alert"]["group_key"] == f"good-{100_000 + seed}" for run in prefect_fake.runs)

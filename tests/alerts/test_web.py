@@ -9,7 +9,7 @@ import time
 import pytest
 
 from integrations.alerts.auth import grafana_signature
-from tests.alerts.conftest import drained, fixture_json
+from tests.alerts.conftest import FakePrefect, drained, fixture_json, wait_until
 
 TOKEN = "s3cret-token"
 SECRET = "grafana-hmac-secret"
@@ -51,12 +51,23 @@ def test_generic_and_grafana_endpoints(make_client, prefect_fake):
 
 def test_healthz_and_notify_router(make_client):
     client = make_client()
-    r = client.get("/healthz")
-    assert r.status_code == 200 and r.json() == {"status": "ok", "spool_pending": 0, "prefect_reachable": True}
+    health = wait_until(lambda: (h := client.get("/healthz").json())["prefect_checked_at"] and h, 10, "the first Prefect check")
+    assert health["status"] == "ok" and health["spool_pending"] == 0 and health["prefect_reachable"] is True
     from app import inbound
 
     paths = set(client.app.openapi()["paths"])
     assert {route.path for route in inbound.router.routes if route.include_in_schema} <= paths
+
+
+def test_healthz_claims_prefect_only_after_checking(make_client, make_settings):
+    """Before any check (no drainer) Prefect is not reported reachable; a failing check says so too."""
+    unchecked = make_client(make_settings(state="a"), drain=False).get("/healthz").json()
+    assert unchecked["prefect_reachable"] is False and unchecked["prefect_checked_at"] is None
+    down = FakePrefect()
+    down.down = True
+    client = make_client(make_settings(state="b"), fake=down)
+    health = wait_until(lambda: (h := client.get("/healthz").json())["prefect_checked_at"] and h, 10, "the first Prefect check")
+    assert health["prefect_reachable"] is False
 
 
 # ---------------------------------------------------------------- token
