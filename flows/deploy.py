@@ -18,9 +18,15 @@ from pathlib import Path
 
 import yaml
 
+from prefect import Flow
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import EntrypointType, RunnerDeployment
+
 from flows.launch import DEPLOYMENT, python_name
+from integrations.contacts import load_directory
+from runbooks.loader import load_all
 from runbooks.model import Runbook
-from runbooks.settings import PROJECT_ROOT
+from runbooks.settings import PROJECT_ROOT, get_settings
 
 POOL = "runbooks"
 
@@ -32,17 +38,32 @@ HEADER = """\
 """
 
 
-def deployment(runbook: Runbook) -> dict:
-    limit = runbook.concurrency_limit  # more incidents wait in Prefect (AwaitingConcurrencySlot) until one ends
+def deployment_fields(runbook: Runbook) -> dict:
+    """What every deployment of a runbook says, served (`runbook up`) or on a work pool (prefect.yaml)."""
     return {
         "name": DEPLOYMENT,
-        "entrypoint": f"flows/catalog.py:{python_name(runbook.id)}",
-        "description": f"{runbook.title.zh} / {runbook.title.en}",
+        "description": runbook.title.both(),
         "version": str(runbook.version),
         "tags": [f"runbook:{runbook.id}"] + list(runbook.tags),
-        "work_pool": {"name": POOL},
-        "concurrency_limit": {"limit": limit, "collision_strategy": "ENQUEUE"},
+        # more incidents wait in Prefect (AwaitingConcurrencySlot) until one ends
+        "concurrency_limit": {"limit": runbook.concurrency_limit, "collision_strategy": "ENQUEUE"},
     }
+
+
+def deployment(runbook: Runbook) -> dict:
+    """The runbook's entry in prefect.yaml: on the process pool `runbooks`."""
+    fields = deployment_fields(runbook)
+    limit = fields.pop("concurrency_limit")
+    return {"name": fields.pop("name"), "entrypoint": f"flows/catalog.py:{python_name(runbook.id)}", **fields,
+            "work_pool": {"name": POOL}, "concurrency_limit": limit}
+
+
+def served_deployment(flow: Flow, runbook: Runbook) -> RunnerDeployment:
+    """The runbook's deployment as `runbook up` serves it, imported by module path like a worker would."""
+    fields = deployment_fields(runbook)
+    limit = fields.pop("concurrency_limit")
+    return flow.to_deployment(**fields, entrypoint_type=EntrypointType.MODULE_PATH, concurrency_limit=ConcurrencyLimitConfig(
+        limit=limit["limit"], collision_strategy=ConcurrencyLimitStrategy(limit["collision_strategy"])))
 
 
 def render(runbooks: dict[str, Runbook]) -> str:
@@ -54,10 +75,6 @@ def render(runbooks: dict[str, Runbook]) -> str:
 
 
 def load_runbooks() -> dict[str, Runbook]:
-    from integrations.contacts import load_directory
-    from runbooks.loader import load_all
-    from runbooks.settings import get_settings
-
     settings = get_settings()
     runbooks, _errors = load_all(settings.runbooks_dir, load_directory(settings.contacts_file))
     return runbooks

@@ -2,7 +2,7 @@
 
 `recover_run(id)` puts a run whose process is gone (Crashed, or left Running /
 Pending / Paused by a worker that was killed) back to Scheduled; a worker then
-runs it from the top: finished steps come back Cached (engine.ONCE_KINDS) and
+runs it from the top: finished steps come back Cached (tasks/steps.py: step_task) and
 the answers it already got replay (tasks/people.py: replay).
 
 `watch(...)` is the escalation watcher. A suspended wait has no process that
@@ -16,7 +16,6 @@ and channels) and suspends again.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -27,7 +26,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, Fl
 from prefect.client.schemas.objects import StateType
 from prefect.states import Scheduled
 
-from tasks.people import _mark_expired, read_input, who_key
+from tasks.inputs import base_of, mark_expired, read_json, who_key
 
 log = logging.getLogger("runbook.recovery")
 
@@ -72,16 +71,14 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
         details = run.state.state_details
         if not details.pause_reschedule or not details.run_input_keyset:
             continue  # a blocking pause escalates in its own process
-        raw = read_input(client, run.id, who_key(details.run_input_keyset))
-        if raw is None:
+        who = read_json(client, run.id, who_key(details.run_input_keyset))
+        if who is None:
             continue
-        who = json.loads(raw)
         reason = due(who, now)
         if reason is None:
             continue
         if reason == "expired":
-            base_key = details.run_input_keyset["response"].removesuffix("-response")
-            _mark_expired(client, run.id, base_key, f"no answer by {who['expires_at']}")
+            mark_expired(client, run.id, base_of(details.run_input_keyset), f"no answer by {who['expires_at']}")
         result = client.set_flow_run_state(run.id, Scheduled(name="Resuming", message=f"escalation watcher: {reason}"))
         if result.status.value == "ACCEPT":
             woken.append((str(run.id), reason))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from runbooks.durations import human, working_days
 from runbooks.model import Runbook, Text
 
 
@@ -20,21 +21,7 @@ def _step_lines(step, language: str, depth: int, number: str) -> list[str]:
     if step.instructions:
         for line in _t(step.instructions, language).splitlines():
             lines.append(f"{body}{line}")
-    for field in getattr(step, "fields", []) or []:
-        choices = f" ({' / '.join(c.value for c in field.choices)})" if field.choices else ""
-        lines.append(f"{body}- [ ] {_t(field.label, language)}: *{field.type}*{choices}")
-    if getattr(step, "answerers", None):
-        lines.append(f"{body}- answered by: {', '.join(step.answerers)}")
-    if step.kind == "notify":
-        lines.append(f"{body}- notify: {', '.join(step.to)}" + (" (acknowledgement required)" if step.ack else ""))
-    if getattr(step, "document", None):
-        lines.append(f"{body}- drafts a report from what was recorded" + (f", sent to {', '.join(step.to)}" if step.to else ""))
-        for line in _t(step.document, language).splitlines():
-            lines.append(f"{body}  > {line}")
-    for tier in getattr(step, "escalation", []) or []:
-        lines.append(f"{body}- no answer after {tier.after}: page {', '.join(tier.notify)}")
-    if getattr(step, "expires", None):
-        lines.append(f"{body}- expires after {step.expires}")
+    lines += [body + line for line in step.checklist(lambda text: _t(text, language), language)]
     for label, children in (("on expiry", getattr(step, "on_expiry", [])), ("on reject", getattr(step, "on_reject", [])),
                             ("otherwise", getattr(step, "otherwise", []))):
         if children:
@@ -86,12 +73,12 @@ def checklist(rb: Runbook, language: str = "both") -> str:
         for th in rb.thresholds:
             until = f", until `{th.until_step}` is done" if th.until_step else ""
             cond = f", when `{th.when}`" if th.when else ""
-            lines.append(f"- **{_t(th.title, language)}**: after {th.after} from {th.start}{cond}{until}")
+            lines.append(f"- **{_t(th.title, language)}**: after {human(th.after)} from {th.start}{cond}{until}")
             lines += _steps(th.steps, language, 1)
     if rb.deadlines:
         lines += ["", "## Deadlines"]
         for dl in rb.deadlines:
-            span = f"{dl.working_days} working days" if dl.working_days else str(dl.within)
+            span = working_days(dl.working_days) if dl.working_days else human(dl.within)
             lines.append(f"- **{_t(dl.title, language)}**: within {span} from {dl.start}, met by `{dl.met_by}`")
             lines += _steps(dl.on_miss, language, 1)
     return "\n".join(lines) + "\n"

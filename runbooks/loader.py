@@ -8,13 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from pydantic import ValidationError
 
-from integrations.contacts import Directory
-from runbooks.model import Runbook, RunbookProblem
+from runbooks.model import STEP_KINDS, Runbook, RunbookProblem, _roles_of, step_kind
+
+
+class Directory(Protocol):
+    """Who holds which role: the contacts directory (integrations/contacts.py) or anything that answers the same."""
+
+    def roles(self) -> set[str]: ...
 
 
 @dataclass
@@ -69,17 +74,11 @@ def check_contacts(name: str, runbook: Runbook, directory: Directory) -> list[Lo
     errors = []
     for role in runbook.roles:
         if role not in known:
-            users = [s.id for s, _ in runbook.all_steps() if role in _step_roles(s)] or ["(lead)" if role == runbook.lead else "(declared only)"]
+            users = [s.id for s, _ in runbook.all_steps() if role in _roles_of(s)] or ["(lead)" if role == runbook.lead else "(declared only)"]
             errors.append(LoadError(name, users[0] if users[0][0] != "(" else None,
                                     f"role '{role}' has no person in the contacts directory",
                                     f"add `{role}` to the roles of someone in the contacts file"))
     return errors
-
-
-def _step_roles(step: Any) -> list[str]:
-    from runbooks.model import _roles_of
-
-    return _roles_of(step)
 
 
 def _explain(name: str, raw: dict, exc: ValidationError) -> list[LoadError]:
@@ -96,8 +95,11 @@ def _explain(name: str, raw: dict, exc: ValidationError) -> list[LoadError]:
     return _unique(errors)
 
 
+KIND_NAMES = [step_kind(k) for k in STEP_KINDS]
+
+
 def _is_kind_tag(part: Any) -> bool:
-    return isinstance(part, str) and part in {"action", "check", "manual", "approval", "notify", "wait", "branch", "parallel", "grade", "report", "end"}
+    return isinstance(part, str) and part in KIND_NAMES
 
 
 def _step_at(raw: Any, loc: tuple) -> str | None:
@@ -129,7 +131,7 @@ def _message_and_fix(err: dict, loc: str) -> tuple[str, str]:
         tags = err.get("ctx", {}).get("expected_tags", "")
         return f"`{loc}` has an unknown kind", f"use one of the step kinds: {tags}"
     if kind == "union_tag_not_found":
-        return f"`{loc}` has no `kind`", "add `kind:` (action, check, manual, approval, notify, wait, branch, parallel, grade, report, end)"
+        return f"`{loc}` has no `kind`", f"add `kind:` ({', '.join(KIND_NAMES)})"
     if kind == "string_pattern_mismatch":
         return f"`{loc}` has characters that are not allowed", "use lowercase letters, digits and dashes (underscores in form field ids)"
     if kind == "literal_error":

@@ -3,7 +3,12 @@
 A runbook is metadata, typed parameters, severity levels with grading rules,
 roles, an ordered list of steps, and the incident's time rules (thresholds that
 fire while it is open, deadlines that must be met). Steps are a discriminated
-union keyed by ``kind``; ``STEP_KINDS`` at the bottom is the one list of kinds.
+union keyed by ``kind``; ``STEP_KINDS`` is the one list of kinds.
+
+Each kind's class says everything the language knows of it: its fields, whether
+it acts once per incident, whether it may run inside a time rule, how the
+diagram draws it and what the checklist says of it. How it runs is its module
+in ``tasks/`` (registered under the same kind name; a test keeps them in step).
 
 Every field carries a description: together they are the runbook author's
 manual (``runbook schema`` prints them).
@@ -11,34 +16,16 @@ manual (``runbook schema`` prints them).
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Callable, ClassVar, Literal, Union
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from runbooks.durations import human, parse_duration
 from runbooks.expressions import ExpressionError, check_expression, check_template, referenced_steps
 
 ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 RESERVED_ANSWER_KEYS = {"status", "result", "answered_by", "answered_at", "error", "attempts"}
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(d|h|m|s)")
-
-
-def parse_duration(value: Any) -> timedelta:
-    """'30m', '6h', '1h30m', '5d', '45s' or a number of seconds -> timedelta."""
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        text = value.replace(" ", "").lower()
-        parts = _DURATION.findall(text)
-        if parts and "".join(n + u for n, u in parts) == text:
-            unit = {"d": 86400, "h": 3600, "m": 60, "s": 1}
-            return timedelta(seconds=sum(float(n) * unit[u] for n, u in parts))
-    raise ValueError(f"'{value}' is not a duration; write it like 45s, 30m, 6h, 1h30m or 5d")
-
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
@@ -115,7 +102,19 @@ class Escalation(Model):
 # ---------------------------------------------------------------- steps
 
 
+Say = Callable[[Text | None], str]  # renders a Text in the checklist's language
+
+
 class StepBase(Model):
+    # What the language knows of a kind beyond its fields; each kind overrides what differs.
+    acts_once: ClassVar[bool] = False  # acts on the world: done once per incident, a re-run finds its result instead
+    in_time_rules: ClassVar[bool] = False  # may run inside a threshold or deadline, beside the main line
+    shape: ClassVar[tuple[str, str]] = ("[", "]")  # how the docs' diagram draws it (Mermaid node brackets)
+
+    def checklist(self, say: Say, language: str) -> list[str]:
+        """What the checklist says of this step beyond its title and instructions (children are listed by the caller)."""
+        return []
+
     id: str = Field(pattern=ID_PATTERN, description="Unique id within the runbook: lowercase letters, digits, dashes.")
     title: Text = Field(description="Short imperative title, shown as the task run's subject and in the checklist.")
     instructions: Text | None = Field(None, description="Markdown instructions for the people doing the step; Jinja template.")
@@ -139,27 +138,30 @@ class HttpRequest(Model):
 
 
 class Target(Model):
-    """Where an action or a probe goes: an endpoint named in site config, a registered callable, or an inline request."""
+    """Where an action or a probe goes: an endpoint named in site config, or an inline request."""
 
     endpoint: str | None = Field(None, description="Name of an endpoint in config/site.yaml (has its own drill target).")
-    call: str | None = Field(None, description="Name of a Python callable registered with tasks.actions.action.")
     http: HttpRequest | None = Field(None, description="An inline HTTP request.")
-    args: dict[str, Any] = Field(default_factory=dict, description="Arguments (callable) or body fields (endpoint); strings are templates.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Body fields of the endpoint's request; strings are templates.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "Target":
-        given = [k for k in ("endpoint", "call", "http") if getattr(self, k) is not None]
+        given = [k for k in ("endpoint", "http") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError("give exactly one of endpoint, call or http")
+            raise ValueError("give exactly one of endpoint or http")
         return self
 
 
 class ActionStep(StepBase, Target):
     kind: Literal["action"]
+    acts_once: ClassVar[bool] = True
+    in_time_rules: ClassVar[bool] = True
+    shape: ClassVar[tuple[str, str]] = ("[[", "]]")
 
 
 class CheckStep(StepBase):
     kind: Literal["check"]
+    shape: ClassVar[tuple[str, str]] = ("[/", "/]")
     probe: Target | None = Field(None, description="What to probe; its result is `result` in `until`.")
     alert_resolved: bool = Field(False, description="Also (or only) hold when the alert that started the incident is resolved.")
     until: str | None = Field(None, description="Condition over `result` that ends the check, e.g. `result.status_code == 200`.")
@@ -209,14 +211,37 @@ class WaitsForPeople(Model):
     on_expiry: list["Step"] = Field(default_factory=list, description="Steps run when the step expires; the incident then ends as expired unless they say otherwise.")
     continue_on_expiry: bool = Field(False, description="Go on with the runbook after the expiry steps instead of ending it.")
 
+    def waiting_lines(self, language: str) -> list[str]:
+        zh = language == "zh"
+        lines = [("- 回答人：" if zh else "- answered by: ") + ", ".join(self.answerers)] if self.answerers else []
+        for tier in self.escalation:
+            lines.append(f"- 无人回答 {human(tier.after, 'zh')} 后：通知 {', '.join(tier.notify)}" if zh
+                         else f"- no answer after {human(tier.after)}: page {', '.join(tier.notify)}")
+        if self.expires:
+            lines.append(f"- {human(self.expires, 'zh')} 后过期" if zh else f"- expires after {human(self.expires)}")
+        return lines
+
 
 class ManualStep(StepBase, WaitsForPeople):
     kind: Literal["manual"]
+    shape: ClassVar[tuple[str, str]] = ("(", ")")
     fields: list[FormField] = Field(default_factory=list, description="What the people record; a form in the Prefect UI.")
+
+    def checklist(self, say: Say, language: str) -> list[str]:
+        lines = []
+        for field in self.fields:
+            choices = f" ({' / '.join(c.value for c in field.choices)})" if field.choices else ""
+            lines.append(f"- [ ] {say(field.label)}: *{field.type}*{choices}")
+        return lines + self.waiting_lines(language)
 
 
 class ApprovalStep(StepBase, WaitsForPeople):
     kind: Literal["approval"]
+    shape: ClassVar[tuple[str, str]] = ("{{", "}}")
+
+    def checklist(self, say: Say, language: str) -> list[str]:
+        return self.waiting_lines(language)
+
     on_reject: list["Step"] = Field(default_factory=list, description="Steps run when rejected; the incident then ends as rejected unless continue_on_reject.")
     continue_on_reject: bool = Field(False, description="Go on with the runbook after the reject steps.")
 
@@ -226,10 +251,22 @@ class NotifyStep(StepBase, WaitsForPeople):
     to: list[str] = Field(description="Roles to page.")
     message: Text = Field(description="Message template.")
     ack: bool = Field(False, description="Wait for an acknowledgement, escalating as configured.")
+    acts_once: ClassVar[bool] = True
+    in_time_rules: ClassVar[bool] = True
+    shape: ClassVar[tuple[str, str]] = (">", "]")
+
+    def checklist(self, say: Say, language: str) -> list[str]:
+        if language == "zh":
+            lines = [f"- 通知：{', '.join(self.to)}" + ("（须确认收到）" if self.ack else "")]
+        else:
+            lines = [f"- notify: {', '.join(self.to)}" + (" (acknowledgement required)" if self.ack else "")]
+        return lines + self.waiting_lines(language)
 
 
 class WaitStep(StepBase):
     kind: Literal["wait"]
+    acts_once: ClassVar[bool] = True  # a re-run does not wait the time again
+    shape: ClassVar[tuple[str, str]] = ("[\\", "\\]")
     duration: Duration = Field(description="How long to wait.")
 
 
@@ -240,6 +277,7 @@ class Case(Model):
 
 class BranchStep(StepBase):
     kind: Literal["branch"]
+    shape: ClassVar[tuple[str, str]] = ("{", "}")
     cases: list[Case] = Field(description="First case whose condition holds runs.")
     otherwise: list["Step"] = Field(default_factory=list, description="Steps when no case holds.")
 
@@ -254,6 +292,7 @@ class Track(Model):
 
 class ParallelStep(StepBase):
     kind: Literal["parallel"]
+    shape: ClassVar[tuple[str, str]] = ("[", "]")
     tracks: list[Track] = Field(min_length=1, description="Tracks run side by side, each as its own child flow run.")
 
 
@@ -268,20 +307,38 @@ class ReportStep(StepBase):
     kind: Literal["report"]
     document: Text = Field(description="Markdown template of the report: headings and the recorded answers that fill them.")
     to: list[str] = Field(default_factory=list, description="Roles the report is sent to once drafted (leave empty and use an approval then a notify step to route it first).")
+    acts_once: ClassVar[bool] = True
+    shape: ClassVar[tuple[str, str]] = ("[", "]")
+
+    def checklist(self, say: Say, language: str) -> list[str]:
+        if language == "zh":
+            lines = ["- 根据已记录的内容起草报告" + (f"，发送给 {', '.join(self.to)}" if self.to else "")]
+        else:
+            lines = ["- drafts a report from what was recorded" + (f", sent to {', '.join(self.to)}" if self.to else "")]
+        return lines + [f"  > {line}" for line in say(self.document).splitlines()]
 
 
 class GradeStep(StepBase):
     kind: Literal["grade"]
+    shape: ClassVar[tuple[str, str]] = ("{{", "}}")
 
 
 class EndStep(StepBase):
     kind: Literal["end"]
+    shape: ClassVar[tuple[str, str]] = ("((", "))")
     outcome: Literal["resolved", "failed"] = Field("resolved", description="resolved completes the run; failed fails it.")
 
 
 STEP_KINDS = (ActionStep, CheckStep, ManualStep, ApprovalStep, NotifyStep, WaitStep, BranchStep, ParallelStep, GradeStep, ReportStep, EndStep)
 Step = Annotated[Union[STEP_KINDS], Field(discriminator="kind")]  # type: ignore[valid-type]
-PAUSING_KINDS = {"manual", "approval", "parallel"}
+
+
+def step_kind(cls: type[StepBase]) -> str:
+    """The `kind:` tag of a step class."""
+    return cls.model_fields["kind"].annotation.__args__[0]
+
+
+KINDS: dict[str, type[StepBase]] = {step_kind(cls): cls for cls in STEP_KINDS}
 
 
 class Threshold(Model):
@@ -460,8 +517,9 @@ def check_runbook(rb: Runbook) -> list[RunbookProblem]:
             for ref in referenced_steps(template):
                 if ref not in seen:
                     problems.append(RunbookProblem(step.id, f"a template refers to step '{ref}', which does not exist", f"use an existing step id; known ids: {', '.join(list(seen)[:12])}"))
-        if where.startswith(("threshold", "deadline")) and step.kind not in ("notify", "action"):
-            problems.append(RunbookProblem(step.id, f"a {step.kind} step cannot run inside a {where.split()[0]} (it runs beside the main line and cannot pause it)", "use notify or action steps there; put people's work in the main steps"))
+        if where.startswith(("threshold", "deadline")) and not step.in_time_rules:
+            allowed = " or ".join(kind for kind, cls in KINDS.items() if cls.in_time_rules)
+            problems.append(RunbookProblem(step.id, f"a {step.kind} step cannot run inside a {where.split()[0]} (it runs beside the main line and cannot pause it)", f"use {allowed} steps there; put people's work in the main steps"))
         if where.startswith(("threshold", "deadline")) and getattr(step, "ack", False):
             problems.append(RunbookProblem(step.id, "a notify step inside a time rule cannot wait for acknowledgement", "remove `ack: true` or move the step to the main line"))
 
@@ -553,5 +611,5 @@ def _check_time_rule(rb: Runbook, rule: Threshold | Deadline, seen: dict[str, st
     return problems
 
 
-for _model in (ManualStep, ApprovalStep, NotifyStep, Case, BranchStep, Track, ParallelStep, Threshold, Deadline, Runbook, WaitsForPeople):
-    _model.model_rebuild()
+for _model in [m for m in list(globals().values()) if isinstance(m, type) and issubclass(m, Model)]:
+    _model.model_rebuild()  # every model that refers to `Step` before the union exists

@@ -1,33 +1,22 @@
-"""Action steps: do something to a system, by HTTP or through a registered callable.
+"""Action steps: do something to a system, by HTTP.
 
 An action addresses an endpoint named in site configuration (which knows the
-drill target), a callable registered with `@action`, or an inline HTTP request.
-In a drill an endpoint without a drill target is recorded and not called.
+drill target) or an inline HTTP request. In a drill an endpoint without a drill
+target is recorded and not called. Checks probe the same way (`perform`).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from typing import Any, Callable
+from typing import Any
 
 import requests
 
 from runbooks.expressions import render
-from runbooks.model import HttpRequest, Target
-
-ACTIONS: dict[str, Callable[..., Any]] = {}
-
-
-def action(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register a Python callable that runbooks can name in `call:`."""
-
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        ACTIONS[name] = fn
-        return fn
-
-    return register
-
+from runbooks.model import ActionStep, HttpRequest, Target
+from tasks.incident import Incident
+from tasks.steps import Walk, runs, runs_beside, step_task
 
 class ActionFailed(Exception):
     pass
@@ -57,12 +46,6 @@ def perform(target: Target, context: dict[str, Any], *, site, drill: bool, limit
     timeout cannot interrupt a blocking call already under way.
     """
     args = _render_value(target.args, context)
-    if target.call:
-        fn = ACTIONS.get(target.call)
-        if fn is None:
-            raise ActionFailed(f"no callable '{target.call}' is registered; import the module that defines it with @action")
-        result = fn(drill=drill, **args)
-        return result if isinstance(result, dict) else {"result": result}
     if target.endpoint:
         endpoint = site.endpoints.get(target.endpoint)
         if endpoint is None:
@@ -97,3 +80,18 @@ def _http(request: HttpRequest, context: dict[str, Any], limit: float | None = N
 def _safe(url: str) -> str:
     """The address without its query string, which may carry a token."""
     return url.split("?", 1)[0]
+
+
+@runs("action")
+def run(inc: Incident, step: ActionStep, walk: Walk) -> dict:
+    def act(step_id: str) -> dict:
+        return act_now(inc, step)
+
+    return step_task(step, act, inc)(step.id)
+
+
+@runs_beside("action")
+def act_now(inc: Incident, step: ActionStep) -> dict:
+    """The action itself, as a plain call (a time rule runs it so, beside the main line)."""
+    limit = step.timeout.total_seconds() if step.timeout else None
+    return {"result": perform(step, inc.context(), site=inc.site, drill=inc.drill, limit=limit)}

@@ -5,31 +5,35 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from runbooks.model import CheckStep
 from tasks.action import ActionFailed, perform
+from tasks.incident import Incident, alert_summary
+from tasks.inputs import read_resolution
+from tasks.steps import Walk, runs, step_task
 
 
 class CheckFailed(Exception):
     pass
 
 
-def alert_resolved(incident) -> dict | None:
-    """The resolution delivered to this incident by the alert intake, if any."""
-    from flows.launch import read_resolution
+@runs("check")
+def run(inc: Incident, step: CheckStep, walk: Walk) -> dict:
+    def probe(step_id: str) -> dict:
+        return check(inc, step)
 
-    return read_resolution(incident.id)
+    return step_task(step, probe)(step.id)
 
 
-def check(incident, step) -> dict[str, Any]:
+def check(incident: Incident, step: CheckStep) -> dict[str, Any]:
     deadline = time.monotonic() + incident.seconds(step.limit)
     interval = max(incident.seconds(step.interval), 0.05)
     probes, last, error = 0, None, None
     while True:
         if step.alert_resolved:
-            resolution = alert_resolved(incident)
+            resolution = read_resolution(incident.id)  # delivered by the alert intake
             if resolution is not None:
-                summary = resolution.get("summary") or resolution.get("labels", {}).get("alertname", "alert")
-                incident.record("alert.resolved", f"{summary} resolved", step=step.id, actor="alert",
-                                ends_at=str(resolution.get("ends_at") or resolution.get("endsAt") or ""))
+                incident.record("alert.resolved", f"{alert_summary(resolution)} resolved", step=step.id, actor="alert",
+                                ends_at=str(resolution.get("ends_at") or ""))
                 return {"held": True, "by": "alert-resolved", "alert": resolution, "probes": probes}
         if step.probe is not None:
             probes += 1

@@ -1,9 +1,9 @@
-"""One incident while it runs: its parameters, grade, answers, clock and journal.
+"""One incident while it runs: the context every step receives.
 
-The flow, its parallel tracks (child flow runs in threads) and the time-rule
-watcher share one `Incident`; everything they learn goes through `record()`, which
-keeps the journal, logs it and emits it as a Prefect event so the timeline can be
-rebuilt from Prefect's history.
+Its parameters, grade, answers, clock and journal. The flow, its parallel tracks
+(child flow runs in threads) and the time-rule watcher share one `Incident`;
+everything they learn goes through `record()`, which keeps the journal, logs it
+and emits it as a Prefect event so the timeline can be rebuilt from Prefect's history.
 """
 
 from __future__ import annotations
@@ -16,12 +16,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from prefect.client.orchestration import get_client
+from prefect.events import emit_event
+from prefect.settings import PREFECT_UI_URL
+
 from integrations.contacts import Directory, Person
 from integrations.notify import Delivery, Message, deliver
 from integrations.site import Site
 from runbooks.expressions import evaluate, render
 from runbooks.model import Runbook, Text
 from runbooks.settings import get_settings
+from tasks.inputs import create_once
 
 logger = logging.getLogger("runbook.incident")
 
@@ -152,15 +157,9 @@ class Incident:
         would page again without this. The claim is a flow run input, which the server keeps once per key.
         """
         try:
-            from prefect.client.orchestration import get_client
-
             with get_client(sync_client=True) as client:
-                client.create_flow_run_input(flow_run_id=self.id, key=f"once-{name}",
-                                             value=datetime.now(timezone.utc).isoformat())
-            return True
+                return create_once(client, self.id, f"once-{name}", datetime.now(timezone.utc).isoformat())
         except Exception as exc:
-            if "409" in str(exc) or "already exists" in str(exc).lower():
-                return False
             logger.warning("could not record that %s happened (%s); doing it anyway", name, exc)
             return True
 
@@ -209,8 +208,6 @@ class Incident:
 def _emit(incident: Incident, entry: Entry) -> None:
     """Publish a journal entry as a Prefect event (the feed in the UI, and the record after the run)."""
     try:
-        from prefect.events import emit_event
-
         emit_event(
             event=f"runbook.{entry.kind}",
             resource={"prefect.resource.id": f"runbook.incident.{incident.id}",
@@ -233,9 +230,13 @@ def run_url(flow_run_id: str) -> str | None:
     base = get_settings().ui_url
     if not base:
         try:
-            from prefect.settings import PREFECT_UI_URL
-
             base = PREFECT_UI_URL.value()
         except Exception:
             base = None
     return f"{base.rstrip('/')}/runs/flow-run/{flow_run_id}" if base else None
+
+
+def alert_summary(alert: dict[str, Any], default: str = "alert") -> str:
+    """What an alert (the normalised `Alert` as JSON) is about, in one line: its summary annotation, else its name."""
+    annotations, labels = alert.get("annotations") or {}, alert.get("labels") or {}
+    return str(annotations.get("summary") or labels.get("alertname") or default)

@@ -1,4 +1,4 @@
-"""Steps that wait for people: manual checklists, approvals and acknowledgements.
+"""Asking people: the waits of manual checklists, approvals, acknowledgements and failure decisions.
 
 The run pauses with a form (a Prefect `RunInput`) that the UI renders from its
 JSON schema, under the step's Markdown instructions. While it waits, the same
@@ -23,25 +23,25 @@ import json
 import os
 import time
 from datetime import datetime, timezone
-from typing import Any, Literal, Optional
+from typing import Any
 
-import httpx
-from pydantic import Field, ValidationError, create_model
+from pydantic import ValidationError
 
 from prefect._internal.pydantic.v2_schema import create_v2_schema
 from prefect.client.orchestration import get_client
 from prefect.context import FlowRunContext
-from prefect.exceptions import ObjectNotFound, Pause
+from prefect.exceptions import Pause
 from prefect.input import RunInput
 from prefect.input.run_input import keyset_from_paused_state
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 
-from runbooks.model import FormField
+from runbooks.durations import human
 from runbooks.settings import get_settings
-
-ANSWERED_BY = "answered_by"
-_TYPES: dict[str, Any] = {"yes_no": bool, "text": str, "number": float, "integer": int, "datetime": datetime}
+from tasks.forms import ANSWERED_BY, default_answer, form_model, options, reason, validate_answer
+from tasks.incident import Incident, IncidentEnded
+from tasks.steps import StepFailed, plain, summary
+from tasks.inputs import KEYSET_PREFIXES, ask_base, ask_key, mark_expired, pause_key, put_input, read_input, who_key
 
 
 class Expired(Exception):
@@ -49,58 +49,7 @@ class Expired(Exception):
 
 
 class Refused(Exception):
-    pass
-
-
-def form_model(step, *, kind: str) -> type[RunInput]:
-    """The RunInput class for a step: its fields, plus who answered (and decision / acknowledgement)."""
-    fields: dict[str, Any] = {
-        ANSWERED_BY: (str, Field(title="回答人 Answered by", description="Your name or id in the contacts directory.")),
-    }
-    if kind == "approval":
-        fields["decision"] = (Literal["approve", "reject"], Field(title="决定 Decision"))
-        fields["comment"] = (Optional[str], Field(None, title="意见 Comment"))
-    if kind == "ack":
-        fields["acknowledged"] = (bool, Field(True, title="已收到 Acknowledged"))
-    for f in getattr(step, "fields", []) or []:
-        fields[f.id] = _field(f)
-    name = "".join(part.capitalize() for part in step.id.split("-")) + "Form"
-    return create_model(name, __base__=RunInput, **fields)
-
-
-def _field(f: FormField) -> tuple[Any, Any]:
-    if f.type == "choice":
-        typ: Any = Literal[tuple(c.value for c in f.choices)]  # type: ignore[misc]
-        choices = "; ".join(f"{c.value} = {c.label.zh} {c.label.en}" for c in f.choices)
-        description = choices
-    else:
-        typ, description = _TYPES[f.type], None
-    title = f"{f.label.zh} {f.label.en}"
-    if f.required and f.default is None:
-        return typ, Field(title=title, description=description)
-    return Optional[typ], Field(f.default, title=title, description=description)
-
-
-def default_answer(step, *, kind: str, by: str = "drill") -> dict[str, Any]:
-    """What --auto answers: every default; required fields without one get a plausible value."""
-    answer: dict[str, Any] = {ANSWERED_BY: by}
-    if kind == "approval":
-        answer.update(decision="approve", comment="auto-approved in a drill")
-    if kind == "ack":
-        answer["acknowledged"] = True
-    for f in getattr(step, "fields", []) or []:
-        if f.default is not None:
-            answer[f.id] = f.default
-        elif f.required:
-            answer[f.id] = {"yes_no": True, "text": "(drill)", "number": 0, "integer": 0,
-                            "datetime": datetime.now(timezone.utc).isoformat(),
-                            "choice": f.choices[0].value if f.choices else None}[f.type]
-    return answer
-
-
-def validate_answer(model: type[RunInput], values: dict[str, Any]) -> dict[str, Any]:
-    instance = model(**values)
-    return instance.model_dump(mode="json", exclude={"metadata"})
+    """This answer, or this person, may not answer the step."""
 
 
 def _run_id():
@@ -125,8 +74,8 @@ def _earlier_asks(client, run_id, step_id: str, first: int) -> dict[int, dict[st
     while True:
         parts = {}
         for part in ("who", "response", "expired"):
-            for prefix in ("paused", "suspended"):  # Prefect's keyset starts with the state's name
-                value = read_input(client, run_id, f"{prefix}-{step_id}-{n}-{part}")
+            for prefix in KEYSET_PREFIXES:
+                value = read_input(client, run_id, ask_key(step_id, n, part, prefix))
                 if value is not None:
                     parts[part] = value
         if not parts:
@@ -162,7 +111,7 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
             _carried[slot] = None
             answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             incident.record("step.replayed", f"answer of ask {n} given before the run restarted", step=step.id,
-                            actor=answer[ANSWERED_BY], pause_key=f"{step.id}-{n}")
+                            actor=answer[ANSWERED_BY], pause_key=pause_key(step.id, n))
             return answer
         if "expired" in parts:
             _next_ask[slot] = n + 1
@@ -227,17 +176,17 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
             if index not in paged and now - started >= after:
                 paged.add(index)
                 current_tier, last_page = (roles, text), now
-                incident.record("escalation.tier", f"no answer after {_human(after * incident.time_scale)}: paging {', '.join(roles)}",
+                incident.record("escalation.tier", f"no answer after {human(after * incident.time_scale)}: paging {', '.join(roles)}",
                                 step=step.id, tier=index + 1, roles=roles)
-                incident.page(roles, text, step=step.id, answer_options=_options(kind))
+                incident.page(roles, text, step=step.id, answer_options=options(kind))
 
     def expire(client, ask: int, *, paused: bool) -> Expired:
-        reason = f"no answer within {_human(expires * incident.time_scale)}"
+        why = f"no answer within {human(expires * incident.time_scale)}"
         if paused:
             client.set_flow_run_state(run_id, Running(message=f"{step.id} expired unanswered"), force=True)
-        _mark_expired(client, run_id, f"paused-{step.id}-{ask}", reason)
+        mark_expired(client, run_id, ask_base(step.id, ask), why)
         _next_ask[slot], _carried[slot] = ask + 1, None
-        return Expired(reason)
+        return Expired(why)
 
     with get_client(sync_client=True) as client:
         for ask in range(_next_ask.get(slot, 1), 1000):
@@ -246,13 +195,13 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                 if expires is not None and time.time() - started >= expires:
                     raise expire(client, ask, paused=False)
             who = {"runbook": incident.runbook.id, "step": step.id, "kind": kind,
-                   "title": f"{step.title.zh} / {step.title.en}", "may_answer": [p.id for p in allowed],
+                   "title": step.title.both(), "may_answer": [p.id for p in allowed],
                    "waiting_since": _at(started), "asked_at": _at(time.time()), "suspended": suspend,
                    "tiers": [{"at": _at(started + after), "roles": roles} for after, roles, _ in tiers],
                    "paged": sorted(paged), "expires_at": _at(started + expires) if expires is not None else None}
-            state, keyset = _pause(client, run_id, f"{step.id}-{ask}", model, notice + description, who=who, reschedule=suspend)
+            state, keyset = _pause(client, run_id, pause_key(step.id, ask), model, notice + description, who=who, reschedule=suspend)
             incident.record("step.waiting", f"waiting for an answer (ask {ask})" + (" — suspended" if suspend else ""),
-                            step=step.id, may_answer=[p.id for p in allowed], pause_key=f"{step.id}-{ask}")
+                            step=step.id, may_answer=[p.id for p in allowed], pause_key=pause_key(step.id, ask))
             if suspend:
                 # The engine catches Pause and ends the process; the resume (or the watcher) reschedules the run,
                 # a worker runs it from the top, finished steps come back Cached and `replay` finds the answer.
@@ -269,34 +218,25 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                 if remind_every and current_tier and now - last_page >= remind_every:
                     last_page = now
                     incident.record("escalation.reminder", f"reminding {', '.join(current_tier[0])}", step=step.id)
-                    incident.page(current_tier[0], current_tier[1], step=step.id, answer_options=_options(kind))
+                    incident.page(current_tier[0], current_tier[1], step=step.id, answer_options=options(kind))
                 if expires is not None and now - started >= expires:
                     raise expire(client, ask, paused=True)
             try:
-                raw = _read_answer(client, run_id, keyset)
+                raw = read_input(client, run_id, keyset["response"])
                 if raw is None:
                     raise Refused("the run was resumed without an answer")
                 answer = validate_answer(model, json.loads(raw))
                 check_identity(answer[ANSWERED_BY], allowed, incident)
             except (ValidationError, Refused, ValueError) as exc:
-                reason = _reason(exc)
-                incident.record("answer.refused", reason, step=step.id)
-                notice = f"> **上一个回答未被接受 / The previous answer was refused:** {reason}\n\n"
+                why = reason(exc)
+                incident.record("answer.refused", why, step=step.id)
+                notice = f"> **上一个回答未被接受 / The previous answer was refused:** {why}\n\n"
                 continue
             _next_ask[slot], _carried[slot] = ask + 1, None
             answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             answer["waited_seconds"] = round(time.time() - started, 2)
             return answer
     raise RuntimeError("too many refused answers")
-
-
-def _mark_expired(client, run_id, base_key: str, reason: str) -> None:
-    """The explicit expiry marker `<base key>-expired` (base key: `paused-<step>-<n>`) that a replaying run treats as expiry."""
-    try:
-        client.create_flow_run_input(flow_run_id=run_id, key=f"{base_key}-expired", value=reason)
-    except Exception as exc:
-        if "409" not in str(exc) and "already exists" not in str(exc).lower():
-            raise
 
 
 def check_identity(answered_by: str, allowed: list, incident) -> str:
@@ -310,16 +250,11 @@ def check_identity(answered_by: str, allowed: list, incident) -> str:
     return person.id
 
 
-def who_key(keyset: dict) -> str:
-    """Flow run input that says which step waits and who may answer it, so any client can check without the runbook."""
-    return keyset["response"].removesuffix("-response") + "-who"
-
-
 def _pause(client, run_id, key: str, model: type[RunInput], description: str, who: dict, reschedule: bool = False):
     state = Paused(timeout_seconds=None, reschedule=reschedule, pause_key=key, name="Suspended" if reschedule else "Paused")
     keyset = keyset_from_paused_state(state)
     state.state_details.run_input_keyset = keyset
-    _put_input(client, run_id, who_key(keyset), json.dumps(who, ensure_ascii=False))
+    put_input(client, run_id, who_key(keyset), json.dumps(who, ensure_ascii=False))
     result = propose_state_sync(client=client, state=state, flow_run_id=run_id)
     if not result.is_paused():
         raise RuntimeError(f"the run could not pause for {key}: server answered {result.type.value}")
@@ -331,46 +266,72 @@ def _pause(client, run_id, key: str, model: type[RunInput], description: str, wh
     return result, keyset
 
 
-def _put_input(client, run_id, key: str, value: str) -> None:
-    """Create or replace a flow run input (inputs cannot be updated in place)."""
+# ---------------------------------------------------------------- asking, from a step
+
+
+def wait_for_people(inc: Incident, step, walk, *, kind: str) -> dict | None:
+    """An accepted answer, or None after the expiry branch ran (when the runbook goes on)."""
     try:
-        client.create_flow_run_input(flow_run_id=run_id, key=key, value=value)
-    except Exception as exc:
-        if "409" not in str(exc) and "already exists" not in str(exc).lower():
-            raise
-        client.delete_flow_run_input(flow_run_id=run_id, key=key)
-        client.create_flow_run_input(flow_run_id=run_id, key=key, value=value)
-
-
-def _read_answer(client, run_id, keyset) -> str | None:
-    return read_input(client, run_id, keyset["response"])
-
-
-def read_input(client, run_id, key: str) -> str | None:
-    """A flow run input, or None when there is none (the sync client raises a 404 status error, not ObjectNotFound)."""
-    try:
-        return client.read_flow_run_input(flow_run_id=run_id, key=key)
-    except ObjectNotFound:
+        answer = ask(inc, step, kind=kind)
+    except Expired as exc:
+        inc.set_result(step.id, {"status": "expired"})
+        inc.record("step.expired", str(exc), step=step.id)
+        walk(inc, step.on_expiry)
+        if not step.continue_on_expiry:
+            raise IncidentEnded("expired", f"{step.id}: {exc}") from None
         return None
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code == 404:
-            return None
-        raise
+    inc.record("step.answered", summary(answer), step=step.id, actor=answer.get("answered_by"), answer=plain(answer))
+    return answer
 
 
-def _options(kind: str) -> list[str]:
-    return {"approval": ["approve", "reject"], "ack": ["ack"]}.get(kind, ["answer"])
+def ask(inc: Incident, step, *, kind: str) -> dict:
+    """Get an answer from the script, from --auto, or from people (pausing the run)."""
+    allowed = inc.may_answer(step.answerers)
+    scripted = inc.answers.get(step.id)
+    if scripted == "expire":
+        raise Expired("scripted: nobody answers")
+    if scripted is not None or inc.auto:
+        # A script that does not say who answered answers as the first person allowed to.
+        by = allowed[0].id if allowed else ("drill" if inc.auto else "scripted")
+        values = {ANSWERED_BY: by, **scripted} if scripted is not None else default_answer(step, kind=kind, by=by)
+        try:
+            answer = validate_answer(form_model(step, kind=kind), values)
+            if scripted is not None:
+                check_identity(answer[ANSWERED_BY], allowed, inc)
+        except (ValidationError, Refused) as exc:
+            raise StepFailed(f"the scripted answer for '{step.id}' is not valid: {reason(exc)}") from None
+        answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return answer
+    replayed = replay(inc, step, kind=kind, allowed=allowed)  # answered before a restart
+    if replayed is not None:
+        return replayed
+    description = describe(inc, step, kind=kind, allowed=allowed)
+    first = getattr(step, "answerers", None) or ([step.role] if step.role else [])
+    if kind in ("manual", "approval") and first and is_new_wait(step):
+        inc.page(first, description, step=step.id, answer_options=options(kind))
+    tiers = [(inc.seconds(t.after), t.notify, inc.both(t.message) if t.message else description) for t in step.escalation]
+    return wait_for_answer(
+        inc, step, kind=kind, description=description, allowed=allowed, tiers=tiers,
+        remind_every=inc.seconds(step.remind_every) if step.remind_every else None,
+        expires=inc.seconds(step.expires) if step.expires else None,
+        first=(list(step.to), inc.both(step.message)) if kind == "ack" else ((first, description) if first else None),
+    )
 
 
-def _reason(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
-    return str(exc)
-
-
-def _human(seconds: float) -> str:
-    if seconds >= 3600:
-        return f"{seconds / 3600:g} h"
-    if seconds >= 60:
-        return f"{seconds / 60:g} min"
-    return f"{seconds:g} s"
+def describe(inc: Incident, step, *, kind: str, allowed: list) -> str:
+    """The Markdown shown above the form in the Prefect UI."""
+    lines = []
+    if inc.drill:
+        lines.append("> **演练 DRILL** — 这是一次演练 / this is a drill.\n")
+    lines.append(f"### {inc.text(step.title, 'zh')} / {inc.text(step.title, 'en')}")
+    lines.append(f"*{inc.runbook.title.both()}*" + (f" · 级别 Severity: **{inc.level_label()}**" if inc.severity else ""))
+    if step.instructions:
+        lines += ["", inc.text(step.instructions, "zh"), "", inc.text(step.instructions, "en")]
+    if kind == "ack":
+        lines += ["", inc.both(step.message)]
+    if allowed:
+        lines += ["", "**可回答 May answer:** " + ", ".join(f"{p.name} (`{p.id}`)" for p in allowed)]
+    lines += ["", "请在 *回答人 Answered by* 中填写您的姓名或编号 / Put your name or id in *Answered by*."]
+    if step.expires:
+        lines.append(f"\n未在 {human(step.expires, 'zh')} 内回答将按超时处理 / Unanswered after {human(step.expires)}, the step expires.")
+    return "\n".join(lines)

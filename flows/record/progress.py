@@ -13,6 +13,8 @@ import logging
 import threading
 from uuid import UUID
 
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
 from tasks.incident import Incident
 
 logger = logging.getLogger("runbook.progress")
@@ -39,15 +41,13 @@ def checklist(inc: Incident, last: str | None = None, outcome: str | None = None
              + (f" — {outcome}" if outcome else "") + (f" · last: `{last}`" if last else ""), ""]
     for step in inc.runbook.steps:
         status = inc.steps.get(step.id, {}).get("status")
-        lines.append(f"- {marks.get(status, '⬜')} {step.title.zh} / {step.title.en} (`{step.id}`)")
+        lines.append(f"- {marks.get(status, '⬜')} {step.title.both()} (`{step.id}`)")
     return "\n".join(lines)
 
 
 def follow_progress(inc: Incident) -> None:
     """Create the progress artifact on this run and keep it current. Never fails the incident."""
     try:
-        from prefect.artifacts import create_progress_artifact
-
         _artifacts[inc.id] = create_progress_artifact(progress=percent(inc), key=progress_key(inc),
                                                       description=checklist(inc))
     except Exception as exc:
@@ -67,8 +67,6 @@ def _update(inc: Incident, *, last: str | None = None, outcome: str | None = Non
     if artifact_id is None:
         return
     try:
-        from prefect.artifacts import update_progress_artifact
-
         with _lock:
             update_progress_artifact(artifact_id, progress=percent(inc) if progress is None else progress,
                                      description=checklist(inc, last=last, outcome=outcome))

@@ -13,6 +13,12 @@ from __future__ import annotations
 
 import logging
 
+from prefect.artifacts import create_markdown_artifact
+
+from flows.record.archive import record_of, write_record
+from flows.record.progress import finish_progress
+from flows.record.report import build_report, render_html, render_markdown
+from flows.record.timeline import prefect_history
 from tasks.incident import Incident
 
 logger = logging.getLogger("runbook.publish")
@@ -24,11 +30,6 @@ def timeline_artifact_key(runbook_id: str) -> str:
 
 def publish_incident(inc: Incident, outcome: str, message: str) -> None:
     """Leave the timeline on the run as an artifact and archive the incident (JSON + HTML)."""
-    from flows.record.archive import record_of, write_record
-    from flows.record.progress import finish_progress
-    from flows.record.report import build_report, render_html, render_markdown
-    from flows.record.timeline import prefect_history
-
     finish_progress(inc, outcome)
     try:
         history = prefect_history(inc.id)
@@ -38,8 +39,6 @@ def publish_incident(inc: Incident, outcome: str, message: str) -> None:
     record = record_of(inc, outcome, message, history=history)
     report = build_report(record, source="archive")
     try:
-        from prefect.artifacts import create_markdown_artifact
-
         create_markdown_artifact(markdown=render_markdown(report), key=timeline_artifact_key(inc.runbook.id),
                                  description=f"事件时间线与总结 Timeline and summary of {inc.runbook.id}")
     except Exception as exc:

@@ -13,12 +13,23 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
+from uuid import UUID
 
+from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+from prefect.exceptions import ObjectNotFound
+
 from flows.record.archive import IncidentRecord, PlanOutline, find_record, outline
-from flows.record.timeline import Timeline, TimelineEntry, from_journal, iso, merge
+from flows.record.timeline import (Timeline, TimelineEntry, from_journal, iso, journal_from_events, merge,
+                                   prefect_history)
+from runbooks.durations import human
+from runbooks.loader import RunbookError, load_file
 from runbooks.model import Runbook
+from runbooks.settings import get_settings
+from tasks.incident import Entry
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("md", "html", "json")
@@ -185,6 +196,23 @@ def _pages(record: IncidentRecord) -> list[Page]:
 # ---------------------------------------------------------------- finding
 
 
+def build_timeline(flow_run_id: str, *, journal: list[Entry] | None = None,
+                   history: list[TimelineEntry] | None = None) -> Timeline:
+    """The timeline of a run: journal from the argument, the archive or Prefect's events; Prefect's history live,
+    or from `history` (the archived copy) when the run is gone from Prefect."""
+    record = find_record(flow_run_id)
+    if journal is None:
+        journal = record.journal if record else journal_from_events(flow_run_id)
+    prefect_available = True
+    try:
+        live = prefect_history(flow_run_id)
+    except ObjectNotFound:
+        prefect_available = False
+        live = history if history is not None else (record.history if record else [])
+    return Timeline(flow_run_id=flow_run_id, runbook=record.runbook if record else None,
+                    entries=merge(from_journal(journal), live), prefect_available=prefect_available)
+
+
 class NoSuchIncident(LookupError):
     pass
 
@@ -192,7 +220,7 @@ class NoSuchIncident(LookupError):
 def load_report(flow_run_id: str, runbook: Runbook | None = None) -> IncidentReport:
     """From the archive if it is there (works after the run is deleted from Prefect), else from Prefect.
 
-    `runbook` gives the labels for a run not archived; by default the catalog's runbook of the run's flow name."""
+    `runbook` gives the labels for a run not archived; by default the runbook file named after the run's flow."""
     record = find_record(flow_run_id)
     if record is not None:
         return build_report(record, source="archive")
@@ -201,14 +229,6 @@ def load_report(flow_run_id: str, runbook: Runbook | None = None) -> IncidentRep
 
 def record_from_prefect(flow_run_id: str, runbook: Runbook | None = None) -> IncidentRecord:
     """An IncidentRecord for a run that is not archived: the run, its journal (events) and its report artifacts."""
-    from uuid import UUID
-
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-    from prefect.exceptions import ObjectNotFound
-
-    from flows.record.timeline import journal_from_events, prefect_history
-
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(UUID(str(flow_run_id)))
@@ -240,13 +260,12 @@ def record_from_prefect(flow_run_id: str, runbook: Runbook | None = None) -> Inc
 
 
 def _plan_of(flow_name: str) -> tuple[PlanOutline, tuple[str, str]]:
+    """The plan outline and title of the runbook a flow runs (its flow name is the runbook id)."""
     try:
-        from flows.catalog import RUNBOOKS
-
-        rb = RUNBOOKS[flow_name]
-        return outline(rb), (rb.title.zh, rb.title.en)
-    except Exception:
+        rb = load_file(get_settings().runbooks_dir / f"{flow_name}.yaml")
+    except (RunbookError, OSError):
         return PlanOutline(), (flow_name, flow_name)
+    return outline(rb), (rb.title.zh, rb.title.en)
 
 
 # ---------------------------------------------------------------- rendering
@@ -263,13 +282,11 @@ def render(report: IncidentReport, fmt: str) -> str:
 
 
 def _environment():
-    from jinja2 import Environment, FileSystemLoader, select_autoescape
-
     env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.filters["hms"] = lambda d: d.astimezone(timezone.utc).strftime("%H:%M:%S") if d else ""
     env.filters["when"] = lambda d: d.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if d else ""
-    env.filters["duration"] = human_duration
+    env.filters["duration"] = human
     env.filters["iso"] = iso
     env.filters["cell"] = lambda s: str(s or "").replace("|", "\\|").replace("\n", " ")[:300]
     return env
@@ -286,9 +303,3 @@ def render_markdown(report: IncidentReport) -> str:
 def _rows(report: IncidentReport) -> list[TimelineEntry]:
     return report.timeline.entries
 
-
-def human_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")

@@ -11,21 +11,26 @@ Two witnesses, kept apart by `source`:
 
 Prefect prunes events and runs can be deleted, so the Prefect side is also
 written into the archive record when the run ends (`IncidentRecord.history`);
-`build_timeline` reads whatever is still there.
+`flows/record/report.py: build_timeline` reads whatever is still there.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Iterable, Literal
+from typing import Any, Iterable, Literal
 from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-if TYPE_CHECKING:
-    from tasks.incident import Entry
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, LogFilter, LogFilterTaskRunId,
+                                            TaskRunFilter, TaskRunFilterFlowRunId)
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
+
+from tasks.incident import Entry, alert_summary
+from tasks.inputs import RESOLUTION_KEY, ask_key, ask_of, read_dated, read_json, step_of
 
 logger = logging.getLogger("runbook.timeline")
 
@@ -70,19 +75,14 @@ def iso(at: datetime) -> str:
 # ---------------------------------------------------------------- the journal side
 
 
-def from_journal(journal: Iterable["Entry"]) -> list[TimelineEntry]:
+def from_journal(journal: Iterable[Entry]) -> list[TimelineEntry]:
     """Journal entries as timeline entries; an entry without an actor was the engine's own doing."""
     return [TimelineEntry(at=e.at, kind=e.kind, source="journal", actor=e.actor or "runbook", step=e.step,
                           text=e.text, data=e.data) for e in journal]
 
 
-def journal_from_events(flow_run_id: str) -> list["Entry"]:
+def journal_from_events(flow_run_id: str) -> list[Entry]:
     """The journal as Prefect events (`runbook.<kind>` on `runbook.incident.<id>`), for a run not archived yet."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
-
-    from tasks.incident import Entry
-
     flt = EventFilter(event=EventNameFilter(prefix=["runbook."]),
                       resource=EventResourceFilter(id=[f"runbook.incident.{flow_run_id}"]))
     entries: list[Entry] = []
@@ -109,10 +109,6 @@ def prefect_history(flow_run_id: str) -> list[TimelineEntry]:
 
     Raises `prefect.exceptions.ObjectNotFound` when the run is gone.
     """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter,
-                                                TaskRunFilterFlowRunId)
-
     out: list[TimelineEntry] = []
     with get_client(sync_client=True) as client:
         root = client.read_flow_run(UUID(str(flow_run_id)))
@@ -159,8 +155,6 @@ def prefect_history(flow_run_id: str) -> list[TimelineEntry]:
 
 def _failed_tries(client, tr) -> list[TimelineEntry]:
     """The error of each retried try. Prefect's retry states carry no message; the task run's log does."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterTaskRunId
-
     logs = client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[tr.id])), limit=200)
     return [TimelineEntry(at=log.timestamp, kind="task.try-failed", source="prefect", actor="prefect", step=tr.name,
                           text=log.message[:500], data={"task_run_id": str(tr.id), "level": log.level})
@@ -175,46 +169,35 @@ def _inputs(client, run_id: UUID, states: list, track: str | None) -> list[Timel
     PostgreSQL). A form is submitted by the resume that ends the pause, so it is
     dated by the state that follows the Paused one.
     """
-    from flows.launch import RESOLUTION_KEY
-
     out: list[TimelineEntry] = []
     for state, after in zip(states, [*states[1:], None]):
         pause_key = state.state_details.pause_key if state.is_paused() else None
-        value = _read_input(client, run_id, f"paused-{pause_key}-response") if pause_key else None
+        step, ask = step_of(pause_key), ask_of(pause_key)
+        value = _read_input(client, run_id, ask_key(step, ask, "response")) if pause_key and ask is not None else None
         if value is None:
             continue
         value = value if isinstance(value, dict) else {"value": value}
-        step, _, ask = pause_key.rpartition("-")
         out.append(TimelineEntry(
             at=after.timestamp if after else state.timestamp, kind="form.submitted", source="prefect",
             actor=str(value.get("answered_by") or "unknown"), step=step or pause_key,
             text=", ".join(f"{k}={v}" for k, v in value.items() if k != "answered_by")[:500],
-            data={"pause_key": pause_key, "ask": int(ask) if ask.isdigit() else None, "values": value,
+            data={"pause_key": pause_key, "ask": ask, "values": value,
                   "flow_run_id": str(run_id), "track": track}))
-    alert = _read_input(client, run_id, RESOLUTION_KEY, created=True)
+    alert = _read_input(client, run_id, RESOLUTION_KEY, dated=True)
     if alert is not None:
         at, alert = alert
         alert = alert if isinstance(alert, dict) else {}
         out.append(TimelineEntry(at=at, kind="alert.resolved", source="prefect", actor="alert",
-                                 text=str(alert.get("summary") or alert.get("labels", {}).get("alertname", "alert resolved")),
+                                 text=alert_summary(alert, "alert resolved"),
                                  data={"alert": alert}))
     return out
 
 
-def _read_input(client, run_id: UUID, key: str, created: bool = False) -> Any:
-    """A flow run input's decoded value (with its creation time if `created`), or None when there is none."""
-    from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
-
+def _read_input(client, run_id: UUID, key: str, dated: bool = False) -> Any:
+    """A flow run input's decoded value (with its creation time if `dated`), or None when there is none or it cannot be read."""
     try:
-        if not created:
-            raw = client.read_flow_run_input(flow_run_id=run_id, key=key)
-            return json.loads(raw)
-        found = [i for i in client.filter_flow_run_input(flow_run_id=run_id, key_prefix=key, limit=5, exclude_keys=set())
-                 if i.key == key]
-        return (found[0].created, json.loads(found[0].value)) if found else None
+        return read_dated(client, run_id, key) if dated else read_json(client, run_id, key)
     except (ObjectNotFound, PrefectHTTPStatusError):
-        return None
-    except ValueError:
         return None
 
 
@@ -232,24 +215,3 @@ def _slug(name: str | None) -> str:
 def merge(journal: list[TimelineEntry], history: list[TimelineEntry]) -> list[TimelineEntry]:
     """One list in time order; at the same instant the journal (the runbook's reason) comes first."""
     return sorted([*journal, *history], key=lambda e: (e.at, 0 if e.source == "journal" else 1))
-
-
-def build_timeline(flow_run_id: str, *, journal: list["Entry"] | None = None,
-                   history: list[TimelineEntry] | None = None) -> Timeline:
-    """The timeline of a run: journal from the argument, the archive or Prefect's events; Prefect's history live,
-    or from `history` (the archived copy) when the run is gone from Prefect."""
-    from prefect.exceptions import ObjectNotFound
-
-    from flows.record.archive import find_record
-
-    record = find_record(flow_run_id)
-    if journal is None:
-        journal = record.journal if record else journal_from_events(flow_run_id)
-    prefect_available = True
-    try:
-        live = prefect_history(flow_run_id)
-    except ObjectNotFound:
-        prefect_available = False
-        live = history if history is not None else (record.history if record else [])
-    return Timeline(flow_run_id=flow_run_id, runbook=record.runbook if record else None,
-                    entries=merge(from_journal(journal), live), prefect_available=prefect_available)

@@ -26,7 +26,8 @@ from cli.main import app
 from flows.answers import answer_step
 from flows.record.archive import find_record, record_path
 from flows.record.report import build_report, load_report
-from flows.record.timeline import Timeline, TimelineEntry, build_timeline, journal_from_events
+from flows.record.report import build_timeline
+from flows.record.timeline import Timeline, TimelineEntry, journal_from_events
 from tests.audit.helpers import Background, audit_flow, audit_runbook, flaky_endpoint, wait_for_step
 
 pytestmark = pytest.mark.server

@@ -1,0 +1,126 @@
+"""The incident's time rules: thresholds that fire while it is open, deadlines that must be met.
+
+A watcher thread beside the main line fires each threshold once (claimed on the
+flow run, so a restarted run does not fire it again) and settles each deadline:
+met, met late, or missed (running its `on_miss` steps). Steps of a time rule run
+as plain calls beside the main line (new task runs cannot start while it is paused).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from datetime import datetime, timezone
+from typing import Callable
+
+from runbooks.durations import human
+from runbooks.model import Deadline, Threshold
+from runbooks.workdays import add_working_days
+from tasks.incident import Incident
+from tasks.steps import BESIDE, summary
+
+NOT_MEETING = ("skipped", "failed", "expired", "rejected")  # a step that ended so did not do what a deadline asks
+
+
+def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
+    """A thread that sees this run's Prefect context (logger, events, client)."""
+    context = contextvars.copy_context()
+    thread = threading.Thread(target=context.run, args=(target,), name=name, daemon=True)
+    thread.start()
+    return thread
+
+
+def start_time(inc: Incident, start: str) -> datetime | None:
+    if start == "incident":
+        return inc.started
+    if start.startswith("param:"):
+        value = inc.params.get(start[6:])
+        if isinstance(value, datetime):
+            return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return inc.started
+    return inc.finished_at.get(start[5:])
+
+
+def due(inc: Incident, rule: Threshold | Deadline) -> datetime | None:
+    start = start_time(inc, rule.start)
+    if start is None:
+        return None
+    if isinstance(rule, Deadline) and rule.working_days:
+        span = add_working_days(start, rule.working_days) - start
+    else:
+        span = rule.after if isinstance(rule, Threshold) else rule.within
+    return start + span / inc.time_scale
+
+
+def deadline_state(inc: Incident, dl: Deadline) -> str:
+    kinds = {e.kind for e in inc.journal if e.step == dl.id}
+    if "deadline.met" in kinds or "deadline.met-late" in kinds:
+        return "met"
+    return "missed" if "deadline.missed" in kinds else "open"
+
+
+def watch_time_rules(inc: Incident) -> None:
+    """Fire thresholds and watch deadlines until the incident closes, then settle the deadlines once more.
+
+    The last pass catches a deadline met by one of the final steps in the moment before the close.
+    """
+    thresholds = list(inc.runbook.thresholds)
+    deadlines = {dl.id: "open" for dl in inc.runbook.deadlines}
+    closing = False
+    while True:
+        now = datetime.now(timezone.utc)
+        for th in list(thresholds):
+            if th.until_step and th.until_step in inc.finished_at:
+                thresholds.remove(th)
+                inc.record("threshold.cancelled", f"{th.title.both()}: {th.until_step} done first", step=th.id)
+                continue
+            if closing:  # the last pass only settles what already happened; nothing fires after the close
+                continue
+            when = due(inc, th)
+            if when is not None and now >= when and inc.holds(th.when):  # a condition not met yet is checked again
+                thresholds.remove(th)
+                if inc.claim(f"threshold-{th.id}"):
+                    inc.record("threshold.fired", f"{th.title.both()} (after {human(th.after)})", step=th.id)
+                    run_side_steps(inc, th.steps)
+                else:
+                    inc.record("threshold.fired-earlier", f"{th.title.en}: fired before this run restarted", step=th.id)
+        for dl in inc.runbook.deadlines:
+            state = deadlines[dl.id]
+            if state == "met":
+                continue
+            when = due(inc, dl)
+            done = inc.finished_at.get(dl.met_by)
+            if done is not None and inc.steps.get(dl.met_by, {}).get("status") not in NOT_MEETING:
+                late = when is not None and done > when
+                deadlines[dl.id] = "met"
+                inc.record("deadline.met-late" if late else "deadline.met", dl.title.both(), step=dl.id,
+                           due=when.isoformat() if when else None, met_by=dl.met_by)
+            elif state == "open" and when is not None and now >= when and not closing and inc.holds(dl.when):
+                deadlines[dl.id] = "missed"
+                inc.record("deadline.missed", f"{dl.title.both()}: due {when.isoformat(timespec='seconds')}",
+                           step=dl.id, due=when.isoformat())
+                if inc.claim(f"deadline-missed-{dl.id}"):  # its pages went out already if the run restarted
+                    run_side_steps(inc, dl.on_miss)
+        if closing:
+            return
+        closing = inc.closed.wait(0.2)
+
+
+def settle_at_close(inc: Incident) -> None:
+    """A deadline still open when the incident closes, and that applies, is recorded as not met."""
+    for dl in inc.runbook.deadlines:
+        if deadline_state(inc, dl) == "open" and due(inc, dl) is not None and inc.holds(dl.when):
+            inc.record("deadline.unmet", f"{dl.title.both()}: not met when the incident closed", step=dl.id)
+
+
+def run_side_steps(inc: Incident, steps: list) -> None:
+    """Steps of a time rule: plain calls beside the main line; a failure is recorded, never fatal to the incident."""
+    for step in steps:
+        if not inc.holds(step.when):
+            continue
+        try:
+            result = BESIDE[step.kind](inc, step)
+            inc.set_result(step.id, {**result, "status": "done"})
+            inc.record("step.done", summary(result), step=step.id)
+        except Exception as exc:
+            inc.record("step.failed", f"{type(exc).__name__}: {exc}", step=step.id)

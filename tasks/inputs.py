@@ -1,0 +1,138 @@
+"""Flow run inputs: the small records an incident keeps on its flow run in the Prefect server.
+
+Everything that must outlive the run's process lives here: the forms people answer
+(Prefect's own keyset `paused-<pause key>-response|schema|description`), who may
+answer a wait (`...-who`), an explicit expiry (`...-expired`), things done once
+(`once-<name>`) and the resolution of the alert that started the incident.
+
+A pause key is `<step-id>-<n>`: the step that waits and the number of the ask
+(a refused answer makes the step ask again under `n + 1`). Prefect names a
+keyset after the state, so a suspended wait's inputs start `suspended-`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from uuid import UUID
+
+import httpx
+
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+RESOLUTION_KEY = "alert-resolved"
+KEYSET_PREFIXES = ("paused", "suspended")  # Prefect's keyset starts with the state's name
+
+
+def pause_key(step_id: str, ask: int) -> str:
+    return f"{step_id}-{ask}"
+
+
+def step_of(key: str | None) -> str | None:
+    """The step of a pause key `<step-id>-<n>` (a key without an ask number is taken whole)."""
+    if not key:
+        return None
+    step, _, ask = key.rpartition("-")
+    return step if step and ask.isdigit() else key
+
+
+def ask_of(key: str | None) -> int | None:
+    """The ask number of a pause key, or None."""
+    _, _, ask = (key or "").rpartition("-")
+    return int(ask) if ask.isdigit() else None
+
+
+def ask_base(step_id: str, ask: int, prefix: str = "paused") -> str:
+    """`paused-<step>-<n>`: what every input of one ask starts with."""
+    return f"{prefix}-{pause_key(step_id, ask)}"
+
+
+def ask_key(step_id: str, ask: int, part: str, prefix: str = "paused") -> str:
+    """`paused-<step>-<n>-<part>`: one input of one ask (part: who, response, expired, schema, description)."""
+    return f"{ask_base(step_id, ask, prefix)}-{part}"
+
+
+def base_of(keyset: dict) -> str:
+    """The base of a paused state's keyset (`paused-<step>-<n>` or `suspended-<step>-<n>`)."""
+    return keyset["response"].removesuffix("-response")
+
+
+def who_key(keyset: dict) -> str:
+    """The input that says which step waits and who may answer it, so any client can check without the runbook."""
+    return base_of(keyset) + "-who"
+
+
+def already_exists(exc: Exception) -> bool:
+    """Whether creating an input failed because the key is taken (the server answers 409)."""
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code == 409
+    return "409" in str(exc) or "already exists" in str(exc).lower()
+
+
+def read_input(client, run_id, key: str) -> str | None:
+    """An input's raw value, or None when there is none (the sync client raises a 404 status error, not ObjectNotFound)."""
+    try:
+        return client.read_flow_run_input(flow_run_id=run_id, key=key)
+    except ObjectNotFound:
+        return None
+    except httpx.HTTPStatusError as exc:
+        if exc.response.status_code == 404:
+            return None
+        raise
+
+
+def read_json(client, run_id, key: str) -> Any:
+    """An input decoded from JSON, or None when there is none or it is not JSON."""
+    raw = read_input(client, run_id, key)
+    try:
+        return json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def read_dated(client, run_id, key: str) -> tuple[Any, Any] | None:
+    """(created, decoded value) of an input, or None: when something was handed to the run matters to the timeline."""
+    found = [i for i in client.filter_flow_run_input(flow_run_id=run_id, key_prefix=key, limit=5, exclude_keys=set())
+             if i.key == key]
+    if not found:
+        return None
+    try:
+        return found[0].created, json.loads(found[0].value)
+    except ValueError:
+        return None
+
+
+def create_once(client, run_id, key: str, value: str) -> bool:
+    """Create an input unless the key exists; True when this call created it (the server keeps one value per key)."""
+    try:
+        client.create_flow_run_input(flow_run_id=run_id, key=key, value=value)
+        return True
+    except Exception as exc:
+        if already_exists(exc):
+            return False
+        raise
+
+
+def put_input(client, run_id, key: str, value: str) -> None:
+    """Create or replace an input (inputs cannot be updated in place)."""
+    if not create_once(client, run_id, key, value):
+        client.delete_flow_run_input(flow_run_id=run_id, key=key)
+        client.create_flow_run_input(flow_run_id=run_id, key=key, value=value)
+
+
+def mark_expired(client, run_id, base_key: str, reason: str) -> None:
+    """The explicit expiry marker `<base key>-expired` (base key: `paused-<step>-<n>`) that a replaying run takes as expiry."""
+    create_once(client, run_id, f"{base_key}-expired", reason)
+
+
+def deliver_resolution(flow_run_id: UUID | str, alert: dict[str, Any]) -> None:
+    """Hand a resolved alert to its incident (a check step with alert_resolved waits for this); the first one counts."""
+    with get_client(sync_client=True) as client:
+        create_once(client, UUID(str(flow_run_id)), RESOLUTION_KEY, json.dumps(alert, default=str))
+
+
+def read_resolution(flow_run_id: UUID | str) -> dict | None:
+    """The resolution delivered to the run, or None while there is none."""
+    with get_client(sync_client=True) as client:
+        return read_json(client, UUID(str(flow_run_id)), RESOLUTION_KEY)

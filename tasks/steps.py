@@ -1,0 +1,89 @@
+"""What every step kind shares: the registry of how each kind runs, and a step as a Prefect task run.
+
+Each kind's module registers its `run(incident, step, walk)` with `@runs("kind")`;
+`walk(incident, steps)` is the interpreter, handed in for the kinds that hold steps
+of their own (branch, approval, parallel, waits with an expiry branch).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from runbooks.model import KINDS, StepBase
+from tasks.incident import Incident
+
+Walk = Callable[[Incident, list], None]
+Handler = Callable[[Incident, Any, Walk], dict]
+
+HANDLERS: dict[str, Handler] = {}
+BESIDE: dict[str, Callable[[Incident, Any], dict]] = {}  # kinds that may run inside a time rule, as plain calls
+
+
+class StepFailed(Exception):
+    """A step failed and its policy says the incident ends as failed."""
+
+
+def runs(kind: str) -> Callable[[Handler], Handler]:
+    """Register how the steps of one kind run."""
+    if kind not in KINDS:
+        raise ValueError(f"'{kind}' is not a step kind of the language (runbooks/model.py)")
+
+    def register(handler: Handler) -> Handler:
+        HANDLERS[kind] = handler
+        return handler
+
+    return register
+
+
+def runs_beside(kind: str) -> Callable[[Callable[[Incident, Any], dict]], Callable[[Incident, Any], dict]]:
+    """Register how a kind runs inside a threshold or deadline: a plain call beside the main line, no task run."""
+    if not KINDS[kind].in_time_rules:
+        raise ValueError(f"the language does not let a {kind} step run inside a time rule (runbooks/model.py)")
+
+    def register(fn: Callable[[Incident, Any], dict]) -> Callable[[Incident, Any], dict]:
+        BESIDE[kind] = fn
+        return fn
+
+    return register
+
+
+def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = None):
+    """A task run named after the step, with the step's retries and timeout.
+
+    Given `inc`, a kind that acts on the world is done once per incident: its result is persisted under
+    "<flow run id>:<step id>", so a run that starts again from the top (a suspended wait resumed, a crashed
+    run recovered) finds it Cached instead of acting twice. Every worker must see the same result storage.
+    """
+    if inc is not None and step.acts_once:
+        key = f"{inc.id}:{step.id}"
+        once: dict[str, Any] = dict(cache_key_fn=lambda context, parameters: key, persist_result=True)
+        if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
+            once["tags"] = [f"site:{inc.site.name}"]
+    else:
+        once = dict(cache_policy=NO_CACHE, persist_result=False)
+    return task(fn, name=step.id, task_run_name=step.id, **once,
+                retries=getattr(step, "retries", 0), retry_delay_seconds=getattr(step, "retry_delay", timedelta()).total_seconds(),
+                timeout_seconds=step.timeout.total_seconds() if getattr(step, "timeout", None) else None)
+
+
+def note(step: StepBase, inc: Incident, record: dict[str, Any]) -> dict[str, Any]:
+    """Record a decision or an answer as the step's own task run, so every step shows in the UI."""
+
+    def noted(summary: dict[str, Any]) -> dict[str, Any]:
+        return summary
+
+    return step_task(step.model_copy(update={"retries": 0, "timeout": None}), noted)(plain(record))
+
+
+def summary(result: dict[str, Any]) -> str:
+    """A step's result in one line for the journal."""
+    shown = {k: v for k, v in result.items() if k not in ("status", "text", "waited_seconds")}
+    return ", ".join(f"{k}={v}" for k, v in shown.items())[:500]
+
+
+def plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in values.items()}
