@@ -6,13 +6,13 @@ from datetime import datetime, timezone
 
 import pytest
 
-from integrations.alerts import SOURCES, ItemError, PayloadError, get_source
+from integrations.alerts import SOURCES, ItemError, ItemIgnored, PayloadError, get_source
 from integrations.alerts.model import SEVERITY_MAP, STATUS_MAP, normalise_severity, normalise_status
 from tests.alerts.conftest import fixture_json
 
 
-def test_registry_has_the_three_sources():
-    assert set(SOURCES) >= {"alertmanager", "grafana", "generic"}
+def test_registry_has_the_sources():
+    assert set(SOURCES) >= {"alertmanager", "grafana", "generic", "pagerduty"}
     with pytest.raises(KeyError, match="known: alertmanager"):
         get_source("nagios")
 
@@ -128,3 +128,90 @@ def test_item_errors_are_specific():
     assert "needs 'labels' or a 'title'" in item.error
     (item,) = get_source("grafana").parse_each({"alerts": [{"status": "firing", "labels": {}, "values": [1]}]})
     assert "'values' must be an object" in item.error
+
+
+# ---------------------------------------------------------------- Alertmanager version 3, Grafana legacy, PagerDuty
+
+
+def test_alertmanager_version_3_and_the_notifications_status():
+    """Releases before 0.16 send version 3 (same shape); an alert without status takes the notification's."""
+    body = fixture_json("alertmanager_mixed.json")
+    body["version"] = "3"
+    for alert in body["alerts"]:
+        del alert["status"]
+    body["status"] = "resolved"
+    alerts = get_source("alertmanager").parse(body)
+    assert [a.status for a in alerts] == ["resolved"] * 3
+    with pytest.raises(PayloadError, match="version '2' is not supported"):
+        get_source("alertmanager").parse({**body, "version": "2"})
+
+
+def test_grafana_legacy_alert():
+    (alert,) = get_source("grafana").parse(fixture_json("grafana_legacy.json"))
+    assert alert.status == "firing" and alert.labels == {"alertname": "Panel Title alert", "tag name": "tag value"}
+    assert alert.annotations["summary"] == "Notification Message" and alert.annotations["title"] == "[Alerting] Panel Title alert"
+    assert alert.group_key == "org1/legacy-rule/1" and alert.source_url.startswith("http://localhost:3000/d/")
+    assert alert.extra["evalMatches"] == [{"value": 1, "metric": "Count", "tags": {}}]
+    assert alert.extra["panelId"] == 2 and alert.extra["dashboardId"] == 1 and alert.extra["ruleId"] == 1
+    ok = get_source("grafana").parse({**fixture_json("grafana_legacy.json"), "state": "ok", "evalMatches": []})
+    assert ok[0].status == "resolved" and ok[0].fingerprint == alert.fingerprint
+    no_data = get_source("grafana").parse({**fixture_json("grafana_legacy.json"), "state": "no_data"})
+    assert no_data[0].status == "firing" and no_data[0].labels["grafana_state"] == "no_data"
+
+
+@pytest.mark.parametrize("state", ["pending", "paused"])
+def test_grafana_legacy_states_that_mean_nothing_to_do(state):
+    (item,) = get_source("grafana").parse_each({**fixture_json("grafana_legacy.json"), "state": state})
+    assert isinstance(item, ItemIgnored) and state in item.error
+    (bad,) = get_source("grafana").parse_each({**fixture_json("grafana_legacy.json"), "state": "burning"})
+    assert type(bad) is ItemError and "alerting, no_data, ok" in bad.error
+
+
+def test_pagerduty_example_from_its_documentation():
+    (alert,) = get_source("pagerduty").parse(fixture_json("pagerduty_trigger.json"))
+    assert alert.status == "firing" and alert.severity == "info"
+    assert alert.labels["alertname"] == alert.labels["summary"] == "Example alert on host1.example.com"
+    assert alert.labels["component"] == "postgres" and alert.labels["class"] == "deploy"
+    assert alert.labels["ping time"] == "1500ms" and alert.labels["load avg"] == "0.75"  # custom_details route like labels
+    assert alert.group_key == "samplekeyhere" and alert.group == "pagerduty:samplekeyhere"
+    assert alert.starts_at == datetime(2015, 7, 17, 8, 42, 58, 315000, tzinfo=timezone.utc)
+    assert alert.source_url == "https://monitoring.service.com"
+    assert alert.extra["links"][0]["text"] == "Link text" and alert.extra["client"] == "Sample Monitoring Service"
+    assert "routing_key" not in alert.model_dump_json()  # the sender's secret is not kept
+
+
+@pytest.mark.parametrize("word,grade", [("critical", "critical"), ("error", "high"), ("warning", "warning"), ("info", "info")])
+def test_pagerduty_severities(word, grade):
+    body = fixture_json("pagerduty_zabbix.json")
+    body["payload"]["severity"] = word
+    assert get_source("pagerduty").parse(body)[0].severity == grade
+
+
+def test_pagerduty_trigger_without_dedup_key_gets_one():
+    body = fixture_json("pagerduty_trigger.json")
+    del body["dedup_key"]
+    a, b = get_source("pagerduty").parse(body)[0], get_source("pagerduty").parse(body)[0]
+    assert len(a.group_key) == 32 and a.group_key != b.group_key
+
+
+def test_pagerduty_acknowledge_and_resolve():
+    (resolved,) = get_source("pagerduty").parse({"routing_key": "k", "event_action": "resolve", "dedup_key": "4081274"})
+    assert resolved.status == "resolved" and resolved.group_key == "4081274" and resolved.labels == {}
+    (ack,) = get_source("pagerduty").parse({"routing_key": "k", "event_action": "acknowledge", "dedup_key": "4081274"})
+    assert ack.status == "firing" and ack.extra["event_action"] == "acknowledge"
+    trigger = get_source("pagerduty").parse(fixture_json("pagerduty_zabbix.json"))[0]
+    assert trigger.fingerprint == resolved.fingerprint == ack.fingerprint
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"event_action": "explode"}, "event_action 'explode'"),
+    ({"event_action": "resolve", "dedup_key": None}, "'dedup_key' is missing"),
+    ({"payload": None}, "'payload' must be an object"),
+    ({"payload": {"summary": "x", "source": "y", "severity": "fatal"}}, "payload.severity 'fatal'"),
+    ({"payload": {"summary": "x", "severity": "info"}}, "'payload.source' is missing"),
+    ({"payload": {"summary": "x", "source": "y", "severity": "info", "timestamp": "yesterday"}}, "payload.timestamp"),
+    ({"routing_key": 5}, "'routing_key' must be text"),
+])
+def test_pagerduty_refusals(change, message):
+    (item,) = get_source("pagerduty").parse_each({**fixture_json("pagerduty_trigger.json"), **change})
+    assert isinstance(item, ItemError) and message in item.error, item

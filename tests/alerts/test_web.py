@@ -177,3 +177,145 @@ def test_size_limit(make_client, make_settings):
     r = client.post("/alerts/generic", content=chunks())
     assert r.status_code == 413
     assert client.post("/alerts/generic", json={"status": "firing", "title": "x"}).status_code == 202
+
+
+# ---------------------------------------------------------------- more sources (issue 14)
+
+PD_ROUTES = """
+routes:
+  - name: datapipe
+    match: [component=postgres, group=prod-datapipe]
+    runbook: power-failure
+    parameters: {site: labels.source, room: {label: "ping time"}}
+    severity: {info: "3"}
+fallback: {key: runbook}
+"""
+
+
+def test_pagerduty_example_is_answered_as_pagerduty_does(make_client, make_settings, prefect_fake):
+    client = make_client(make_settings(PD_ROUTES))
+    for path in ("/alerts/pagerduty", "/v2/enqueue"):
+        r = client.post(path, json=fixture_json("pagerduty_trigger.json"))
+        assert r.status_code == 202, r.text
+        answer = r.json()
+        assert answer["status"] == "success" and answer["message"] == "Event processed"
+        assert answer["dedup_key"] == "samplekeyhere" and answer["accepted"][0]["runbook"] == "power-failure"
+    drained(client)
+    (run,) = prefect_fake.runs  # one dedup_key, one incident
+    assert run["parameters"] == {"site": "monitoringtool:cloudvendor:central-region-dc-01:852559987:cluster/api-stats-prod-003",
+                                 "room": "1500ms"}
+    assert run["severity"] == "3"
+
+    # acknowledge joins it and starts nothing; resolve reaches it by dedup_key alone
+    ack = client.post("/v2/enqueue", json={"routing_key": "k", "event_action": "acknowledge", "dedup_key": "samplekeyhere"})
+    res = client.post("/v2/enqueue", json={"routing_key": "k", "event_action": "resolve", "dedup_key": "samplekeyhere"})
+    assert ack.status_code == res.status_code == 202 and res.json()["dedup_key"] == "samplekeyhere"
+    drained(client)
+    assert len(prefect_fake.runs) == 1
+    assert [(run_id, alert["status"]) for run_id, alert in prefect_fake.resolutions] == [(run["id"], "resolved")]
+    outcomes = [e["outcome"] for e in prefect_fake.events]
+    assert outcomes == ["started", "joined", "acknowledged", "resolution-delivered"]
+
+
+def test_pagerduty_generates_and_answers_a_dedup_key(make_client):
+    client = make_client()
+    body = fixture_json("pagerduty_trigger.json")
+    del body["dedup_key"]
+    answer = client.post("/alerts/pagerduty", json=body).json()
+    assert len(answer["dedup_key"]) == 32 and answer["status"] == "success"
+
+
+@pytest.mark.parametrize("body,error", [
+    (b"{", "not JSON"),
+    (json.dumps({"routing_key": "k", "event_action": "resolve"}).encode(), "'dedup_key' is missing"),
+    (json.dumps({"routing_key": "k", "payload": {}}).encode(), "'event_action' is missing"),
+    (json.dumps({"routing_key": "k", "event_action": "trigger", "payload": {"summary": "s", "source": "x",
+                                                                              "severity": "bad"}}).encode(), "payload.severity"),
+])
+def test_pagerduty_style_400(make_client, body, error):
+    r = make_client().post("/alerts/pagerduty", content=body)
+    assert r.status_code == 400, r.text
+    answer = r.json()
+    assert answer["status"] == "invalid event" and answer["message"] == "Event object is invalid"
+    assert any(error in e for e in answer["errors"]), answer
+
+
+def test_pagerduty_routing_key_is_the_token(make_client, make_settings):
+    client = make_client(make_settings(intake_token=TOKEN))
+    body = fixture_json("pagerduty_zabbix.json")
+    assert client.post("/v2/enqueue", json=body).status_code == 401                     # its own key, not ours
+    assert client.post("/v2/enqueue", json={**body, "routing_key": TOKEN}).status_code == 202
+    assert client.post("/v2/enqueue", json=body, headers={"Authorization": f"Bearer {TOKEN}"}).status_code == 202
+    r = client.post("/v2/enqueue", json={**body, "routing_key": TOKEN}, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["status"] == "unauthorized"                 # a header given is checked
+    assert client.post("/v2/enqueue", content=b"{").status_code == 401
+    assert client.post("/alerts/generic", json={"status": "firing", "title": "x", "routing_key": TOKEN}).status_code == 401
+
+
+def test_alertmanager_version_3_is_accepted(make_client, prefect_fake):
+    client = make_client()
+    body = fixture_json("alertmanager_mixed.json")
+    body["version"] = "3"
+    del body["alerts"][0]["status"]  # takes the notification's: firing
+    r = client.post("/alerts/alertmanager", json=body)
+    assert r.status_code == 202 and [a["status"] for a in r.json()["accepted"]] == ["firing", "firing", "resolved"]
+    drained(client)
+    assert len(prefect_fake.runs) == 1
+
+
+def test_grafana_legacy_is_accepted(make_client, make_settings, prefect_fake):
+    client = make_client(make_settings(ROUTES_LEGACY))
+    r = client.post("/alerts/grafana", json=fixture_json("grafana_legacy.json"))
+    assert r.status_code == 202 and r.json()["accepted"][0]["runbook"] == "power-failure", r.text
+    pending = client.post("/alerts/grafana", json={**fixture_json("grafana_legacy.json"), "state": "pending"})
+    assert pending.status_code == 202 and "pending" in pending.json()["ignored"][0]["reason"]
+    drained(client)
+    (run,) = prefect_fake.runs
+    assert run["parameters"] == {"site": "tag value"} and run["alert"]["extra"]["panelId"] == 2
+
+
+ROUTES_LEGACY = """
+routes:
+  - match: [alertname="Panel Title alert"]
+    runbook: power-failure
+    parameters: {site: {label: "tag name"}}
+"""
+
+DEFAULT_ROUTE = """
+routes:
+  - match: [alertname=HISDown]
+    runbook: hospital-his-outage
+unrouted:
+  runbook: power-failure
+  parameters:
+    site: {value: unknown}
+    room: labels.alertname
+"""
+
+
+def test_an_unrouted_alert_starts_the_default_routes_runbook(make_client, make_settings, prefect_fake):
+    client = make_client(make_settings(DEFAULT_ROUTE))
+    r = client.post("/alerts/generic", json={"status": "firing", "title": "Chiller 3 temperature", "labels": {"site": "east"}})
+    assert r.status_code == 202
+    (unrouted,) = r.json()["unrouted"]
+    assert unrouted["runbook"] == "power-failure" and unrouted["spool_id"] and "no route matches" in unrouted["reason"]
+    drained(client)
+    (run,) = prefect_fake.runs
+    assert run["runbook"] == "power-failure" and run["parameters"] == {"site": "unknown", "room": "Chiller 3 temperature"}
+    (line,) = client.app.state.store.unrouted()  # still recorded for whoever writes routes
+    assert line["alert"]["labels"]["alertname"] == "Chiller 3 temperature"
+
+
+def test_the_store_failing_is_a_503_and_nothing_is_answered_accepted(make_client, monkeypatch):
+    import sqlite3
+
+    from integrations.alerts.store import Store
+
+    client = make_client()
+
+    def locked(self, items):
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(Store, "append", locked)
+    r = client.post("/alerts/alertmanager", json=fixture_json("alertmanager_mixed.json"))
+    assert r.status_code == 503 and "retry" in r.json()["error"] and r.headers["retry-after"] == "30"
