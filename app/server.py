@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uvicorn
 
+from app.web import create_app
 from runbooks.settings import get_settings
 
 
@@ -11,8 +12,6 @@ def run_intake(host: str | None = None, port: int | None = None, *, log_level: s
     """Serve app.web on host:port (default: settings.intake_host / intake_port) until interrupted.
 
     One worker process only: the spool drainer runs inside it, and one drainer keeps alerts in order."""
-    from app.web import create_app
-
     settings = get_settings()
     uvicorn.run(create_app(settings), host=host or settings.intake_host, port=port or settings.intake_port,
                 log_level=log_level, workers=1)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from flows.deploy import served_deployment
+from flows.recovery import watch
 from flows.server import forget_stack, record_stack
 
 RUNNER_POLL_SECONDS = "1"  # a triggered run starts within about 1-2 s instead of up to 10
@@ -26,25 +28,10 @@ RUNNER_POLL_SECONDS = "1"  # a triggered run starts within about 1-2 s instead o
 def serve_runbooks(limit: int | None = None) -> None:
     """Serve every runbook as the deployment `<id>/runbook` until stopped."""
     from prefect import serve
-    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
-    from prefect.deployments.runner import EntrypointType
 
-    from flows.catalog import FLOWS, RUNBOOKS
-    from flows.launch import DEPLOYMENT
+    from flows.catalog import FLOWS, RUNBOOKS  # imported here: building every flow is for the serving process only
 
-    deployments = [
-        f.to_deployment(
-            name=DEPLOYMENT,
-            tags=[f"runbook:{rid}"] + RUNBOOKS[rid].tags,
-            description=f"{RUNBOOKS[rid].title.zh} / {RUNBOOKS[rid].title.en}",
-            entrypoint_type=EntrypointType.MODULE_PATH,
-            version=str(RUNBOOKS[rid].version),
-            concurrency_limit=ConcurrencyLimitConfig(limit=RUNBOOKS[rid].concurrency_limit,
-                                                     collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
-        )
-        for rid, f in FLOWS.items()
-    ]
-    serve(*deployments, limit=limit, print_starting_message=False)
+    serve(*[served_deployment(f, RUNBOOKS[rid]) for rid, f in FLOWS.items()], limit=limit, print_starting_message=False)
 
 
 def wait_healthy(api_url: str, seconds: float = 90, proc: subprocess.Popen | None = None) -> None:
@@ -136,13 +123,11 @@ def main(argv: list[str]) -> None:
     elif argv[:1] == ["watcher"]:
         import logging
 
-        from flows.recovery import watch
-
         logging.basicConfig(level=logging.INFO, format="%(asctime)s watcher %(message)s")
         logging.getLogger("httpx").setLevel(logging.WARNING)
         watch(float(argv[1]) if len(argv) > 1 else 5.0)
     elif argv[:1] == ["intake"]:
-        from app.server import run_intake
+        from app.server import run_intake  # the web app and its webhooks: for the intake's process only
 
         run_intake(argv[1], int(argv[2]))
     else:
