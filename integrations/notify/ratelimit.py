@@ -6,7 +6,7 @@ run at once, so the count is kept where they all see it: SQLite under the state 
 one sliding window of send times per robot. A page beyond the limit is not dropped
 and does not jump the queue: it takes a ticket, waits until it is first in line for
 its robot and one more message fits every window, then records its send time and
-goes. A robot that still says "too fast" holds the whole robot (for every process)
+goes; the next page waits until it has arrived. A robot that still says "too fast" holds the whole robot (for every process)
 for as long as it asked, and the page keeps its place at the head of the line.
 """
 
@@ -29,7 +29,7 @@ SAFETY_MARGIN_FRACTION = 0.05  # of a window: our clock is not the platform's, a
 SAFETY_MARGIN_SECONDS = 0.25   # at least this, whatever the window
 POLL_SECONDS = 1.0             # longest sleep between looks at the line (each look also says "still waiting")
 FAST_POLL_SECONDS = 0.01       # when only the pages ahead have to go first
-STALE_SECONDS = 60             # a ticket not looked at for this long belongs to a process that died
+STALE_SECONDS = 120            # a ticket not looked at for this long belongs to a process that died (> a robot's post timeout)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,12 @@ class RateSettings(BaseSettings):
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sends (robot TEXT NOT NULL, at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS sends_robot ON sends (robot, at);
-CREATE TABLE IF NOT EXISTS line (ticket INTEGER PRIMARY KEY AUTOINCREMENT, robot TEXT NOT NULL, seen REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS line (
+    ticket INTEGER PRIMARY KEY AUTOINCREMENT,
+    robot TEXT NOT NULL,
+    seen REAL NOT NULL,               -- last look by its process: a process that died leaves a stale ticket
+    posting INTEGER NOT NULL DEFAULT 0  -- its send time is in `sends` and it is being posted now
+);
 CREATE INDEX IF NOT EXISTS line_robot ON line (robot, ticket);
 CREATE TABLE IF NOT EXISTS holds (robot TEXT PRIMARY KEY, until REAL NOT NULL);
 """
@@ -83,7 +88,11 @@ def next_slot(sent: Sequence[float], limits: Sequence[RateLimit], after: float) 
 
 
 class RobotLine:
-    """The line of pages for one robot. `wait_turn()` before each post; `leave()` when done, sent or not."""
+    """The line of pages for one robot. `wait_turn()` before each post; `leave()` when done, sent or not.
+
+    A page keeps its place at the head of the line from its turn until leave(), through its post and any
+    "too fast" hold, so pages reach the robot in the order they joined the line, one at a time.
+    """
 
     def __init__(self, robot: str, limits: Sequence[RateLimit], settings: RateSettings | None = None):
         self.robot = robot
@@ -101,12 +110,13 @@ class RobotLine:
         if db.execute("UPDATE line SET seen = ? WHERE ticket = ?", (now, self.ticket)).rowcount == 0:
             # Our ticket went stale (this process stalled): back in line with the same number, so no later page passes.
             db.execute("INSERT INTO line (ticket, robot, seen) VALUES (?, ?, ?)", (self.ticket, self.robot, now))
-        ahead = db.execute("SELECT COUNT(*) FROM line WHERE robot = ? AND ticket < ?", (self.robot, self.ticket)).fetchone()[0]
+        ahead, waiting = db.execute("SELECT COUNT(*), COUNT(*) - TOTAL(posting) FROM line WHERE robot = ? AND ticket < ?",
+                                    (self.robot, self.ticket)).fetchone()
         sent = [r[0] for r in db.execute("SELECT at FROM sends WHERE robot = ? AND at > ? ORDER BY at",
                                          (self.robot, now - self.keep))]
         hold = db.execute("SELECT until FROM holds WHERE robot = ?", (self.robot,)).fetchone()
         slot = next_slot(sent, self.limits, max(now, hold[0] if hold else now))
-        for _ in range(ahead):  # the pages ahead go first, each in its own slot
+        for _ in range(int(waiting)):  # the pages ahead go first, each in its own slot
             sent.append(slot)
             slot = next_slot(sent, self.limits, slot)
         return ahead == 0 and slot <= now, slot
@@ -124,12 +134,10 @@ class RobotLine:
             try:
                 now = time.time()
                 go, slot = self._look(db, now)
-                if go:
+                if go:  # the ticket stays at the head until leave(): the next page goes after this one has arrived
                     db.execute("INSERT INTO sends (robot, at) VALUES (?, ?)", (self.robot, now))
+                    db.execute("UPDATE line SET posting = 1 WHERE ticket = ?", (self.ticket,))
                     db.execute("DELETE FROM sends WHERE robot = ? AND at < ?", (self.robot, now - self.keep))
-                    # Out of line before the post: the next page may go as soon as the window allows. A "too fast"
-                    # answer puts this one back at the head (same ticket).
-                    db.execute("DELETE FROM line WHERE ticket = ?", (self.ticket,))
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
@@ -144,17 +152,17 @@ class RobotLine:
             time.sleep(min(max(slot - now, FAST_POLL_SECONDS), POLL_SECONDS))
 
     def hold(self, seconds: float) -> None:
-        """The robot said "too fast": nobody posts to it for `seconds`, and this page keeps its place first in line."""
-        now = time.time()
-        until = now + seconds / self.settings.time_scale
+        """The robot said "too fast": nobody posts to it for `seconds`; this page is still first in line."""
+        until = time.time() + seconds / self.settings.time_scale
         db = self._db
         db.execute("BEGIN IMMEDIATE")
-        db.execute("INSERT INTO holds (robot, until) VALUES (?, ?) ON CONFLICT (robot) DO UPDATE SET until = max(until, excluded.until)",
-                   (self.robot, until))
-        db.execute("INSERT OR REPLACE INTO line (ticket, robot, seen) VALUES (?, ?, ?)", (self.ticket, self.robot, now))
+        db.execute("INSERT INTO holds (robot, until) VALUES (?, ?) "
+                   "ON CONFLICT (robot) DO UPDATE SET until = max(until, excluded.until)", (self.robot, until))
+        db.execute("UPDATE line SET posting = 0 WHERE ticket = ?", (self.ticket,))
         db.execute("COMMIT")
 
     def leave(self) -> None:
+        """Sent or given up: out of line, and the next page may go."""
         try:
             if self.ticket is not None:
                 self._db.execute("DELETE FROM line WHERE ticket = ?", (self.ticket,))

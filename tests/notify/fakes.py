@@ -201,3 +201,36 @@ class FakeSlack(FakeHTTP):
 
     def calls(self, method: str) -> list[Seen]:
         return [r for r in self.requests if r.path.endswith("/" + method)]
+
+
+class LimitedRobot(FakeHTTP):
+    """A group robot that enforces its platform's limits as the platform does: beyond `messages` in any
+    `seconds` (sliding, by arrival time) it answers with the platform's "too fast" reply instead of posting.
+
+    `posted` is what got through, in arrival order; `refused` what was turned away; `peak` the most messages
+    it ever saw in one window, counting refused ones, so a test can show the limit was never even approached.
+    """
+
+    def __init__(self, limits: list[tuple[int, float]], too_fast: Reply, ok: Reply | None = None):
+        self.limits = limits
+        self.too_fast = too_fast
+        self.ok = ok or Reply(200, {"errcode": 0, "errmsg": "ok"})
+        self.arrivals: list[float] = []
+        self.posted: list[tuple[float, Seen]] = []
+        self.refused: list[tuple[float, Seen]] = []
+        self.peak: dict[tuple[int, float], int] = {limit: 0 for limit in limits}
+        self._lock = threading.Lock()
+        super().__init__(self._answer)
+
+    def _answer(self, seen: Seen) -> Reply:
+        with self._lock:
+            now = time.monotonic()
+            self.arrivals.append(now)
+            over = False
+            for limit in self.limits:
+                count, window = limit
+                in_window = sum(1 for t in self.arrivals if now - t < window)
+                self.peak[limit] = max(self.peak[limit], in_window)
+                over = over or in_window > count
+            (self.refused if over else self.posted).append((now, seen))
+        return self.too_fast if over else self.ok
