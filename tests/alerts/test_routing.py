@@ -153,3 +153,25 @@ def test_fallback_gives_an_unfilled_time_the_alert_start(tmp_path):
                                      "starts_at": "2024-05-01T08:00:00Z"})[0]
     d = route(a, routes_from(tmp_path, ""), ROOT / "runbooks")
     assert d.runbook == "pump-station-power-loss" and d.parameters == {"outage_started": "2024-05-01T08:00:00+00:00"}
+
+
+def test_shipped_default_route_pages_the_duty_officer():
+    """An alert nothing takes goes to runbooks/unrouted-alert.yaml, and still says why it was not routed."""
+    routes = load_routes(ROOT / "config" / "routes.yaml")
+    assert routes.unrouted and routes.unrouted.runbook == "unrouted-alert"
+    a = get_source("generic").parse({"status": "firing", "title": "Chiller 3 temperature", "labels": {"site": "east"},
+                                     "annotations": {"summary": "chiller at 31 C"}, "starts_at": "2024-05-01T08:00:00Z"})[0]
+    d = route(a, routes, ROOT / "runbooks")
+    assert d.routed and d.unrouted and d.runbook == "unrouted-alert" and "no route matches" in d.reason
+    assert d.parameters == {"alert_name": "Chiller 3 temperature", "summary": "chiller at 31 C", "alert_source": "generic",
+                            "fired_at": "2024-05-01T08:00:00Z"}
+    named_missing = get_source("generic").parse({"status": "firing", "title": "x", "labels": {"runbook": "no-such-plan"}})[0]
+    d = route(named_missing, routes, ROOT / "runbooks")
+    assert d.runbook == "unrouted-alert" and "no-such-plan" in d.reason
+
+
+def test_default_route_is_checked(tmp_path):
+    routes = routes_from(tmp_path, "unrouted: {runbook: power-failure, parameters: {colour: labels.colour}}")
+    problems = check_routes(routes, FIXTURES / "runbooks")
+    assert any(p.startswith("unrouted (unrouted)") and "'colour' is not a parameter" in p for p in problems)
+    assert any("requires parameter 'site'" in p for p in problems)
