@@ -14,6 +14,10 @@ pytestmark = pytest.mark.server
 
 @pytest.fixture(scope="module")
 def probe_runbook() -> str:
+    return make_probe()
+
+
+def make_probe() -> str:
     """An unserved deployment `<id>/runbook` with the runbook flows' parameters: runs stay Scheduled (open)."""
     from prefect import flow
 
@@ -139,3 +143,73 @@ def test_no_resolution_yet_reads_as_none(probe_runbook):
     deliver_resolution(run.id, {"status": "resolved", "fingerprint": "f1"})
     deliver_resolution(run.id, {"status": "resolved", "fingerprint": "f2"})  # the first one counts
     assert read_resolution(run.id) == {"status": "resolved", "fingerprint": "f1"}
+
+
+# ---------------------------------------------------------------- PagerDuty and the default route, for real
+
+
+@pytest.fixture
+def fresh_probe() -> str:
+    return make_probe()
+
+
+@pytest.fixture
+def sources_client(make_settings, fresh_probe):
+    """PagerDuty's datapipe events go to the probe; anything no route takes goes there too, by the default route."""
+    from fastapi.testclient import TestClient
+
+    from app.web import create_app
+
+    probe_runbook = fresh_probe
+    settings = make_settings(routes=f"""
+routes:
+  - name: datapipe
+    match: [component=postgres, group=prod-datapipe]
+    runbook: {probe_runbook}
+    parameters: {{site: labels.source}}
+fallback: {{enabled: false}}
+unrouted:
+  runbook: {probe_runbook}
+  parameters: {{site: {{value: unrouted}}}}
+""")
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_pagerduty_example_starts_its_runbook(sources_client, fresh_probe):
+    probe_runbook = fresh_probe
+    from tests.alerts.conftest import fixture_json
+
+    body = fixture_json("pagerduty_trigger.json")
+    body["dedup_key"] = f"pd-{uuid.uuid4().hex[:8]}"
+    r = sources_client.post("/alerts/pagerduty", json=body)
+    assert r.status_code == 202 and r.json()["status"] == "success" and r.json()["dedup_key"] == body["dedup_key"]
+    assert r.json()["accepted"][0]["runbook"] == probe_runbook
+    drained(sources_client)
+    (run,) = runs_of(probe_runbook)
+    assert run.parameters["parameters"] == {"site": body["payload"]["source"]}
+    assert run.parameters["alert"]["source"] == "pagerduty" and run.parameters["alert"]["group_key"] == body["dedup_key"]
+
+    # PagerDuty's resolve names only the dedup_key; it reaches the same run
+    r = sources_client.post("/v2/enqueue", json={"routing_key": "k", "event_action": "resolve", "dedup_key": body["dedup_key"]})
+    assert r.status_code == 202
+    drained(sources_client)
+    from flows.launch import read_resolution
+
+    assert read_resolution(run.id)["status"] == "resolved"
+    assert len(runs_of(probe_runbook)) == 1
+
+
+def test_an_unrouted_alert_starts_the_default_routes_runbook(sources_client, fresh_probe):
+    probe_runbook = fresh_probe
+    r = sources_client.post("/alerts/generic", json={"status": "firing", "title": "Chiller 3 temperature",
+                                                     "labels": {"site": "east"}, "group": f"chiller-{uuid.uuid4().hex[:6]}"})
+    assert r.status_code == 202
+    (unrouted,) = r.json()["unrouted"]
+    assert unrouted["runbook"] == probe_runbook and "no route matches" in unrouted["reason"]
+    drained(sources_client)
+    (run,) = runs_of(probe_runbook)
+    assert run.parameters["parameters"] == {"site": "unrouted"}
+    assert run.parameters["alert"]["labels"]["alertname"] == "Chiller 3 temperature"
+    (line,) = sources_client.app.state.store.unrouted()
+    assert line["alert"]["labels"]["site"] == "east"
