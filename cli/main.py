@@ -1,59 +1,72 @@
 """`runbook`: list, read, check, run and answer the emergency runbooks.
 
-Prefect reads its settings when it is first imported, so this module imports
-nothing of Prefect at the top: the callback below first points PREFECT_API_URL
-at a running `runbook up` (127.0.0.1:4200) when none is set.
+Commands that talk to Prefect first find its server (flows/server.py): PREFECT_API_URL
+when set, else the stack a `runbook up` recorded, else `runbook up`'s default address.
+When none answers they stop and say how to start or point at one, instead of letting
+Prefect start a temporary server of its own that nobody else would ever see.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+import yaml
+from prefect import tags
+from prefect.exceptions import ObjectNotFound
+
+from app.server import run_intake
+from app.stack import Stack
+from cli.output import Col, console, elapsed, err, print_json, print_table, span
+from flows.answers import RunIdError, answer_step, pending_steps, resolve_run_id
+from flows.launch import deployment_name, start_incident
+from flows.record.archive import all_records, archive_dir, find_record
+from flows.record.report import FORMATS, NoSuchIncident, build_report, load_report, render
+from flows.recovery import NotRecoverable, recover_run
+from flows.server import find_server, use_server
+from integrations.contacts import load_directory
+from runbooks.checklist import checklist
+from runbooks.docs import check_docs, render_docs
+from runbooks.loader import RunbookError, load_all, load_file, runbook_files
+from runbooks.model import Runbook, plans_served
+from runbooks.settings import get_settings
 
 app = typer.Typer(help="Emergency response plans (应急预案) as Prefect flows.", no_args_is_help=True, add_completion=False)
-console = Console()
-err = Console(stderr=True)
-
-DEFAULT_API = "http://127.0.0.1:4200/api"
 
 
-@app.callback()
-def _main() -> None:
-    if "PREFECT_API_URL" not in os.environ:
-        import httpx
+def connect(*, required: bool = True) -> bool:
+    """Point Prefect at the running server; without one, stop (exit 1) saying how to start or name one.
 
-        try:
-            if httpx.get(f"{DEFAULT_API}/health", timeout=0.5).status_code == 200:
-                os.environ["PREFECT_API_URL"] = DEFAULT_API
-                os.environ.setdefault("PREFECT_UI_URL", DEFAULT_API.removesuffix("/api"))
-        except httpx.HTTPError:
-            pass
+    Not required (`runbook run`): with nothing set and nothing found, Prefect runs the flow on a
+    temporary server of its own, as it always does, and we say so."""
+    lookup = find_server()
+    if lookup.found:
+        use_server(lookup.api_url)
+        return True
+    if required or lookup.source == "PREFECT_API_URL":
+        err.print(lookup.explain(), markup=False, highlight=False)
+        raise typer.Exit(1)
+    err.print("no Prefect server found (`runbook up` starts one): this run uses a temporary server of Prefect's own, "
+              "gone when it ends", markup=False)
+    return False
 
 
-def _load(strict: bool = False):
-    from integrations.contacts import load_directory
-    from runbooks.loader import load_all
-    from runbooks.settings import get_settings
-
+def _load():
     settings = get_settings()
     return load_all(settings.runbooks_dir, load_directory(settings.contacts_file))
 
 
-def _one(runbook_id: str):
+def _one(runbook_id: str) -> Runbook:
     runbooks, errors = _load()
     if runbook_id not in runbooks:
         broken = [e for e in errors if Path(e.file).stem == runbook_id]
         if broken:
             err.print(f"[red]runbook {runbook_id} does not load:[/red]")
             for e in broken:
-                err.print(str(e))
+                err.print(str(e), markup=False)
         else:
             err.print(f"[red]no runbook '{runbook_id}'[/red]; known: {', '.join(sorted(runbooks))}")
         raise typer.Exit(2)
@@ -71,39 +84,71 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def _answers_file(path: Path | None) -> dict | None:
+    """Scripted answers by step id (YAML or JSON)."""
+    if path is None:
+        return None
+    try:
+        scripted = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        err.print(f"[red]cannot read answers from {path}:[/red] {exc}", highlight=False)
+        raise typer.Exit(2)
+    if not isinstance(scripted, dict):
+        err.print(f"[red]{path} must map step ids to answers[/red] (step-id: {{field: value}})")
+        raise typer.Exit(2)
+    return scripted
+
+
+def _run_id(text: str) -> str:
+    """The whole run id a (possibly shortened) id names; exits listing the candidates when it names several."""
+    try:
+        return resolve_run_id(text)
+    except RunIdError as exc:
+        err.print(f"[red]{exc}[/red]", highlight=False)
+        for candidate in exc.candidates:
+            err.print(f"  {candidate}", highlight=False)
+        if exc.candidates:
+            err.print("give more of the id")
+        raise typer.Exit(1)
+
+
 @app.command("list")
-def list_runbooks() -> None:
+def list_runbooks(as_json: bool = typer.Option(False, "--json", help="Print one JSON document (for scripts).")) -> None:
     """Every runbook: id, title, source plan, steps."""
     runbooks, errors = _load()
-    table = Table("id", "标题 / title", "plan", "steps", "levels")
-    for rb in sorted(runbooks.values(), key=lambda r: r.source.plan):
-        levels = ", ".join(lv.id for lv in rb.severity.levels) if rb.severity else "—"
-        served = ", ".join(str(p) for p in sorted({rb.source.plan, *rb.source.also}))
-        table.add_row(rb.id, f"{rb.title.zh}\n{rb.title.en}", served, str(len(rb.all_steps())), levels)
-    console.print(table)
-    from runbooks.model import plans_served
-
-    plans = sorted({p for rb in runbooks.values() for p in plans_served(rb.source)})
-    console.print(f"{len(runbooks)} runbooks covering plans {', '.join(map(str, plans))}")
+    ordered = sorted(runbooks.values(), key=lambda r: r.source.plan)
     if errors:
         err.print(f"[yellow]{len(errors)} problem(s) keep some runbooks out; run `runbook lint`[/yellow]")
+    if as_json:
+        print_json([{"id": rb.id, "title": {"zh": rb.title.zh, "en": rb.title.en}, "plans": plans_served(rb.source),
+                     "steps": len(rb.all_steps()),
+                     "levels": [{"id": lv.id, "zh": lv.label.zh, "en": lv.label.en} for lv in rb.severity.levels] if rb.severity else []}
+                    for rb in ordered])
+        return
+    rows = [[rb.id, f"{rb.title.zh}\n{rb.title.en}", ", ".join(map(str, plans_served(rb.source))), str(len(rb.all_steps())),
+             ", ".join(lv.id for lv in rb.severity.levels) if rb.severity else "—"] for rb in ordered]
+    print_table([Col("id", whole=True), Col("标题 / title"), Col("plan"), Col("steps"), Col("levels")], rows)
+    plans = sorted({p for rb in ordered for p in plans_served(rb.source)})
+    console.print(f"{len(runbooks)} runbooks covering plans {', '.join(map(str, plans))}")
 
 
 @app.command()
-def show(runbook_id: str, language: str = typer.Option("both", help="zh, en or both")) -> None:
+def show(
+    runbook_id: str,
+    language: str = typer.Option("both", help="zh, en or both"),
+    as_json: bool = typer.Option(False, "--json", help="The runbook as one JSON document (as the language defines it)."),
+) -> None:
     """The runbook as a readable checklist."""
-    from runbooks.checklist import checklist
-
-    typer.echo(checklist(_one(runbook_id), language=language))
+    rb = _one(runbook_id)
+    if as_json:
+        print_json(rb.model_dump(mode="json"))
+        return
+    typer.echo(checklist(rb, language=language))
 
 
 @app.command()
 def lint(paths: list[Path] = typer.Argument(None, help="Runbook files or folders; default: the runbooks folder.")) -> None:
     """Validate runbooks; exit non-zero on any error, naming file, step and fix."""
-    from integrations.contacts import load_directory
-    from runbooks.loader import RunbookError, load_file, runbook_files
-    from runbooks.settings import get_settings
-
     settings = get_settings()
     directory = load_directory(settings.contacts_file)
     files: list[Path] = []
@@ -135,13 +180,10 @@ def run(
     incident: Optional[str] = typer.Option(None, help="A label for the incident, shown in the run name."),
 ) -> None:
     """Run a runbook here and now; prints the flow run id and the outcome (exit 0 only if completed)."""
-    import yaml
-
     rb = _one(runbook_id)
-    scripted = yaml.safe_load(answers.read_text(encoding="utf-8")) if answers else None
-    from prefect import tags
-
-    from flows.catalog import FLOWS
+    scripted = _answers_file(answers)
+    connect(required=False)
+    from flows.catalog import FLOWS  # compiles every runbook into a flow: only the command that runs one pays for it
 
     def announce(flow, flow_run, state) -> None:
         console.print(f"flow run {flow_run.id} ({flow_run.name})")
@@ -157,36 +199,49 @@ def run(
 
 
 @app.command()
-def pending(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
-    """Steps waiting for an answer: run, runbook, step, since, who may answer."""
-    from flows.answers import pending_steps
-
+def pending(as_json: bool = typer.Option(False, "--json", help="Print one JSON document (for scripts).")) -> None:
+    """Steps waiting for an answer, by incident: run, step, waiting since, who may answer."""
+    connect()
     steps = pending_steps()
     if as_json:
-        console.print_json(json.dumps([s.model_dump(mode="json") for s in steps]))
+        print_json([{**s.model_dump(mode="json"), "in_track": s.in_track} for s in steps])
         return
-    table = Table("run id", "runbook", "step", "since", "may answer")
+    now = datetime.now(timezone.utc)
+    incidents: dict[str, list] = {}
     for s in steps:
-        table.add_row(s.flow_run_id, s.runbook, f"{s.step}\n{s.title}", s.since.strftime("%Y-%m-%d %H:%M:%S") if s.since else "",
-                      ", ".join(s.may_answer) or "anyone")
-    console.print(table)
-    console.print(f"{len(steps)} waiting")
+        incidents.setdefault(s.incident_id, []).append(s)
+    for incident_id, waiting in incidents.items():
+        first = waiting[0]
+        console.print(f"[bold]{first.runbook}[/bold] · incident [bold]{incident_id}[/bold] · {first.incident_name}", highlight=False)
+        rows = [[s.flow_run_id, f"{s.step}\n{s.title}" + ("\n(parallel track)" if s.in_track else ""),
+                 elapsed(s.since, now), ", ".join(s.may_answer) or "anyone"] for s in waiting]
+        print_table([Col("run id", whole=True), Col("step"), Col("waiting"), Col("may answer")], rows)
+    console.print(f"{len(steps)} step(s) waiting in {len(incidents)} incident(s)")
+    if steps:
+        console.print("answer: runbook answer ID --by NAME field=value  (the incident's id or the run's; "
+                      "a unique start of it is enough)", markup=False, highlight=False)
 
 
 @app.command()
 def answer(
-    run_id: str,
+    run_id: str = typer.Argument(..., help="The incident's or the waiting run's id, or a unique start of it."),
     values: list[str] = typer.Argument(None, help="Answers, key=value (booleans: yes/no)."),
     step: Optional[str] = typer.Option(None, help="The step you mean to answer (refused if the run waits elsewhere)."),
     by: str = typer.Option(..., "--by", help="Who answers: person id or name from the contacts directory."),
 ) -> None:
     """Answer the step a run is waiting at, through the same resume API the UI uses."""
-    from flows.answers import answer_step
-
-    result = answer_step(run_id, by=by, values=_pairs(values or [], "answer"), step=step)
-    (console if result.ok else err).print(("[green]" if result.ok else "[red]") + result.message)
-    if not result.ok:
-        raise typer.Exit(1)
+    pairs = _pairs(values or [], "answer")
+    connect()
+    result = answer_step(run_id, by=by, values=pairs, step=step)
+    if result.ok:
+        console.print(f"[green]{result.message}[/green]", highlight=False)
+        return
+    err.print(f"[red]{result.message}[/red]", highlight=False)
+    for w in result.candidates:
+        err.print(f"  --step {w.step}   (run {w.flow_run_id})", highlight=False)
+    if result.candidates:
+        err.print("pass --step STEP to say which one you answer")
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -196,14 +251,23 @@ def fire(
     severity: Optional[str] = typer.Option(None, help="Severity level."),
     drill: bool = typer.Option(False, help="A drill."),
     incident: Optional[str] = typer.Option(None, help="Incident label; the same label does not start a second run."),
+    answers: Optional[Path] = typer.Option(None, help="YAML or JSON file of answers by step id."),
+    time_scale: float = typer.Option(1.0, help="Divide every wait, timer, threshold and deadline by this."),
+    auto: bool = typer.Option(False, help="Answer every manual step with its default; approve as 'drill'."),
 ) -> None:
     """Start an incident on the served runbooks (`runbook up` must be running)."""
-    from flows.launch import start_incident
-
     rb = _one(runbook_id)
+    parameters = _pairs(param, "parameter")
+    scripted = _answers_file(answers)
+    connect()
     key = f"manual:{rb.id}:{incident}" if incident else None
-    run = start_incident(rb.id, _pairs(param, "parameter"), severity=severity, drill=drill, idempotency_key=key, incident=incident)
-    console.print(f"started flow run {run.id} ({run.name})")
+    try:
+        started = start_incident(rb.id, parameters, severity=severity, drill=drill, idempotency_key=key, incident=incident,
+                                 time_scale=time_scale, auto=auto, answers=scripted)
+    except ObjectNotFound:
+        err.print(f"[red]the server has no deployment {deployment_name(rb.id)}[/red]: is `runbook up` serving the runbooks there?")
+        raise typer.Exit(1)
+    console.print(f"started flow run {started.id} ({started.name})", highlight=False)
 
 
 @app.command()
@@ -213,8 +277,6 @@ def up(
     intake_port: int = typer.Option(8787, help="Port of the alert intake (0: no intake)."),
 ) -> None:
     """Start the Prefect server (SQLite), serve every runbook and the alert intake; Ctrl-C stops it all."""
-    from app.stack import Stack
-
     runbooks, errors = _load()
     if errors:
         err.print(f"[yellow]{len(errors)} problem(s) keep some runbooks out; run `runbook lint`[/yellow]")
@@ -228,11 +290,13 @@ def up(
 
 @app.command()
 def intake(host: Optional[str] = typer.Option(None), port: Optional[int] = typer.Option(None)) -> None:
-    """Run the alert receiver alone (Prefect must be reachable at PREFECT_API_URL)."""
-    from app.server import run_intake
-    from runbooks.settings import get_settings
-
+    """Run the alert receiver alone (it spools alerts while Prefect is unreachable)."""
     settings = get_settings()
+    lookup = find_server()
+    if lookup.found:
+        use_server(lookup.api_url)
+    else:
+        err.print(lookup.explain() + "\nalerts are spooled until it is reachable", markup=False)
     run_intake(host or settings.intake_host, port or settings.intake_port)
 
 
@@ -242,8 +306,6 @@ def docs(
     check: bool = typer.Option(False, help="Only check that the committed documents match the runbooks."),
 ) -> None:
     """Render every runbook as a Markdown document with a flow diagram into docs/runbooks/."""
-    from runbooks.docs import check_docs, render_docs
-
     runbooks, errors = _load()
     if errors:
         err.print("[red]some runbooks do not load; run `runbook lint` first[/red]")
@@ -264,9 +326,7 @@ def docs(
 @app.command()
 def schema() -> None:
     """The runbook language's JSON schema (every field with its description)."""
-    from runbooks.model import Runbook
-
-    console.print_json(json.dumps(Runbook.model_json_schema()))
+    print_json(Runbook.model_json_schema())
 
 
 @app.command()
@@ -276,15 +336,16 @@ def report(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write to this file instead of printing."),
 ) -> None:
     """The post-incident report of a run: from the archive (survives the run's deletion), else from Prefect."""
-    from flows.record.report import FORMATS, NoSuchIncident, load_report, render
-
     if format not in FORMATS:
         err.print(f"[red]unknown format '{format}'[/red]; one of {', '.join(FORMATS)}")
         raise typer.Exit(2)
+    if find_record(run_id) is None:
+        connect()  # not archived (yet): Prefect has it, if anyone does
+        run_id = _run_id(run_id)
     try:
         text = render(load_report(run_id), format)
     except NoSuchIncident as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(1)
     if output:
         output.write_text(text, encoding="utf-8")
@@ -297,49 +358,50 @@ def report(
 def history(
     runbook_id: Optional[str] = typer.Option(None, "--runbook", help="Only this runbook."),
     since: Optional[str] = typer.Option(None, help="Only incidents started on or after this date (YYYY-MM-DD, UTC)."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON document (for scripts)."),
 ) -> None:
     """Archived incidents: runbook, severity, start, duration, outcome and missed deadlines."""
-    from datetime import date, datetime, timezone
-
-    from flows.record.archive import all_records
-    from flows.record.report import build_report, human_duration
-
     try:
         start = datetime.combine(date.fromisoformat(since), datetime.min.time(), tzinfo=timezone.utc) if since else None
     except ValueError:
         err.print(f"[red]--since '{since}' is not a date like 2026-10-01[/red]")
         raise typer.Exit(2)
+    folder = archive_dir().resolve()
+    records = all_records()
+    if not records:
+        err.print(f"no incidents archived in {folder}" + ("" if folder.is_dir() else " (no such folder)") + "\n"
+                  "the archive is RUNBOOK_INCIDENTS_DIR (or incidents_dir in runbook.toml), by default `incidents/` "
+                  "in the folder the command runs in; set it to where the stack archives", markup=False, highlight=False)
     rows = []
-    for record in all_records():
+    for record in records:
         if (runbook_id and record.runbook != runbook_id) or (start and record.started < start):
             continue
         r = build_report(record)
         rows.append({"flow_run_id": r.flow_run_id, "runbook": r.runbook, "drill": r.drill, "severity": r.severity,
                      "severity_label": r.severity_label, "started": r.started.isoformat(timespec="seconds"),
-                     "duration_seconds": round(r.duration_seconds, 1), "outcome": r.outcome,
+                     "duration_seconds": round(r.duration_seconds, 1), "duration": span(r.duration_seconds), "outcome": r.outcome,
                      "missed_deadlines": [f"{d.id} ({d.state})" for d in r.missed_deadlines()]})
     if as_json:
-        typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        print_json(rows)
         return
-    table = Table("run id", "runbook", "severity", "started (UTC)", "duration", "outcome", "missed deadlines")
-    for row in rows:
-        table.add_row(row["flow_run_id"], row["runbook"] + (" [drill]" if row["drill"] else ""),
-                      row["severity_label"] or row["severity"] or "—", row["started"].replace("T", " ")[:19],
-                      human_duration(row["duration_seconds"]), row["outcome"], ", ".join(row["missed_deadlines"]) or "—")
-    console.print(table)
-    console.print(f"{len(rows)} incident(s)")
+    if rows:
+        print_table([Col("run id", whole=True), Col("runbook"), Col("severity"), Col("started (UTC)"), Col("duration"),
+                     Col("outcome"), Col("missed deadlines")],
+                    [[row["flow_run_id"], row["runbook"] + (" [drill]" if row["drill"] else ""),
+                      row["severity_label"] or row["severity"] or "—", row["started"].replace("T", " ")[:16],
+                      row["duration"], row["outcome"], ", ".join(row["missed_deadlines"]) or "—"] for row in rows])
+    console.print(f"{len(rows)} incident(s) in {folder}", highlight=False)
 
 
 @app.command()
 def recover(run_id: str, why: str = typer.Option("recovered by hand", help="Recorded as the state's message.")) -> None:
     """Reschedule an incident whose worker died; a worker reruns it, done steps come back Cached, answers replay."""
-    from flows.recovery import NotRecoverable, recover_run
-
+    connect()
+    run_id = _run_id(run_id)
     try:
         left = recover_run(run_id, why=why)
     except NotRecoverable as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{exc}[/red]", highlight=False)
         raise typer.Exit(1)
     console.print(f"[green]run {run_id} was {left}; now Scheduled[/green]: a worker of its pool runs it again")
 

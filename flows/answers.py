@@ -9,22 +9,30 @@ arrives without passing here.
 from __future__ import annotations
 
 import json
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Iterator
 from uuid import UUID
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, FlowRunFilterState,
                                             FlowRunFilterStateType)
 from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
-from tasks.people import read_input, who_key
+from tasks.inputs import read_input, step_of, who_key
 
 from integrations.contacts import load_directory
 from runbooks.settings import get_settings
+
+
+class Waiting(BaseModel):
+    """One step a run waits at: the run that is paused, and the step."""
+
+    flow_run_id: str
+    step: str
 
 
 class AnswerResult(BaseModel):
@@ -33,21 +41,42 @@ class AnswerResult(BaseModel):
     flow_run_id: str | None = None
     step: str | None = None
     answered_by: str | None = None
+    candidates: list[Waiting] = Field(default_factory=list, description="When several steps wait and none was named: each of them.")
 
 
 class PendingStep(BaseModel):
-    flow_run_id: str
+    flow_run_id: str = Field(description="The run that waits: the incident's own, or one of its parallel tracks.")
     run_name: str
+    incident_id: str = Field(description="The incident's (top-level) flow run: what pages name and what `runbook answer` takes.")
+    incident_name: str
     runbook: str
     step: str
     title: str
     since: datetime | None
     may_answer: list[str]
 
+    @property
+    def in_track(self) -> bool:
+        return self.flow_run_id != self.incident_id
+
+
+class RunIdError(LookupError):
+    """A run id that names no run, or several (a prefix shared by more than one)."""
+
+    def __init__(self, message: str, candidates: list[str] | None = None):
+        super().__init__(message)
+        self.candidates = candidates or []
+
+
+EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+PAGE = 200  # the most flow runs the server returns at once (PREFECT_API_DEFAULT_LIMIT)
+MAX_TRACK_DEPTH = 5  # tracks inside tracks inside ...: how deep to look for the run that waits
+PAUSED = FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"]))
+NOT_FINAL = FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED", "RUNNING", "PENDING"]))
+
 
 def _step_of(run: FlowRun) -> str | None:
-    key = run.state.state_details.pause_key if run.state else None
-    return key.rsplit("-", 1)[0] if key and "-" in key else key
+    return step_of(run.state.state_details.pause_key if run.state else None)
 
 
 def _runbook_id(run: FlowRun) -> str | None:
@@ -66,7 +95,44 @@ def _waiting(client, run: FlowRun) -> dict[str, Any]:
     return json.loads(raw) if raw else {}
 
 
-MAX_TRACK_DEPTH = 5  # tracks inside tracks inside ...: how deep to look for the run that waits
+def all_flow_runs(client, flow_run_filter: FlowRunFilter | None = None) -> Iterator[FlowRun]:
+    """Every flow run the filter matches, page after page (one read stops at PAGE), newest id first."""
+    offset = 0
+    while True:
+        page = client.read_flow_runs(flow_run_filter=flow_run_filter, sort=FlowRunSort.ID_DESC, limit=PAGE, offset=offset)
+        yield from page
+        if len(page) < PAGE:
+            return
+        offset += PAGE
+
+
+def incident_of(client, run: FlowRun, known: dict[UUID, FlowRun] | None = None) -> FlowRun:
+    """The incident a run belongs to: its top-level flow run (a track is a child run started by a task of its parent)."""
+    known = {} if known is None else known
+    for _ in range(MAX_TRACK_DEPTH + 1):
+        if run.parent_task_run_id is None:
+            return run
+        parent_id = client.read_task_run(run.parent_task_run_id).flow_run_id
+        if parent_id is None:
+            return run
+        if parent_id not in known:
+            known[parent_id] = client.read_flow_run(parent_id)
+        run = known[parent_id]
+    return run
+
+
+def waiting_descendants(client, incident: FlowRun) -> list[FlowRun]:
+    """The paused runs of an incident's parallel tracks (tracks inside tracks too)."""
+    paused: list[FlowRun] = []
+    parents = [incident.id]
+    for _ in range(MAX_TRACK_DEPTH):
+        children = list(all_flow_runs(client, FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents),
+                                                            state=NOT_FINAL)))
+        paused += [c for c in children if c.state is not None and c.state.is_paused()]
+        parents = [c.id for c in children if c.state is not None and not c.state.is_paused()]
+        if not parents:
+            break
+    return paused
 
 
 def waiting_run(incident_id: str, step_id: str | None) -> str:
@@ -88,21 +154,43 @@ def waiting_run(incident_id: str, step_id: str | None) -> str:
             return incident_id
         if run.state is None or run.state.is_paused() or run.state.is_final():
             return incident_id
-        parents = [root]
-        for _ in range(MAX_TRACK_DEPTH):
-            children = client.read_flow_runs(flow_run_filter=FlowRunFilter(
-                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents),
-                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED", "RUNNING", "PENDING"]))), limit=200)
-            paused = [c for c in children if c.state is not None and c.state.is_paused()]
-            matching = [c for c in paused if step_id is None or _step_of(c) == step_id]
-            if len(matching) == 1 or (matching and step_id is not None):
-                return str(matching[0].id)
-            if matching:  # several tracks wait and the answer names no step: do not guess
-                return incident_id
-            parents = [c.id for c in children if not c.state.is_paused()]
-            if not parents:
+        matching = [c for c in waiting_descendants(client, run) if step_id is None or _step_of(c) == step_id]
+    if len(matching) == 1 or (matching and step_id is not None):
+        return str(matching[0].id)
+    return incident_id  # none, or several tracks wait and the answer names no step: do not guess
+
+
+def resolve_run_id(text: str) -> str:
+    """The full id of the flow run `text` names: a whole id, or a unique prefix of one (as git and docker take).
+
+    A prefix is first matched against the runs that wait and their incidents, then against every flow run.
+    """
+    text = text.strip().lower()
+    try:
+        return str(UUID(text))
+    except ValueError:
+        pass
+    if not text or any(c not in "0123456789abcdef-" for c in text):
+        raise RunIdError(f"'{text}' is not a flow run id or the start of one")
+    waiting = pending_steps()
+    near = sorted({i for p in waiting for i in (p.flow_run_id, p.incident_id) if i.startswith(text)})
+    if len(near) == 1:
+        return near[0]
+    if len(near) > 1:
+        raise RunIdError(f"'{text}' is the start of {len(near)} run ids", near)
+    found = []
+    with get_client(sync_client=True) as client:
+        for run in all_flow_runs(client):
+            run_id = str(run.id)
+            if run_id.startswith(text):
+                found.append(run_id)
+            elif run_id < text:  # ids come largest first: none further down can start with text
                 break
-    return incident_id
+    if not found:
+        raise RunIdError(f"no flow run id starts with '{text}'")
+    if len(found) > 1:
+        raise RunIdError(f"'{text}' is the start of {len(found)} run ids", found)
+    return found[0]
 
 
 def _coerce(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
@@ -128,18 +216,32 @@ def _coerce(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None = None, step: str | None = None) -> AnswerResult:
-    """Answer the step a run is waiting at, as `by` (a person id, name, alias or address)."""
+    """Answer the step a run is waiting at, as `by` (a person id, name, alias or address).
+
+    `flow_run_id` may be the incident's run, the track that waits, or a unique prefix of either.
+    """
     values = dict(values or {})
-    run_id = UUID(str(flow_run_id))
+    try:
+        run_id = UUID(resolve_run_id(str(flow_run_id)))
+    except RunIdError as exc:
+        return AnswerResult(ok=False, message="".join([str(exc), *(f"\n  {c}" for c in exc.candidates)]))
     with get_client(sync_client=True) as client:
         try:
             run = client.read_flow_run(run_id)
         except ObjectNotFound:
             return AnswerResult(ok=False, message=f"no flow run {run_id}")
-    if run.state is None or not run.state.is_paused():
-        run_id = UUID(waiting_run(str(run_id), step))  # the incident may wait inside a parallel track
-    with get_client(sync_client=True) as client:
-        run = client.read_flow_run(run_id)
+        if run.state is not None and not run.state.is_paused() and not run.state.is_final():
+            # the incident may wait inside its parallel tracks, at one step or at several
+            tracks = [Waiting(flow_run_id=str(c.id), step=_waiting(client, c).get("step") or _step_of(c) or "?")
+                      for c in waiting_descendants(client, run)]
+            named = [w for w in tracks if step is None or w.step == step]
+            if len(named) > 1 and step is None:
+                return AnswerResult(ok=False, flow_run_id=str(run_id), candidates=named,
+                                    message=f"{run.name} waits at {len(named)} steps: "
+                                            f"{', '.join(w.step for w in named)}; name the one you answer")
+            if named:
+                run_id = UUID(named[0].flow_run_id)
+                run = client.read_flow_run(run_id)
         if run.state is None or not run.state.is_paused():
             return AnswerResult(ok=False, message=f"run {run.name} is not waiting for an answer (it is {run.state.name if run.state else 'unknown'})",
                                 flow_run_id=str(run_id))
@@ -165,14 +267,19 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
 
 
 def pending_steps() -> list[PendingStep]:
-    """Every step, in every run, that waits for a person."""
+    """Every step, in every run, that waits for a person: grouped by incident, oldest incident first."""
     out = []
+    known: dict[UUID, FlowRun] = {}
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"]))))
-        for run in runs:
+        for run in all_flow_runs(client, FlowRunFilter(state=PAUSED)):
             meta = _waiting(client, run)
             step_id = meta.get("step") or _step_of(run) or "?"
-            out.append(PendingStep(flow_run_id=str(run.id), run_name=run.name, runbook=meta.get("runbook") or _runbook_id(run) or "?",
+            incident = incident_of(client, run, known)
+            out.append(PendingStep(flow_run_id=str(run.id), run_name=run.name, incident_id=str(incident.id), incident_name=incident.name,
+                                   runbook=meta.get("runbook") or _runbook_id(run) or _runbook_id(incident) or "?",
                                    step=step_id, title=meta.get("title") or step_id, since=run.state.timestamp if run.state else None,
                                    may_answer=meta.get("may_answer") or []))
-    return sorted(out, key=lambda p: p.since or datetime.min)
+    first_wait: dict[str, datetime] = {}
+    for p in sorted(out, key=lambda p: p.since or EPOCH):
+        first_wait.setdefault(p.incident_id, p.since or EPOCH)
+    return sorted(out, key=lambda p: (first_wait[p.incident_id], p.incident_id, p.since or EPOCH))

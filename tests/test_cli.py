@@ -1,0 +1,218 @@
+"""The `runbook` command as people use it: ids they can copy, JSON for scripts, a server that is there or a clear no."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import Paused
+
+from flows.answers import pending_steps
+from flows.catalog import FLOWS
+from flows.server import DEFAULT_API, STACK_FILE, unreachable_reason
+from integrations.contacts import load_directory
+from runbooks.loader import load_all
+from runbooks.settings import get_settings
+from tests.conftest import free_port
+from tests.drill import Background, wait_for_step
+from tests.test_engine import fixture_flow, run_root
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def runbook(*args: str, env: dict[str, str] | None = None, columns: int = 80) -> subprocess.CompletedProcess:
+    """The command as a user runs it, its output piped (as in a script) and COLUMNS set (as in a narrow terminal)."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "COLUMNS": str(columns), **(env or {})})
+
+
+def shipped_ids() -> list[str]:
+    settings = get_settings()
+    runbooks, _ = load_all(settings.runbooks_dir, load_directory(settings.contacts_file))
+    return sorted(runbooks)
+
+
+@flow(name="cli-test-placeholder")
+def placeholder() -> None:
+    """Never runs: its flow runs are created directly in the states a test needs."""
+
+
+def make_runs(n: int, **kwargs) -> list[str]:
+    with get_client(sync_client=True) as client:
+        return [str(client.create_flow_run(placeholder, tags=["test"], **kwargs).id) for _ in range(n)]
+
+
+def delete_runs(ids: list[str]) -> None:
+    with get_client(sync_client=True) as client:
+        for run_id in ids:
+            client.delete_flow_run(UUID(run_id))
+
+
+# ---------------------------------------------------------------- list, show, history
+
+
+def test_list_at_80_columns_shows_every_id_whole():
+    result = runbook("list", columns=80)
+    assert result.returncode == 0, result.stderr
+    assert "…" not in result.stdout
+    cells = {cell.strip() for line in result.stdout.splitlines() for cell in line.replace("│", "┃").split("┃")}
+    cells |= {line.removeprefix("id: ").strip() for line in result.stdout.splitlines()}
+    missing = [rid for rid in shipped_ids() if rid not in cells]
+    assert not missing, f"ids cut or wrapped at 80 columns: {missing}\n{result.stdout}"
+
+
+def test_list_json_is_one_document_with_every_runbook():
+    result = runbook("list", "--json")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert sorted(r["id"] for r in listed) == shipped_ids()
+    hospital = next(r for r in listed if r["id"] == "hospital-his-outage")
+    assert hospital["plans"] == [11, 12] and hospital["steps"] > 0 and hospital["title"]["en"]
+
+
+def test_show_json_is_the_runbook():
+    result = runbook("show", "pump-station-power-loss", "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["id"] == "pump-station-power-loss"
+
+
+def test_history_without_an_archive_says_where_it_looked_and_how_to_point_it(tmp_path):
+    nowhere = tmp_path / "no-archive-here"
+    result = runbook("history", env={"RUNBOOK_INCIDENTS_DIR": str(nowhere)})
+    assert result.returncode == 0, result.stderr
+    said = result.stdout + result.stderr
+    assert str(nowhere) in said and "RUNBOOK_INCIDENTS_DIR" in said
+    as_json = runbook("history", "--json", env={"RUNBOOK_INCIDENTS_DIR": str(nowhere)})
+    assert json.loads(as_json.stdout) == []
+
+
+# ---------------------------------------------------------------- finding the server
+
+
+def test_fire_with_the_server_unreachable_exits_non_zero_says_why_and_creates_nothing(tmp_path):
+    closed = f"http://127.0.0.1:{free_port()}/api"
+    home = tmp_path / "prefect-home"
+    result = runbook("fire", "pump-station-power-loss", "--drill", env={"PREFECT_API_URL": closed, "PREFECT_HOME": str(home)})
+    assert result.returncode != 0
+    assert "started flow run" not in result.stdout
+    assert closed in result.stderr and "connection refused" in result.stderr
+    assert "runbook up" in result.stderr and "PREFECT_API_URL" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list(home.glob("*.db")), "no temporary Prefect server (its database) may be started"
+
+
+def test_fire_with_nothing_set_and_no_stack_running_starts_no_temporary_server(tmp_path):
+    """Prefect starts a server of its own when PREFECT_API_URL is unset: an incident nobody would ever see."""
+    if unreachable_reason(DEFAULT_API) is None:
+        pytest.skip(f"a server answers at {DEFAULT_API} on this machine")
+    home = tmp_path / "prefect-home"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), COLUMNS="80")
+    result = subprocess.run([sys.executable, "-m", "cli.main", "fire", "pump-station-power-loss", "--drill"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode != 0
+    assert "started flow run" not in result.stdout
+    assert "runbook up" in result.stderr and "PREFECT_API_URL" in result.stderr
+    assert not list(home.glob("*.db"))
+
+
+def test_without_prefect_api_url_the_commands_find_the_recorded_stack(tmp_path, prefect_api):
+    """`runbook up` on any port records where it runs; commands find it with nothing set."""
+    home = tmp_path / "prefect-home"
+    home.mkdir()
+    (home / STACK_FILE).write_text(json.dumps({"api_url": prefect_api, "ui_url": prefect_api.removesuffix("/api"),
+                                               "pid": os.getpid()}))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(PREFECT_HOME=str(home), COLUMNS="80")
+    result = subprocess.run([sys.executable, "-m", "cli.main", "pending", "--json"], cwd=ROOT, capture_output=True, text=True,
+                            timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), list)
+
+
+# ---------------------------------------------------------------- answering by a short id
+
+
+def test_answer_takes_a_unique_start_of_a_run_id_and_refuses_an_ambiguous_one():
+    others = make_runs(40)  # 40 runs on 16 first characters: some character starts two of them
+    try:
+        run = Background(fixture_flow("approval-drill"), parameters={"system": "HIS"}, drill=True)
+        run_id = wait_for_step("record-fault").flow_run_id
+        waiting_ids = {i for p in pending_steps() for i in (p.flow_run_id, p.incident_id)}
+        counts = Counter(i[0] for i in others)
+        shared = next(c for c, n in counts.items() if n >= 2 and not any(w.startswith(c) for w in waiting_ids))
+
+        ambiguous = runbook("answer", shared, "--by", "wang-chief", "clients_affected=1", "scope=inside")
+        assert ambiguous.returncode != 0
+        assert "Traceback" not in ambiguous.stderr
+        for candidate in (i for i in others if i.startswith(shared)):
+            assert candidate in ambiguous.stderr, "the candidates are listed"
+
+        short = run_id[:8]
+        answered = runbook("answer", short, "--by", "wang-chief", "clients_affected=1", "scope=inside")
+        assert answered.returncode == 0, answered.stdout + answered.stderr
+        assert "answered step 'record-fault'" in answered.stdout
+
+        assert run.join().name == "Expired"  # nobody approves the restart in time (the fixture's approval expires in seconds)
+    finally:
+        delete_runs(others)
+
+
+def test_pending_reads_every_waiting_run_past_one_page():
+    paused = make_runs(205, state=Paused())
+    try:
+        listed = {p.flow_run_id for p in pending_steps()}
+        assert set(paused) <= listed
+    finally:
+        delete_runs(paused)
+    with get_client(sync_client=True) as client:
+        assert not client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(i) for i in paused[:3]])))
+
+
+# ---------------------------------------------------------------- parallel tracks
+
+
+PUMP_ANSWERS = {"check-diesel-pump": {"auto_started": True}, "check-header-pressure": {"header_pressure_mpa": 0.4, "normal": True},
+                "confirm-phoned": {"reached": "dispatch"},
+                "record-diesel-parameters": {"fuel_level_pct": 80, "header_pressures": "0.4"},
+                "power-restored": {"restored_at": "2026-11-26T10:00:00Z"}, "restart-pumps": {"sequence": "1,2", "supply_normal": True},
+                "final-record": {"cause": "grid"}}
+
+
+def test_pending_groups_track_waits_under_their_incident_and_answer_by_incident_asks_which_step():
+    """Two tracks wait at once: both show under the incident's id; answering the incident must name the step."""
+    run = Background(FLOWS["pump-station-power-loss"], answers=PUMP_ANSWERS, drill=True, time_scale=60)
+    valves = wait_for_step("close-butterfly-valves")
+    series = wait_for_step("open-series-valve")
+    incident = run_root(valves.flow_run_id)
+    assert valves.flow_run_id != incident and series.flow_run_id != incident, "each track waits in a child run"
+
+    as_json = runbook("pending", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    mine = [p for p in json.loads(as_json.stdout) if p["incident_id"] == incident]
+    assert {p["step"] for p in mine} == {"close-butterfly-valves", "open-series-valve"}
+    assert all(p["in_track"] and p["runbook"] == "pump-station-power-loss" for p in mine)
+
+    text = runbook("pending", columns=80).stdout
+    header = text.index(incident)
+    assert header < text.index(valves.flow_run_id) and header < text.index(series.flow_run_id), text
+    assert "…" not in text
+
+    which = runbook("answer", incident[:10], "--by", "wang-chief", "valves_closed=1#")
+    assert which.returncode != 0
+    assert "close-butterfly-valves" in which.stderr and "open-series-valve" in which.stderr and "--step" in which.stderr
+
+    closed = runbook("answer", incident[:10], "--step", "close-butterfly-valves", "--by", "wang-chief", "valves_closed=1#, 2#")
+    assert closed.returncode == 0, closed.stdout + closed.stderr
+    opened = runbook("answer", incident, "--step", "open-series-valve", "--by", "li-deputy", "valve_open=yes")
+    assert opened.returncode == 0, opened.stdout + opened.stderr
+    assert run.join().name == "Completed"
