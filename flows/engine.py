@@ -51,6 +51,8 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
                    answers=answers or {}, alert=alert, flow_run_id=run_id, label=incident,
                    directory=load_directory(settings.contacts_file), site=load_site(settings.site_file),
                    run_url=run_url(run_id), started=_run_started(run_id))
+    if severity is None and runbook.severity and runbook.severity.before_grading == "none":
+        inc.severity = None  # no level until a grade step gives one (runbooks/model.py Severity.before_grading)
     inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
                actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,
                severity=inc.severity, label=incident)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import contextvars
 import threading
-from datetime import datetime, timezone
+import weakref
+from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from runbooks.durations import human
 from runbooks.model import Deadline, Threshold
-from runbooks.workdays import add_working_days
+from runbooks.workdays import CHINA, add_working_days
 from tasks.incident import Incident
 from tasks.steps import BESIDE, summary
 
@@ -38,7 +39,26 @@ def start_time(inc: Incident, start: str) -> datetime | None:
         if isinstance(value, datetime):
             return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
         return inc.started
+    if start.startswith("holds:"):
+        return first_held(inc, start[6:].strip())
     return inc.finished_at.get(start[5:])
+
+
+# When each `holds:` condition was first seen to hold, per incident (the watcher looks several times a second).
+_first_held: "weakref.WeakKeyDictionary[Incident, dict[str, datetime]]" = weakref.WeakKeyDictionary()
+
+
+def first_held(inc: Incident, condition: str) -> datetime | None:
+    seen = _first_held.setdefault(inc, {})
+    if condition not in seen and inc.holds(condition):
+        seen[condition] = datetime.now(timezone.utc)
+    return seen.get(condition)
+
+
+def end_of_calendar_day(start: datetime, days: int) -> datetime:
+    """End of the `days`-th calendar day after `start`, China time (the day of `start` itself is day 0)."""
+    day = start.astimezone(CHINA).date() + timedelta(days=days)
+    return datetime(day.year, day.month, day.day, 23, 59, 59, tzinfo=CHINA)
 
 
 def due(inc: Incident, rule: Threshold | Deadline) -> datetime | None:
@@ -47,6 +67,8 @@ def due(inc: Incident, rule: Threshold | Deadline) -> datetime | None:
         return None
     if isinstance(rule, Deadline) and rule.working_days:
         span = add_working_days(start, rule.working_days) - start
+    elif isinstance(rule, Deadline) and rule.calendar_days:
+        span = end_of_calendar_day(start, rule.calendar_days) - start
     else:
         span = rule.after if isinstance(rule, Threshold) else rule.within
     return start + span / inc.time_scale

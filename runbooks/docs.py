@@ -102,6 +102,19 @@ class _Diagram:
                 for dep in track.after:
                     if dep in last_of and track.id in last_of:
                         lines.append(f'    {last_of[dep]} -.->|"{_esc(track.id)} after {_esc(dep)}"| {last_of[track.id]}')
+        elif step.kind == "repeat":
+            rid = _nid("r_", step.id)
+            entry, body = self.chain(step.steps, None)
+            every = f" every {_esc(human(step.every))}" if step.every else ""
+            until = f" until {_esc(step.until, 50)}" if step.until else ""
+            lines.append(f'    subgraph {rid}["repeat{every}{until}, at most {step.max_count}"]')
+            lines.append("    direction TB")
+            lines += ["    " + line for line in body]
+            lines.append("    end")
+            if entry:
+                lines.append(f'    {sid} -->|"each time"| {entry}')
+            if nxt:
+                lines.append(f"    {sid} --> {nxt}")
         elif nxt:
             lines.append(f"    {sid} --> {nxt}")
         if step.kind == "approval":
@@ -151,7 +164,7 @@ class _Diagram:
             out.append("    direction TB")
             for dl in rb.deadlines:
                 did = _nid("dl_", dl.id)
-                span = working_days(dl.working_days) if dl.working_days else human(dl.within)
+                span = _span(dl)
                 out.append(f'    {did}[/"⏰ within {_esc(span)} from {_esc(dl.start)}<br/>{_esc(dl.title.zh, 40)}<br/>{_esc(dl.title.en, 60)}"\\]')
                 entry, body = self.chain(dl.on_miss, None)
                 out += ["    " + line for line in body]
@@ -166,6 +179,14 @@ class _Diagram:
         return "\n".join(out)
 
 
+def _span(dl) -> str:
+    if dl.working_days:
+        return working_days(dl.working_days)
+    if dl.calendar_days:
+        return f"{dl.calendar_days} calendar day{'s' if dl.calendar_days != 1 else ''}"
+    return human(dl.within)
+
+
 def mermaid(rb: Runbook) -> str:
     """The runbook as a Mermaid `flowchart TD`."""
     return _Diagram(rb).render()
@@ -176,7 +197,8 @@ def mermaid(rb: Runbook) -> str:
 
 def runbook_page(rb: Runbook) -> str:
     plans = ", ".join(str(p) for p in plans_of(rb))
-    lines = [_GENERATED.format(name=f"{rb.id}.yaml"), "", checklist(rb).rstrip("\n"), "", "## Flow", "",
+    lines = [_GENERATED.format(name=f"{rb.id}.yaml"), "", checklist(rb, "zh").rstrip("\n"), "", "---", "",
+             checklist(rb, "en").rstrip("\n"), "", "## Flow", "",
              f"Plan{'s' if len(plans_of(rb)) > 1 else ''} {plans}. Solid arrows are the main line; dotted arrows are rejections, expiries and time rules.",
              "", "```mermaid", mermaid(rb), "```", ""]
     return "\n".join(lines)
@@ -189,7 +211,7 @@ def index_page(runbooks: list[Runbook]) -> str:
     for rb in sorted(runbooks, key=lambda r: (r.source.plan, r.id)):
         levels = ", ".join(lv.id for lv in rb.severity.levels) if rb.severity else "—"
         rules = [f"⏱ {human(t.after)}" for t in rb.thresholds] + [
-            f"⏰ {d.working_days} working days" if d.working_days else f"⏰ {human(d.within)}" for d in rb.deadlines]
+            f"⏰ {_span(d)}" for d in rb.deadlines]
         lines.append(f"| {', '.join(str(p) for p in plans_of(rb))} | [`{rb.id}`]({rb.id}.md) | {rb.title.zh} | {rb.title.en} "
                      f"| {len(rb.all_steps())} | {levels} | {', '.join(rules) or '—'} |")
     covered = sorted({p for rb in runbooks for p in plans_of(rb)})

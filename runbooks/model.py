@@ -28,6 +28,9 @@ ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 RESERVED_ANSWER_KEYS = {"status", "result", "answered_by", "answered_at", "error", "attempts"}
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+ITERATION_MARK = "--"  # `<step id>--<n>`: the n-th run of a step inside a repeat; reserved in authored ids
+NOTE_DOC = ("What this assumes beyond the source plan (a completion, a figure the plan does not give, a site setting), "
+            "in both languages; shown on the step in `runbook show` and the docs.")
 
 
 class Model(BaseModel):
@@ -51,7 +54,7 @@ class Source(Model):
     plan: int = Field(description="Number of the plan in shared/seeds/emergency-plans.zh.txt (篇N).")
     title: str = Field(description="The plan's own Chinese title.")
     also: list[int] = Field(default_factory=list, description="Other plans in the source this runbook serves too (plan 12 repeats plan 11).")
-    completed: str | None = Field(None, description="Where the source was cut short or skipped items, what this runbook added and why.")
+    completed: Text | str | None = Field(None, description="Where the source was cut short or skipped items, what this runbook added and why (both languages; a plain string is English only). Mark each addition on its step too, with `note`.")
 
 
 def plans_served(source: Source) -> list[int]:
@@ -61,6 +64,7 @@ def plans_served(source: Source) -> list[int]:
 class Parameter(Model):
     type: Literal["string", "number", "integer", "boolean", "datetime"] = Field("string", description="Value type.")
     label: Text = Field(description="Label shown to whoever starts the runbook.")
+    note: Text | None = Field(None, description=NOTE_DOC)
     default: Any = Field(None, description="Value when none is given.")
     required: bool | None = Field(None, description="Whether a value must be given; by default, required when there is no default.")
     choices: list[str] | None = Field(None, description="Allowed values, for a string parameter.")
@@ -80,12 +84,16 @@ class GradingRule(Model):
     level: str = Field(description="Level this rule assigns.")
     when: str = Field(description="Condition over params and earlier answers; the first rule that holds decides.")
     reason: Text = Field(description="Why, in the plan's words: shown in the run and the report.")
+    note: Text | None = Field(None, description=NOTE_DOC)
 
 
 class Severity(Model):
     levels: list[Level] = Field(description="Levels, most severe first.")
     rules: list[GradingRule] = Field(default_factory=list, description="Grading rules, evaluated in order by `grade` steps.")
     default: str = Field(description="Level when no rule holds.")
+    before_grading: Literal["default", "none"] = Field(
+        "default", description="The incident's level before its first `grade` step: the default level, or none "
+        "(pages and conditions carry no level until something has been graded, e.g. a forecast quake that has not struck).")
 
 
 class Role(Model):
@@ -118,6 +126,7 @@ class StepBase(Model):
     id: str = Field(pattern=ID_PATTERN, description="Unique id within the runbook: lowercase letters, digits, dashes.")
     title: Text = Field(description="Short imperative title, shown as the task run's subject and in the checklist.")
     instructions: Text | None = Field(None, description="Markdown instructions for the people doing the step; Jinja template.")
+    note: Text | None = Field(None, description=NOTE_DOC)
     role: str | None = Field(None, description="Role that performs the step (the plan's 主值, 网络管理员...).")
     when: str | None = Field(None, description="Condition; the step is skipped when it is false.")
     retries: int = Field(0, ge=0, le=20, description="Times a failed step is tried again.")
@@ -158,6 +167,10 @@ class ActionStep(StepBase, Target):
     in_time_rules: ClassVar[bool] = True
     shape: ClassVar[tuple[str, str]] = ("[[", "]]")
 
+    def checklist(self, say: Say, language: str) -> list[str]:
+        target = f"`{self.endpoint}`" if self.endpoint else f"`{self.http.method} {self.http.url}`"
+        return [f"- 调用 {target}" if language == "zh" else f"- calls {target}"]
+
 
 class CheckStep(StepBase):
     kind: Literal["check"]
@@ -167,6 +180,14 @@ class CheckStep(StepBase):
     until: str | None = Field(None, description="Condition over `result` that ends the check, e.g. `result.status_code == 200`.")
     interval: Duration = Field(timedelta(seconds=30), description="Time between probes.")
     limit: Duration = Field(description="Give up after this long; the step then fails (see on_failure).")
+
+    def checklist(self, say: Say, language: str) -> list[str]:
+        zh = language == "zh"
+        what = [f"`{self.until}`"] if self.until else []
+        what += ["告警解除" if zh else "the alert is resolved"] if self.alert_resolved else []
+        if zh:
+            return [f"- 每 {human(self.interval, 'zh')} 检查一次，直到 {' 或 '.join(what)}（最长 {human(self.limit, 'zh')}）"]
+        return [f"- checks every {human(self.interval)} until {' or '.join(what)} (at most {human(self.limit)})"]
 
     @model_validator(mode="after")
     def _has_probe(self) -> "CheckStep":
@@ -201,6 +222,15 @@ class FormField(Model):
         return self
 
 
+def said_roles(say: Say, roles: list[str]) -> str:
+    """Roles as the checklist names them: by their labels when it can (`say.roles`), else by id."""
+    named = getattr(say, "roles", None)
+    return named(roles) if named else ", ".join(roles)
+
+
+FIELD_TYPES_ZH = {"yes_no": "是/否", "choice": "选择", "text": "文本", "number": "数字", "integer": "整数", "datetime": "日期时间"}
+
+
 class WaitsForPeople(Model):
     """Shared by the kinds that pause the incident until somebody answers."""
 
@@ -211,12 +241,15 @@ class WaitsForPeople(Model):
     on_expiry: list["Step"] = Field(default_factory=list, description="Steps run when the step expires; the incident then ends as expired unless they say otherwise.")
     continue_on_expiry: bool = Field(False, description="Go on with the runbook after the expiry steps instead of ending it.")
 
-    def waiting_lines(self, language: str) -> list[str]:
+    def waiting_lines(self, language: str, say: Say | None = None) -> list[str]:
         zh = language == "zh"
-        lines = [("- 回答人：" if zh else "- answered by: ") + ", ".join(self.answerers)] if self.answerers else []
+        who = (lambda roles: said_roles(say, roles)) if say else (lambda roles: ", ".join(roles))
+        lines = [("- 回答人：" if zh else "- answered by: ") + who(self.answerers)] if self.answerers else []
         for tier in self.escalation:
-            lines.append(f"- 无人回答 {human(tier.after, 'zh')} 后：通知 {', '.join(tier.notify)}" if zh
-                         else f"- no answer after {human(tier.after)}: page {', '.join(tier.notify)}")
+            lines.append(f"- 无人回答 {human(tier.after, 'zh')} 后：通知 {who(tier.notify)}" if zh
+                         else f"- no answer after {human(tier.after)}: page {who(tier.notify)}")
+        if self.remind_every:
+            lines.append(f"- 每 {human(self.remind_every, 'zh')} 提醒一次" if zh else f"- reminded every {human(self.remind_every)}")
         if self.expires:
             lines.append(f"- {human(self.expires, 'zh')} 后过期" if zh else f"- expires after {human(self.expires)}")
         return lines
@@ -229,10 +262,13 @@ class ManualStep(StepBase, WaitsForPeople):
 
     def checklist(self, say: Say, language: str) -> list[str]:
         lines = []
+        zh = language == "zh"
         for field in self.fields:
-            choices = f" ({' / '.join(c.value for c in field.choices)})" if field.choices else ""
-            lines.append(f"- [ ] {say(field.label)}: *{field.type}*{choices}")
-        return lines + self.waiting_lines(language)
+            choices = f" ({' / '.join(say(c.label) for c in field.choices)})" if field.choices else ""
+            optional = ("（选填）" if zh else " (optional)") if not field.required else ""
+            kind = FIELD_TYPES_ZH[field.type] if zh else field.type
+            lines.append(f"- [ ] {say(field.label)}{'：' if zh else ': '}*{kind}*{choices}{optional}")
+        return lines + self.waiting_lines(language, say)
 
 
 class ApprovalStep(StepBase, WaitsForPeople):
@@ -240,7 +276,7 @@ class ApprovalStep(StepBase, WaitsForPeople):
     shape: ClassVar[tuple[str, str]] = ("{{", "}}")
 
     def checklist(self, say: Say, language: str) -> list[str]:
-        return self.waiting_lines(language)
+        return ["- 批准或退回" if language == "zh" else "- approve or reject"] + self.waiting_lines(language, say)
 
     on_reject: list["Step"] = Field(default_factory=list, description="Steps run when rejected; the incident then ends as rejected unless continue_on_reject.")
     continue_on_reject: bool = Field(False, description="Go on with the runbook after the reject steps.")
@@ -257,10 +293,10 @@ class NotifyStep(StepBase, WaitsForPeople):
 
     def checklist(self, say: Say, language: str) -> list[str]:
         if language == "zh":
-            lines = [f"- 通知：{', '.join(self.to)}" + ("（须确认收到）" if self.ack else "")]
+            lines = [f"- 通知：{said_roles(say, self.to)}" + ("（须确认收到）" if self.ack else "")]
         else:
-            lines = [f"- notify: {', '.join(self.to)}" + (" (acknowledgement required)" if self.ack else "")]
-        return lines + self.waiting_lines(language)
+            lines = [f"- notify: {said_roles(say, self.to)}" + (" (acknowledgement required)" if self.ack else "")]
+        return lines + [f"  > {line}" for line in say(self.message).splitlines()] + self.waiting_lines(language, say)
 
 
 class WaitStep(StepBase):
@@ -268,6 +304,9 @@ class WaitStep(StepBase):
     acts_once: ClassVar[bool] = True  # a re-run does not wait the time again
     shape: ClassVar[tuple[str, str]] = ("[\\", "\\]")
     duration: Duration = Field(description="How long to wait.")
+
+    def checklist(self, say: Say, language: str) -> list[str]:
+        return [f"- 等待 {human(self.duration, 'zh')}" if language == "zh" else f"- waits {human(self.duration)}"]
 
 
 class Case(Model):
@@ -287,6 +326,8 @@ class Track(Model):
     title: Text
     role: str | None = Field(None, description="Role responsible for the track.")
     after: list[str] = Field(default_factory=list, description="Tracks that must finish first.")
+    when: str | None = Field(None, description="Condition, checked when the track would start (after the tracks it waits for): the track is skipped when it is false.")
+    note: Text | None = Field(None, description=NOTE_DOC)
     steps: list["Step"]
 
 
@@ -294,6 +335,32 @@ class ParallelStep(StepBase):
     kind: Literal["parallel"]
     shape: ClassVar[tuple[str, str]] = ("[", "]")
     tracks: list[Track] = Field(min_length=1, description="Tracks run side by side, each as its own child flow run.")
+
+
+class RepeatStep(StepBase):
+    """Recurring work: its steps run again and again (stage reports while the incident is handled, readings
+    taken throughout) until a condition holds, the incident closes, or `max_count` runs are done.
+
+    Each run is an iteration: its steps run under the ids `<id>--1`, `<id>--2`... (task runs, forms, cache keys
+    and results stay apart), and the latest iteration's result is also kept under the plain id, so templates and
+    deadlines read `steps.ID` as the most recent one. Put a repeat in a parallel track to keep it beside the main line.
+    """
+
+    kind: Literal["repeat"]
+    shape: ClassVar[tuple[str, str]] = ("[/", "\\]")
+    steps: list["Step"] = Field(min_length=1, description="Steps of one iteration.")
+    every: Duration | None = Field(None, description="Time between the end of one iteration and the start of the next (scaled in drills); none: at once.")
+    until: str | None = Field(None, description="Condition that ends the repeat, checked before each iteration and while waiting between them; it may name any step of the runbook (e.g. one in another track that closes the incident).")
+    max_count: int = Field(20, ge=1, le=500, description="Most iterations; the repeat then ends as done.")
+
+    def checklist(self, say: Say, language: str) -> list[str]:
+        if language == "zh":
+            every = f"每 {human(self.every, 'zh')} 一次" if self.every else "连续"
+            until = f"，直到 `{self.until}`" if self.until else ""
+            return [f"- 重复执行（{every}{until}，最多 {self.max_count} 次；事件结束即停止）："]
+        every = f"every {human(self.every)}" if self.every else "back to back"
+        until = f", until `{self.until}`" if self.until else ""
+        return [f"- repeated ({every}{until}, at most {self.max_count} times; stops when the incident closes):"]
 
 
 class ReportStep(StepBase):
@@ -312,9 +379,9 @@ class ReportStep(StepBase):
 
     def checklist(self, say: Say, language: str) -> list[str]:
         if language == "zh":
-            lines = ["- 根据已记录的内容起草报告" + (f"，发送给 {', '.join(self.to)}" if self.to else "")]
+            lines = ["- 根据已记录的内容起草报告" + (f"，发送给 {said_roles(say, self.to)}" if self.to else "")]
         else:
-            lines = ["- drafts a report from what was recorded" + (f", sent to {', '.join(self.to)}" if self.to else "")]
+            lines = ["- drafts a report from what was recorded" + (f", sent to {said_roles(say, self.to)}" if self.to else "")]
         return lines + [f"  > {line}" for line in say(self.document).splitlines()]
 
 
@@ -329,8 +396,24 @@ class EndStep(StepBase):
     outcome: Literal["resolved", "failed"] = Field("resolved", description="resolved completes the run; failed fails it.")
 
 
-STEP_KINDS = (ActionStep, CheckStep, ManualStep, ApprovalStep, NotifyStep, WaitStep, BranchStep, ParallelStep, GradeStep, ReportStep, EndStep)
+STEP_KINDS = (ActionStep, CheckStep, ManualStep, ApprovalStep, NotifyStep, WaitStep, BranchStep, ParallelStep, RepeatStep, GradeStep, ReportStep, EndStep)
 Step = Annotated[Union[STEP_KINDS], Field(discriminator="kind")]  # type: ignore[valid-type]
+
+
+def iteration_of(step: StepBase, n: int) -> StepBase:
+    """The step as it runs in the n-th iteration of a repeat: it and every step it holds under `<id>--<n>`."""
+    copy = step.model_copy(deep=True)
+    for child in [c for c, _ in _walk_steps([copy], "")]:
+        child.id = f"{child.id}{ITERATION_MARK}{n}"
+        for track in getattr(child, "tracks", []) or []:
+            track.id = f"{track.id}{ITERATION_MARK}{n}"
+            track.after = [f"{dep}{ITERATION_MARK}{n}" for dep in track.after]
+    return copy
+
+
+def step_ids(step: StepBase) -> list[str]:
+    """The ids of a step and of every step it holds, in document order."""
+    return [s.id for s, _ in _walk_steps([step], "")]
 
 
 def step_kind(cls: type[StepBase]) -> str:
@@ -341,11 +424,17 @@ def step_kind(cls: type[StepBase]) -> str:
 KINDS: dict[str, type[StepBase]] = {step_kind(cls): cls for cls in STEP_KINDS}
 
 
+START_DOC = ("When the clock starts: 'incident' (run start), 'param:NAME' (a datetime parameter, e.g. the time of the fault), "
+             "'step:ID' (when that step finished) or 'holds:CONDITION' (the moment the condition is first seen to hold, "
+             "e.g. `holds:steps.triage.network_wide`). A clock that has not started yet never fires.")
+
+
 class Threshold(Model):
     id: str = Field(pattern=ID_PATTERN)
     title: Text
     after: Duration = Field(description="Time after `start` at which it fires, if the incident is still open.")
-    start: str = Field("incident", description="'incident' (run start) or 'param:NAME' (a datetime parameter, e.g. the time of the fault).")
+    start: str = Field("incident", description=START_DOC)
+    note: Text | None = Field(None, description=NOTE_DOC)
     when: str | None = Field(None, description="Condition (e.g. only for class 1): once due, the threshold fires as soon as it holds, until `until_step` is done.")
     until_step: str | None = Field(None, description="Once this step has finished (e.g. service restored) the threshold no longer fires.")
     steps: list["Step"] = Field(description="Steps run when it fires: notify and action only (they run beside the main line).")
@@ -354,9 +443,11 @@ class Threshold(Model):
 class Deadline(Model):
     id: str = Field(pattern=ID_PATTERN)
     title: Text
-    within: Duration | None = Field(None, description="Time allowed (give this or working_days).")
-    working_days: int | None = Field(None, ge=1, description="Instead of `within`: this many Chinese working days (holidays and adjusted weekends counted).")
-    start: str = Field("incident", description="'incident', 'param:NAME' or 'step:ID' (when that step finished).")
+    within: Duration | None = Field(None, description="Time allowed (give exactly one of within, working_days, calendar_days).")
+    working_days: int | None = Field(None, ge=1, description="Instead of `within`: until the end of the N-th Chinese working day after the start (holidays and adjusted weekends counted).")
+    calendar_days: int | None = Field(None, ge=1, description="Instead of `within`: until the end of the N-th calendar day after the start, China time (\"当日\" is 0 days: use `within`; \"第二天\" is 1).")
+    start: str = Field("incident", description=START_DOC)
+    note: Text | None = Field(None, description=NOTE_DOC)
     met_by: str = Field(description="Step whose completion meets the deadline.")
     when: str | None = Field(None, description="Condition: the deadline applies only when it holds (e.g. only for class 1); checked when due and at the close.")
     on_miss: list["Step"] = Field(default_factory=list, description="Steps run when it passes unmet: notify and action only.")
@@ -390,9 +481,13 @@ class Runbook(Model):
         return list(_walk(self))
 
     def step(self, step_id: str) -> StepBase:
+        """The step with this id; `ID--n` (an iteration of a repeated step) is that step under the iteration's id."""
         for s, _ in _walk(self):
             if s.id == step_id:
                 return s
+        base, mark, n = step_id.rpartition(ITERATION_MARK)
+        if mark and n.isdigit():
+            return iteration_of(self.step(base), int(n))
         raise KeyError(step_id)
 
     def level(self, level_id: str) -> Level | None:
@@ -422,6 +517,8 @@ def _children(step: Any) -> list[tuple[Any, str]]:
         out += [(c, f"{step.id}.case") for c in case.steps]
     for track in getattr(step, "tracks", []) or []:
         out += [(c, f"track {track.id}") for c in track.steps]
+    if step.kind == "repeat":
+        out += [(c, f"repeat {step.id}") for c in step.steps]
     return out
 
 
@@ -464,7 +561,7 @@ def _templates_of(step: Any) -> list[tuple[str, str]]:
 def _conditions_of(step: Any) -> list[tuple[str, str]]:
     out = [("when", step.when)] if step.when else []
     out += [("cases.when", c.when) for c in getattr(step, "cases", []) or []]
-    if getattr(step, "until", None):
+    if getattr(step, "until", None) and step.kind != "repeat":  # a repeat's `until` may name any step (checked apart)
         out.append(("until", step.until))
     return out
 
@@ -477,6 +574,8 @@ def check_runbook(rb: Runbook) -> list[RunbookProblem]:
     for index, (step, where) in enumerate(_walk(rb)):
         if step.id in seen:
             problems.append(RunbookProblem(step.id, f"the id is used twice (in {seen[step.id]} and in {where})", "give each step its own id"))
+        if ITERATION_MARK in step.id:
+            problems.append(RunbookProblem(step.id, f"'{ITERATION_MARK}' in a step id is kept for the iterations of a repeat", f"use single dashes, e.g. '{step.id.replace(ITERATION_MARK, '-')}'"))
         seen.setdefault(step.id, where)
         order.setdefault(step.id, index)
     for th in rb.thresholds:
@@ -513,6 +612,14 @@ def check_runbook(rb: Runbook) -> list[RunbookProblem]:
             problems.append(RunbookProblem(step.id, "a grade step needs the runbook to declare `severity`", "add severity levels and rules, or remove the step"))
         if step.kind == "parallel":
             problems += _check_tracks(step)
+        for track in getattr(step, "tracks", []) or []:
+            if track.when:  # may read the steps of the tracks before it, which come later than the parallel step itself
+                first = order.get(track.steps[0].id) if track.steps else None
+                problems += _check_condition(rb, step.id, f"track '{track.id}' when", track.when, seen, order, first)
+        if step.kind == "repeat" and step.until:
+            problems += _check_condition(rb, step.id, "until", step.until, seen, order, None)
+        if step.kind == "repeat" and step.until is None and step.max_count > 50:
+            problems.append(RunbookProblem(step.id, "a repeat without `until` runs up to max_count times", "add `until: <condition>` or lower max_count to 50 or less"))
         for name, template in _templates_of(step):
             for ref in referenced_steps(template):
                 if ref not in seen:
@@ -584,8 +691,9 @@ def _find_cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 def _check_time_rule(rb: Runbook, rule: Threshold | Deadline, seen: dict[str, str]) -> list[RunbookProblem]:
     problems = []
-    if isinstance(rule, Deadline) and (rule.within is None) == (rule.working_days is None):
-        return [RunbookProblem(rule.id, "a deadline needs exactly one of `within` and `working_days`", "keep `within: 1h` or `working_days: 5`, not both")]
+    if isinstance(rule, Deadline) and [rule.within, rule.working_days, rule.calendar_days].count(None) != 2:
+        return [RunbookProblem(rule.id, "a deadline needs exactly one of `within`, `working_days` and `calendar_days`",
+                               "keep one of `within: 1h`, `working_days: 5` or `calendar_days: 1`")]
     span = rule.after if isinstance(rule, Threshold) else rule.within
     if span is not None and span.total_seconds() <= 0:
         problems.append(RunbookProblem(rule.id, "the time rule has no positive duration", "set `after`/`within` to a positive duration such as 30m"))
@@ -596,12 +704,12 @@ def _check_time_rule(rb: Runbook, rule: Threshold | Deadline, seen: dict[str, st
         if param is None or param.type != "datetime":
             problems.append(RunbookProblem(rule.id, f"start '{start}' needs a datetime parameter '{name}'", f"declare parameters.{name} with type: datetime, or start from 'incident'"))
     elif start.startswith("step:"):
-        if isinstance(rule, Threshold):
-            problems.append(RunbookProblem(rule.id, "a threshold cannot start from a step", "use 'incident' or 'param:NAME'"))
-        elif start[5:] not in seen:
+        if start[5:] not in seen:
             problems.append(RunbookProblem(rule.id, f"start '{start}' names a step that does not exist", "use 'step:' with an existing step id"))
+    elif start.startswith("holds:"):
+        problems += _check_condition(rb, rule.id, "start", start[6:].strip(), seen, {}, None)
     elif start != "incident":
-        problems.append(RunbookProblem(rule.id, f"start '{start}' is not understood", "use 'incident', 'param:NAME' or 'step:ID'"))
+        problems.append(RunbookProblem(rule.id, f"start '{start}' is not understood", "use 'incident', 'param:NAME', 'step:ID' or 'holds:CONDITION'"))
     if isinstance(rule, Deadline) and rule.met_by not in seen:
         problems.append(RunbookProblem(rule.id, f"met_by '{rule.met_by}' is not a step", "name the step whose completion meets the deadline"))
     if isinstance(rule, Threshold) and rule.until_step and rule.until_step not in seen:

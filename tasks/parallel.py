@@ -24,6 +24,9 @@ def run(inc: Incident, step: ParallelStep, walk: Walk) -> dict:
                 finished[dep].wait()
             if errors:
                 return
+            if not inc.holds(track.when):  # checked once the tracks it waits for are done, so it may read their answers
+                inc.record("track.skipped", f"condition not met: {track.when}", step=track.id)
+                return
             track_flow(inc, step, track, walk)()
         except BaseException as exc:  # noqa: BLE001  (re-raised in the parent below)
             errors.append(exc)
@@ -40,7 +43,8 @@ def run(inc: Incident, step: ParallelStep, walk: Walk) -> dict:
         raise ended
     if errors:
         raise StepFailed(f"track failed: {errors[0]}")
-    return {"tracks": [t.id for t in step.tracks]}
+    skipped = {e.step for e in inc.journal if e.kind == "track.skipped"}
+    return {"tracks": [t.id for t in step.tracks if t.id not in skipped]}
 
 
 def track_flow(inc: Incident, step: ParallelStep, track: Track, walk: Walk):

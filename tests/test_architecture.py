@@ -134,6 +134,9 @@ SAMPLE = Runbook.model_validate({
         {"kind": "branch", "id": "fork", "title": {"zh": "分支", "en": "Branch"}, "cases": [{"when": "true", "steps": []}]},
         {"kind": "parallel", "id": "both", "title": {"zh": "并行", "en": "Parallel"},
          "tracks": [{"id": "one", "title": {"zh": "一", "en": "One"}, "steps": []}]},
+        {"kind": "repeat", "id": "again", "title": {"zh": "重复", "en": "Repeat"}, "every": "1h", "until": "true",
+         "steps": [{"kind": "notify", "id": "tell-again", "title": {"zh": "再通知", "en": "Tell again"}, "to": ["lead"],
+                    "message": {"zh": "嗨", "en": "Hi"}}]},
         {"kind": "end", "id": "stop", "title": {"zh": "结束", "en": "End"}},
     ],
 })
