@@ -244,14 +244,15 @@ def main(argv: list[str] | None = None) -> int:
     procs: list = []
     try:
         print(f"starting a Prefect server and the receiver under {tmp}", flush=True)
-        server = PrefectServer(home).start()
-        procs.append(server)
+        server = PrefectServer(home)
+        procs.append(server)  # stopped in `finally` even if it never came up
+        server.start(timeout=300)  # a loaded machine can take minutes
         register_unserved(server.api, "intake-hold")
         routes = tmp / "routes.yaml"
         routes.write_text(ROUTES, encoding="utf-8")
         receiver = Receiver(server.api, home, tmp / "var", routes=routes, log=tmp / "receiver.log")
         procs.append(receiver)
-        receiver.start()
+        receiver.start(timeout=300)
         pid = receiver.proc.pid
 
         warm_up(receiver)
