@@ -48,13 +48,16 @@ class Delivery(BaseModel):
 
 class ChannelError(Exception):
     """A channel could not deliver. `retry_after` is set when the platform said when to try again;
-    `throttled` when what it said was "too many messages" (so waiting, not another channel, is the cure)."""
+    `throttled` when what it said was "too many messages" (so waiting, not another channel, is the cure);
+    `unsent` when the request certainly never reached it (connection refused), so it used none of its quota."""
 
-    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False, throttled: bool = False):
+    def __init__(self, message: str, *, retry_after: float | None = None, permanent: bool = False, throttled: bool = False,
+                 unsent: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
         self.permanent = permanent
         self.throttled = throttled
+        self.unsent = unsent
 
 
 class Channel(ABC):

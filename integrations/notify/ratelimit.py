@@ -102,6 +102,7 @@ class RobotLine:
         self.ticket: int | None = None
         self.held_seconds = 0.0
         self._warned = False
+        self._sent_at: float | None = None
         self._db = database("robot-sends", _SCHEMA)
 
     def _look(self, db, now: float) -> tuple[bool, float]:
@@ -143,6 +144,7 @@ class RobotLine:
                 db.execute("ROLLBACK")
                 raise
             if go:
+                self._sent_at = now
                 self.held_seconds += now - started
                 return
             if not self._warned and slot - started > self.settings.long_wait_seconds:
@@ -150,6 +152,13 @@ class RobotLine:
                 logger.warning("a page to %s waits %.0f s for the robot's rate limit; it will be sent in its turn",
                                self.robot.split(":")[0], slot - started)
             time.sleep(min(max(slot - now, FAST_POLL_SECONDS), POLL_SECONDS))
+
+    def unsend(self) -> None:
+        """The post never reached the robot: its send time does not count against the limit."""
+        if self._sent_at is not None:
+            self._db.execute("DELETE FROM sends WHERE rowid IN (SELECT rowid FROM sends WHERE robot = ? AND at = ? LIMIT 1)",
+                             (self.robot, self._sent_at))
+            self._sent_at = None
 
     def hold(self, seconds: float) -> None:
         """The robot said "too fast": nobody posts to it for `seconds`; this page is still first in line."""

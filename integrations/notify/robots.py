@@ -89,6 +89,8 @@ class RobotChannel(Channel):
                     post_json(url, body, timeout=self.config.timeout, check=self.check)
                     return None
                 except ChannelError as exc:
+                    if exc.unsent:
+                        line.unsend()  # a robot that is down used none of its quota
                     if not exc.throttled or throttled >= THROTTLED_RETRIES:
                         raise
                     throttled += 1

@@ -141,21 +141,22 @@ def test_wecom_freq_limit_from_elsewhere_is_waited_out_and_order_kept(monkeypatc
     monkeypatch.setenv("RUNBOOK_NOTIFY_RATE_LONG_WAIT_SECONDS", "0.3")
     out = {}
 
-    def send(label: str, delay: float) -> None:
-        time.sleep(delay)
+    def send(label: str) -> None:
         out[label] = deliver(page(label), [robot("wecom")])
 
     with caplog.at_level("WARNING", logger="runbook.notify"):
-        threads = [threading.Thread(target=send, args=("first", 0)), threading.Thread(target=send, args=("second", 0.2))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=30)
+        first = threading.Thread(target=send, args=("first",))
+        first.start()
+        while not server.requests:  # the second page is asked for once the first has been refused
+            time.sleep(0.005)
+        second = threading.Thread(target=send, args=("second",))
+        second.start()
+        first.join(timeout=30), second.join(timeout=30)
 
     # The refused first page went again before the second, which waited behind it although the window had room.
     assert [label_of(r) for r in server.requests] == ["first", "first", "second"]
     assert [(d.outcome, d.attempt) for d in out["first"]] == [("sent", 1)] and out["first"][0].queued_seconds >= 0.6
-    assert out["second"][0].outcome == "sent" and out["second"][0].queued_seconds >= 0.3
+    assert out["second"][0].outcome == "sent" and out["second"][0].queued_seconds >= 0.4
     assert "waits" in caplog.text and WECOM_KEY not in caplog.text
 
 
@@ -188,3 +189,17 @@ def test_a_ticket_left_by_a_dead_process_stops_blocking_the_line(monkeypatch, tm
     assert 0.3 <= time.monotonic() - started < 5
     db = sqlite3.connect(Path(tmp_path / "var" / "notify" / "robot-sends.sqlite"))
     assert db.execute("SELECT COUNT(*) FROM line").fetchone()[0] == 0
+
+
+def test_a_robot_that_is_down_uses_none_of_its_quota(monkeypatch):
+    from tests.conftest import free_port
+
+    monkeypatch.setenv("RUNBOOK_DINGTALK_WEBHOOK", f"http://127.0.0.1:{free_port()}/robot/send?access_token={DING_TOKEN}")
+    person = Person(id="ops", name="Ops", channels=[Address(channel="dingtalk", to="default"), Address(channel="log", to="ops")])
+    started = time.monotonic()
+
+    for n in range(8):  # 24 refused connections: more than 20 a minute, had they counted
+        records = deliver(page(str(n)), [person], sleep=lambda s: None)
+        assert [d.outcome for d in records] == ["failed"] * 3 + ["sent"] and records[-1].channel == "log"
+
+    assert time.monotonic() - started < 10 and all(d.queued_seconds < 1 for d in records)
