@@ -20,7 +20,7 @@ from prefect.states import Completed, Failed
 
 from flows.record.progress import follow_progress
 from flows.record.publish import publish_incident
-from flows.time_rules import settle_at_close, start_thread, watch_time_rules
+from flows.time_rules import settle_at_close, start_thread, upcoming, watch_time_rules
 from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.model import Choice, FormField, ManualStep, Runbook, Text
@@ -53,11 +53,15 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
                    run_url=run_url(run_id), started=_run_started(run_id))
     if severity is None and runbook.severity and runbook.severity.before_grading == "none":
         inc.severity = None  # no level until a grade step gives one (runbooks/model.py Severity.before_grading)
-    inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
-               actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,
-               severity=inc.severity, label=incident)
-    if alert:
-        inc.record("alert.received", alert_summary(alert), actor="alert", alert=alert)
+    if inc.claim("started"):
+        inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
+                   actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,
+                   severity=inc.severity, label=incident)
+        if alert:
+            inc.record("alert.received", alert_summary(alert), actor="alert", alert=alert)
+    else:  # the same incident again: a suspended wait resumed, or a crashed run recovered; it replays what it did
+        inc.record("incident.resumed", "the run goes on from where it was (answers replayed, done steps cached)", actor="runbook")
+    inc.upcoming = lambda: upcoming(inc)
     follow_progress(inc)
     watcher = start_thread(lambda: watch_time_rules(inc), name=f"time-rules-{run_id}")
     outcome, message = "resolved", "every step done"

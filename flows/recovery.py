@@ -1,17 +1,23 @@
-"""Getting incidents going again: after a lost worker, and while their waits are suspended.
+"""Keeping incidents going with no process of theirs alive: timers of suspended waits, and crashed runs.
 
-`recover_run(id)` puts a run whose process is gone (Crashed, or left Running /
-Pending / Paused by a worker that was killed) back to Scheduled; a worker then
-runs it from the top: finished steps come back Cached (tasks/steps.py: step_task) and
-the answers it already got replay (tasks/people.py: replay).
+`watch(...)` is the escalation watcher (`python -m app.stack watcher`; several may run).
+Each pass reads every waiting incident, paging through the API:
 
-`watch(...)` is the escalation watcher. A suspended wait has no process that
-could page the next tier or notice the expiry, so the watcher reads the wait's
-`who` record (tier times, what was paged, expiry time) and, when something is
-due, wakes the run: for an expiry it first writes the explicit marker
-`suspended-<step>-<n>-expired`, which the replaying run takes as the step's expiry; for a
-tier the woken run pages it itself (with the incident's directory, drill rules
-and channels) and suspends again.
+- A suspended wait has no process that could keep its clock, so when it suspended the
+  run wrote everything time-based still to come into the wait's `who` record: the
+  escalation tiers, the next reminder, the expiry, and the incident's thresholds and
+  deadlines (`timers`). When one is due and not yet done (its claim, `once-<name>`, is
+  not on the run), the watcher wakes the run: the woken run replays its answers and
+  finished steps, fires what is due (each once, by its claim), records it on the
+  journal, and suspends again with what is left. An expiry is first marked explicitly
+  (`suspended-<step>-<n>-expired`), which the replaying run takes as the step's expiry.
+- A run whose process died (Crashed) is set going again (Scheduled "Recovering") the
+  same way, up to `max_recoveries` times; each recovery is on the journal, and after
+  the last one the runbook's lead is paged instead.
+
+`recover_run(id)` does the same by hand (`runbook recover`) for a run whose process is
+gone, Crashed or left Running/Pending/Paused by a machine that died: finished steps come
+back Cached (tasks/steps.py: step_task) and the answers replay (tasks/people.py: replay).
 """
 
 from __future__ import annotations
@@ -19,18 +25,27 @@ from __future__ import annotations
 import logging
 import time
 from datetime import datetime, timezone
+from typing import Iterator
 from uuid import UUID
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterState,
+                                            FlowRunFilterStateType)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.sorting import FlowRunSort
 from prefect.states import Scheduled
 
-from tasks.inputs import base_of, mark_expired, read_json, who_key
+from integrations.contacts import load_directory
+from integrations.site import load_site
+from runbooks.loader import RunbookError, load_file
+from runbooks.settings import get_settings
+from tasks.incident import Incident, run_url
+from tasks.inputs import base_of, create_once, mark_expired, read_input, read_json, who_key
 
 log = logging.getLogger("runbook.recovery")
 
 RECOVERABLE = {StateType.CRASHED, StateType.RUNNING, StateType.PENDING, StateType.PAUSED, StateType.FAILED}
+PAGE = 200  # the API's largest page of flow runs
 
 
 class NotRecoverable(Exception):
@@ -51,30 +66,49 @@ def recover_run(flow_run_id: UUID | str, *, why: str = "recovered by hand") -> s
     return left
 
 
-def due(who: dict, now: datetime) -> str | None:
-    """'expired', 'tier N' or None: what a suspended wait needs now."""
+def runs_in(client, *types: StateType, deployed: bool = False) -> list[FlowRun]:
+    """Every flow run in these states, read page by page (a single read stops at 200) before any is acted on."""
+    return list(_pages(client, types, deployed))
+
+
+def _pages(client, types, deployed: bool) -> Iterator[FlowRun]:
+    flt = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types))),
+                        deployment_id=FlowRunFilterDeploymentId(is_null_=False) if deployed else None)
+    offset = 0
+    while True:
+        page = client.read_flow_runs(flow_run_filter=flt, limit=PAGE, offset=offset, sort=FlowRunSort.ID_DESC)
+        yield from page
+        if len(page) < PAGE:
+            return
+        offset += len(page)
+
+
+def due(who: dict, now: datetime, done=lambda claim: False) -> str | None:
+    """'expired', 'tier N', a timer's name, or None: what a suspended wait needs now. `done(claim)` says a timer fired."""
     if who.get("expires_at") and now >= datetime.fromisoformat(who["expires_at"]):
         return "expired"
     paged = set(who.get("paged", []))
     for index, tier in enumerate(who.get("tiers", [])):
         if index not in paged and now >= datetime.fromisoformat(tier["at"]):
             return f"tier {index + 1}"
+    for timer in who.get("timers", []):
+        if timer.get("claim") and now >= datetime.fromisoformat(timer["at"]) and not done(timer["claim"]):
+            return timer["what"]
     return None
 
 
 def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
     """One pass over the suspended runs; wakes those with something due. Returns [(run id, reason)]."""
     now = now or datetime.now(timezone.utc)
-    paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
     woken = []
-    for run in client.read_flow_runs(flow_run_filter=paused, limit=200):  # the API caps a page at 200
+    for run in runs_in(client, StateType.PAUSED):
         details = run.state.state_details
         if not details.pause_reschedule or not details.run_input_keyset:
             continue  # a blocking pause escalates in its own process
         who = read_json(client, run.id, who_key(details.run_input_keyset))
         if who is None:
             continue
-        reason = due(who, now)
+        reason = due(who, now, lambda claim: read_input(client, run.id, f"once-{claim}") is not None)
         if reason is None:
             continue
         if reason == "expired":
@@ -86,12 +120,68 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
     return woken
 
 
+def heal_crashed(client) -> list[tuple[str, str]]:
+    """Set every crashed incident going again, up to `max_recoveries` times each; then page its lead, once."""
+    limit = get_settings().max_recoveries
+    healed = []
+    for run in runs_in(client, StateType.CRASHED, deployed=True):
+        if not any(tag.startswith("runbook:") for tag in run.tags or []) or run.parent_task_run_id:
+            continue  # not an incident (a track's child run comes back with its incident)
+        if read_input(client, run.id, "once-recovery-gave-up") is not None:
+            continue
+        attempt = next((n for n in range(1, limit + 1) if create_once(client, run.id, f"once-recovery-{n}", _now())), None)
+        if attempt is None:
+            if create_once(client, run.id, "once-recovery-gave-up", _now()):
+                _give_up(run, limit)
+            continue
+        result = client.set_flow_run_state(run.id, Scheduled(name="Recovering", message=f"crashed; recovery {attempt} of {limit}"),
+                                           force=True)
+        if result.status.value == "ACCEPT":
+            healed.append((str(run.id), f"recovery {attempt}"))
+            detached(run).record("incident.recovered", f"its process died ({run.state.message or 'crashed'}); started again, "
+                                 f"recovery {attempt} of {limit}", actor="watcher", attempt=attempt)
+            log.info("recovered %s (crashed): attempt %d of %d", run.name, attempt, limit)
+    return healed
+
+
+def _give_up(run: FlowRun, limit: int) -> None:
+    inc = detached(run)
+    text = (f"事件已崩溃 {limit} 次，不再自动恢复，请人工处理 / The incident crashed {limit} times and is no longer "
+            f"restarted by itself; look at it and use `runbook recover {run.id}` when it can go on.")
+    inc.record("incident.recovery-stopped", text, actor="watcher", recoveries=limit)
+    inc.page([inc.runbook.lead], text, step=None)
+    log.warning("gave up on %s after %d recoveries; paged %s", run.name, limit, inc.runbook.lead)
+
+
+def detached(run: FlowRun) -> Incident:
+    """The incident of a run, outside its process: enough to record on its journal and page its people."""
+    settings = get_settings()
+    params = run.parameters or {}
+    runbook_id = next(tag.split(":", 1)[1] for tag in run.tags if tag.startswith("runbook:"))
+    try:
+        runbook = load_file(settings.runbooks_dir / f"{runbook_id}.yaml")
+    except (RunbookError, OSError) as exc:
+        raise NotRecoverable(f"runbook {runbook_id} of run {run.id} does not load: {exc}") from None
+    return Incident(runbook, params=params.get("parameters") or {}, severity=params.get("severity"),
+                    drill=bool(params.get("drill")), time_scale=float(params.get("time_scale") or 1.0), auto=False,
+                    answers={}, alert=params.get("alert"), flow_run_id=str(run.id), label=params.get("incident"),
+                    directory=load_directory(settings.contacts_file), site=load_site(settings.site_file),
+                    run_url=run_url(str(run.id)), started=run.start_time)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
 def watch(poll_seconds: float = 5.0) -> None:
-    """The escalation watcher's loop (`python -m app.stack watcher`); several may run, a wake is idempotent."""
+    """The escalation watcher's loop; several may run at once (a wake is idempotent, each timer fires once)."""
+    log.info("escalation watcher started: a pass every %g s", poll_seconds)
     while True:
+        started = time.monotonic()
         try:
             with get_client(sync_client=True) as client:
-                wake_due(client)
+                woken, healed = wake_due(client), heal_crashed(client)
+            log.info("pass done in %.2f s: %d woken, %d recovered", time.monotonic() - started, len(woken), len(healed))
         except Exception:  # Prefect restarting: try again next round
             log.exception("escalation watcher pass failed")
         time.sleep(poll_seconds)

@@ -94,6 +94,7 @@ def watch_time_rules(inc: Incident) -> None:
         for th in list(thresholds):
             if th.until_step and th.until_step in inc.finished_at:
                 thresholds.remove(th)
+                inc.rules_done.add(th.id)
                 inc.record("threshold.cancelled", f"{th.title.both()}: {th.until_step} done first", step=th.id)
                 continue
             if closing:  # the last pass only settles what already happened; nothing fires after the close
@@ -101,11 +102,10 @@ def watch_time_rules(inc: Incident) -> None:
             when = due(inc, th)
             if when is not None and now >= when and inc.holds(th.when):  # a condition not met yet is checked again
                 thresholds.remove(th)
-                if inc.claim(f"threshold-{th.id}"):
+                inc.rules_done.add(th.id)
+                if inc.claim(f"threshold-{th.id}"):  # an earlier attempt of the run may have fired it: then it is done
                     inc.record("threshold.fired", f"{th.title.both()} (after {human(th.after)})", step=th.id)
                     run_side_steps(inc, th.steps)
-                else:
-                    inc.record("threshold.fired-earlier", f"{th.title.en}: fired before this run restarted", step=th.id)
         for dl in inc.runbook.deadlines:
             state = deadlines[dl.id]
             if state == "met":
@@ -115,23 +115,48 @@ def watch_time_rules(inc: Incident) -> None:
             if done is not None and inc.steps.get(dl.met_by, {}).get("status") not in NOT_MEETING:
                 late = when is not None and done > when
                 deadlines[dl.id] = "met"
+                inc.rules_done.add(dl.id)
                 inc.record("deadline.met-late" if late else "deadline.met", dl.title.both(), step=dl.id,
                            due=when.isoformat() if when else None, met_by=dl.met_by)
             elif state == "open" and when is not None and now >= when and not closing and inc.holds(dl.when):
                 deadlines[dl.id] = "missed"
-                inc.record("deadline.missed", f"{dl.title.both()}: due {when.isoformat(timespec='seconds')}",
-                           step=dl.id, due=when.isoformat())
-                if inc.claim(f"deadline-missed-{dl.id}"):  # its pages went out already if the run restarted
+                inc.rules_done.add(dl.id)
+                if inc.claim(f"deadline-missed-{dl.id}"):  # recorded and paged by an earlier attempt if the run restarted
+                    inc.record("deadline.missed", f"{dl.title.both()}: due {when.isoformat(timespec='seconds')}",
+                               step=dl.id, due=when.isoformat())
                     run_side_steps(inc, dl.on_miss)
         if closing:
             return
         closing = inc.closed.wait(0.2)
 
 
+def upcoming(inc: Incident) -> list[dict]:
+    """The time rules still to come, with when they are due and the claim that marks them done.
+
+    Asked when a wait suspends: with no process of the incident alive, the escalation watcher reads this
+    and wakes the run when one is due; the woken run fires it (once: the claim) and suspends again.
+    A rule whose condition does not hold now is left out: nothing changes while the incident is suspended.
+    """
+    out = []
+    for th in inc.runbook.thresholds:
+        if th.id in inc.rules_done or (th.until_step and th.until_step in inc.finished_at):
+            continue
+        when = due(inc, th)
+        if when is not None and inc.holds(th.when):
+            out.append({"what": f"threshold {th.id}", "at": when.isoformat(), "claim": f"threshold-{th.id}"})
+    for dl in inc.runbook.deadlines:
+        if dl.id in inc.rules_done or dl.met_by in inc.finished_at:
+            continue
+        when = due(inc, dl)
+        if when is not None and inc.holds(dl.when):
+            out.append({"what": f"deadline {dl.id}", "at": when.isoformat(), "claim": f"deadline-missed-{dl.id}"})
+    return out
+
+
 def settle_at_close(inc: Incident) -> None:
     """A deadline still open when the incident closes, and that applies, is recorded as not met."""
-    for dl in inc.runbook.deadlines:
-        if deadline_state(inc, dl) == "open" and due(inc, dl) is not None and inc.holds(dl.when):
+    for dl in inc.runbook.deadlines:  # settled by this attempt or an earlier one: rules_done
+        if dl.id not in inc.rules_done and deadline_state(inc, dl) == "open" and due(inc, dl) is not None and inc.holds(dl.when):
             inc.record("deadline.unmet", f"{dl.title.both()}: not met when the incident closed", step=dl.id)
 
 

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     intake_token: SecretStr | None = Field(None, description="Bearer token (or basic-auth password) the alert intake requires.")
     grafana_secret: SecretStr | None = Field(None, description="HMAC secret Grafana signs its webhooks with.")
     answer_poll_seconds: float = Field(1.0, description="How often a waiting step checks for an answer.")
+    max_recoveries: int = Field(3, ge=0, description="Times the escalation watcher starts a crashed incident again by itself before it pages the runbook's lead instead.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):

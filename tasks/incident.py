@@ -12,7 +12,7 @@ import logging
 import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
@@ -82,6 +82,10 @@ class Incident:
         self._lock = threading.Lock()
         # Called as fn(step_id, result) after each step's result is set (the progress artifact listens here).
         self.on_result: list = []
+        # The time rules this run has settled (fired, cancelled, met, missed), and what is still to come:
+        # [{"what", "at", "claim"}], asked when a wait suspends so the escalation watcher can wake the run in time.
+        self.rules_done: set[str] = set()
+        self.upcoming: Callable[[], list[dict[str, Any]]] = lambda: []
 
     # ---- time
 

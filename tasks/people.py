@@ -44,6 +44,9 @@ from tasks.steps import StepFailed, plain, summary
 from tasks.inputs import KEYSET_PREFIXES, ask_base, ask_key, mark_expired, pause_key, put_input, read_input, who_key
 
 
+FIRST_TIME = "_first_time"  # on a replayed answer: whether this attempt is the first to see it
+
+
 class Expired(Exception):
     """Nobody answered in time."""
 
@@ -100,25 +103,27 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
     carried = None
     while n in asks:
         parts = asks[n]
+        if "who" in parts:
+            carried = json.loads(parts["who"])
         if "response" in parts:
             try:
                 answer = validate_answer(model, json.loads(parts["response"]))
                 check_identity(answer[ANSWERED_BY], allowed, incident)
-            except (ValidationError, Refused, ValueError):
-                n += 1  # refused the first time too: that run asked again under n + 1
+            except (ValidationError, Refused, ValueError) as exc:
+                # Refused (straight through Prefect's API, as the UI resumes): on the journal once, and the step
+                # waits on with its clock and pages as they were (`carried`), paging nobody again.
+                refuse(incident, step, n, parts["response"], exc, via="prefect-api")
+                n += 1
                 continue
             _next_ask[slot] = n + 1
             _carried[slot] = None
             answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            incident.record("step.replayed", f"answer of ask {n} given before the run restarted", step=step.id,
-                            actor=answer[ANSWERED_BY], pause_key=pause_key(step.id, n))
+            answer[FIRST_TIME] = incident.claim(f"answered-{pause_key(step.id, n)}")  # later attempts replay it quietly
             return answer
         if "expired" in parts:
             _next_ask[slot] = n + 1
             _carried[slot] = None
             raise Expired(parts["expired"])
-        if "who" in parts:
-            carried = json.loads(parts["who"])
         n += 1  # asked and never answered: ask again under a fresh key (a pause key fires only once per run)
     _next_ask[slot] = n
     _carried[slot] = carried
@@ -142,7 +147,7 @@ def suspends_waits() -> bool:
 
 
 def _at(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
 
 
 def _epoch(text: str) -> float:
@@ -165,8 +170,9 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
     carried = _carried.get(slot)
     started = _epoch(carried["waiting_since"]) if carried else time.time()
     paged: set[int] = set(carried.get("paged", [])) if carried else set()
-    last_page = started
-    current_tier = first  # who was paged when the wait began: reminders repeat it until a tier takes over
+    last_page = _epoch(carried["last_page"]) if carried and carried.get("last_page") else started
+    # who was paged last: reminders repeat it (the wait's first page until a tier takes over)
+    current_tier = (tiers[max(paged)][1], tiers[max(paged)][2]) if paged else first
     notice = ""
     suspend = suspends_waits()
 
@@ -180,6 +186,26 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                                 step=step.id, tier=index + 1, roles=roles)
                 incident.page(roles, text, step=step.id, answer_options=options(kind))
 
+    def remind(now: float) -> None:
+        nonlocal last_page
+        if remind_every and current_tier and now - last_page >= remind_every:
+            last_page = now
+            # counted from the wait's start, so a reminder is sent once whichever attempt of the run gets to it
+            if incident.claim(f"reminder-{pause_key(step.id, int((now - started) // remind_every))}"):
+                incident.record("escalation.reminder", f"reminding {', '.join(current_tier[0])}", step=step.id)
+                incident.page(current_tier[0], current_tier[1], step=step.id, answer_options=options(kind))
+
+    def timers() -> list[dict]:
+        """Everything due while the run is suspended, for the escalation watcher (flows/recovery.py)."""
+        out = [{"what": f"tier {i + 1}", "at": _at(started + after)} for i, (after, _, _) in enumerate(tiers) if i not in paged]
+        if remind_every and current_tier:
+            at = last_page + remind_every
+            out.append({"what": "reminder", "at": _at(at),
+                        "claim": f"reminder-{pause_key(step.id, int((at - started) // remind_every))}"})
+        if expires is not None:
+            out.append({"what": "expiry", "at": _at(started + expires)})
+        return out + incident.upcoming()
+
     def expire(client, ask: int, *, paused: bool) -> Expired:
         why = f"no answer within {human(expires * incident.time_scale)}"
         if paused:
@@ -192,13 +218,16 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
         for ask in range(_next_ask.get(slot, 1), 1000):
             if suspend:  # nobody ran the loop below while the run was suspended: catch up first
                 escalate(time.time())
+                remind(time.time())
                 if expires is not None and time.time() - started >= expires:
                     raise expire(client, ask, paused=False)
             who = {"runbook": incident.runbook.id, "step": step.id, "kind": kind,
                    "title": step.title.both(), "may_answer": [p.id for p in allowed],
                    "waiting_since": _at(started), "asked_at": _at(time.time()), "suspended": suspend,
                    "tiers": [{"at": _at(started + after), "roles": roles} for after, roles, _ in tiers],
-                   "paged": sorted(paged), "expires_at": _at(started + expires) if expires is not None else None}
+                   "paged": sorted(paged), "last_page": _at(last_page),
+                   "expires_at": _at(started + expires) if expires is not None else None,
+                   "timers": timers() if suspend else []}
             state, keyset = _pause(client, run_id, pause_key(step.id, ask), model, notice + description, who=who, reschedule=suspend)
             incident.record("step.waiting", f"waiting for an answer (ask {ask})" + (" — suspended" if suspend else ""),
                             step=step.id, may_answer=[p.id for p in allowed], pause_key=pause_key(step.id, ask))
@@ -215,28 +244,38 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                 if run.state is not None and run.state.is_final():
                     raise RuntimeError(f"the run was {run.state.name} while waiting for an answer")
                 escalate(now)
-                if remind_every and current_tier and now - last_page >= remind_every:
-                    last_page = now
-                    incident.record("escalation.reminder", f"reminding {', '.join(current_tier[0])}", step=step.id)
-                    incident.page(current_tier[0], current_tier[1], step=step.id, answer_options=options(kind))
+                remind(now)
                 if expires is not None and now - started >= expires:
                     raise expire(client, ask, paused=True)
+            raw = read_input(client, run_id, keyset["response"])
             try:
-                raw = read_input(client, run_id, keyset["response"])
                 if raw is None:
                     raise Refused("the run was resumed without an answer")
                 answer = validate_answer(model, json.loads(raw))
                 check_identity(answer[ANSWERED_BY], allowed, incident)
             except (ValidationError, Refused, ValueError) as exc:
-                why = reason(exc)
-                incident.record("answer.refused", why, step=step.id)
+                why = refuse(incident, step, ask, raw, exc, via="prefect-api")
                 notice = f"> **上一个回答未被接受 / The previous answer was refused:** {why}\n\n"
                 continue
+            incident.claim(f"answered-{pause_key(step.id, ask)}")  # a later attempt replays it without recording it again
             _next_ask[slot], _carried[slot] = ask + 1, None
             answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
             answer["waited_seconds"] = round(time.time() - started, 2)
             return answer
     raise RuntimeError("too many refused answers")
+
+
+def refuse(incident: Incident, step, ask: int, raw: str | None, exc: Exception, *, via: str) -> str:
+    """Put a refused answer on the journal (once per ask): who tried, when, by which path, and why."""
+    why = reason(exc)
+    try:
+        tried = json.loads(raw).get(ANSWERED_BY) if raw else None
+    except (ValueError, AttributeError):
+        tried = None
+    if incident.claim(f"refused-{pause_key(step.id, ask)}"):
+        incident.record("answer.refused", why, step=step.id, actor=str(tried) if tried else "unknown", via=via,
+                        pause_key=pause_key(step.id, ask))
+    return why
 
 
 def check_identity(answered_by: str, allowed: list, incident) -> str:
@@ -280,7 +319,8 @@ def wait_for_people(inc: Incident, step, walk, *, kind: str) -> dict | None:
         if not step.continue_on_expiry:
             raise IncidentEnded("expired", f"{step.id}: {exc}") from None
         return None
-    inc.record("step.answered", summary(answer), step=step.id, actor=answer.get("answered_by"), answer=plain(answer))
+    if answer.pop(FIRST_TIME, True):  # an answer replayed after a restart is on the journal already
+        inc.record("step.answered", summary(answer), step=step.id, actor=answer.get("answered_by"), answer=plain(answer))
     return answer
 
 

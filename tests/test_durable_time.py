@@ -1,0 +1,155 @@
+"""Time keeps running with no process of the incident alive, and a killed incident heals itself.
+
+On the served path (`python -m app.stack serve`, waits suspended, their processes gone) with
+two escalation watchers running at once, as `runbook up` and production have them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from prefect.client.orchestration import get_client
+
+from flows.answers import answer_step
+from flows.launch import start_incident
+from flows.record.timeline import journal_from_events
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "durable"
+
+
+def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "app.stack", *args], cwd=ROOT, env={**os.environ, **env},
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """The fixture runbooks served, and two escalation watchers polling every second."""
+    logs = tmp_path_factory.mktemp("durable")
+    env = {"RUNBOOK_RUNBOOKS_DIR": str(FIXTURES), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
+    procs = [_start(["serve"], logs / "serve.log", **env),
+             _start(["watcher", "1"], logs / "watcher-1.log", **env),
+             _start(["watcher", "1"], logs / "watcher-2.log", **env)]
+    deadline = time.monotonic() + 90
+    with get_client(sync_client=True) as client:
+        for name in ("clock-drill", "wait-kill"):
+            while True:
+                try:
+                    client.read_deployment_by_name(f"{name}/runbook")
+                    break
+                except Exception:
+                    assert time.monotonic() < deadline, (logs / "serve.log").read_text()[-3000:]
+                    time.sleep(0.5)
+    yield logs
+    for proc in procs:
+        os.killpg(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def state_of(run_id) -> "object":
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(str(run_id))).state
+
+
+def wait_until(what: str, check, seconds: float):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"{what}: not within {seconds} s")
+
+
+def kinds(run_id) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.step) for e in journal_from_events(str(run_id))]
+
+
+def test_thresholds_and_deadlines_fire_while_the_wait_is_suspended(served):
+    """10-minute threshold and 20-minute deadline at time scale 60: due after 10 s and 20 s, with no process alive."""
+    run = start_incident("clock-drill", {}, time_scale=60)
+    wait_until("the wait to suspend", lambda: state_of(run.id).name == "Suspended", 60)
+    fired = wait_until("the threshold and the missed deadline", lambda: (
+        {("threshold.fired", "ten-minutes"), ("deadline.missed", "report-within-20")} <= set(kinds(run.id))), 45)
+    assert fired
+    assert state_of(run.id).name == "Suspended", "the run waits on for its answer"
+    time.sleep(4)  # two watchers keep passing: nothing fires twice
+    journal = kinds(run.id)
+    assert journal.count(("page.sent", "tell-ten-minutes")) == 1, journal
+    assert journal.count(("page.sent", "tell-report-late")) == 1, journal
+    assert journal.count(("threshold.fired", "ten-minutes")) == 1 and journal.count(("deadline.missed", "report-within-20")) == 1
+    assert journal.count(("incident.started", None)) == 1, "one incident, woken, not started again"
+
+    result = answer_step(str(run.id), by="wang-chief", values={"restored": "yes"})
+    assert result.ok, result.message
+    final = wait_until("the incident to finish", lambda: (s := state_of(run.id)).is_final() and s, 60)
+    assert final.is_completed(), final.message
+    journal = kinds(run.id)
+    assert journal.count(("step.answered", "confirm-recovery")) == 1, journal
+    assert ("deadline.unmet", "report-within-20") not in journal, "a missed deadline is not also left unmet"
+
+
+class Endpoint(BaseHTTPRequestHandler):
+    calls: list[str] = []
+
+    def do_POST(self):  # noqa: N802
+        Endpoint.calls.append(self.path)
+        body = json.dumps({"ok": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def flow_process(run_id) -> int | None:
+    """The pid of the process running a flow run (the runner hands it the run id in its environment)."""
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def test_an_incident_killed_during_a_wait_heals_itself_and_acts_once(served):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Endpoint.calls = []
+    try:
+        run = start_incident("wait-kill", {"base_url": f"http://127.0.0.1:{server.server_port}"})
+        wait_until("the first action", lambda: Endpoint.calls == ["/first"], 60)
+        pid = wait_until("the flow's process", lambda: flow_process(run.id), 20)
+        time.sleep(1)
+        os.kill(pid, signal.SIGKILL)  # no command typed after this
+        final = wait_until("the incident to finish by itself", lambda: (s := state_of(run.id)).is_final()
+                           and s.name != "Crashed" and s, 120)
+        assert final.is_completed(), final.message
+    finally:
+        server.shutdown()
+    assert Endpoint.calls == ["/first", "/second"], "each action's endpoint got exactly one request"
+    journal = kinds(run.id)
+    assert ("incident.recovered", None) in journal, journal
+    assert journal.count(("incident.started", None)) == 1
