@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable
@@ -59,19 +60,26 @@ def _db():
     return database("asked", _SCHEMA)
 
 
+@contextmanager
+def _transaction(db):
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
 def remember(channel: str, message: Message, sent: dict) -> None:
     """Record that `message`, which asks for an answer, went out on `channel` and can be found by `sent`."""
     kept = message.model_copy(update={"answer_url": None})  # a signed link answers as its person: not kept on disk
     db = _db()
-    try:
-        now = time.time()
-        db.execute("BEGIN IMMEDIATE")
+    now = time.time()
+    with _transaction(db):
         db.execute("DELETE FROM asked WHERE at < ?", (now - ASKED_TTL_SECONDS,))
         db.execute("INSERT INTO asked (incident, step, channel, sent, message, at) VALUES (?, ?, ?, ?, ?, ?)",
                    (message.incident_id, message.step_id or "", channel, json.dumps(sent), kept.model_dump_json(), now))
-        db.execute("COMMIT")
-    finally:
-        db.close()
 
 
 @dataclass
@@ -85,24 +93,16 @@ class _Asked:
 def _claim(incident_id: str, step_id: str | None) -> list[_Asked]:
     """Take the open messages of this step, so that two answered() at once (web app and engine) update each once."""
     db = _db()
-    try:
-        db.execute("BEGIN IMMEDIATE")
+    with _transaction(db):
         rows = db.execute("SELECT id, channel, sent, message FROM asked WHERE incident = ? AND step = ? AND closed IS NULL "
                           "ORDER BY id", (incident_id, step_id or "")).fetchall()
         db.executemany("UPDATE asked SET closed = ? WHERE id = ?", [(time.time(), r[0]) for r in rows])
-        db.execute("COMMIT")
-    finally:
-        db.close()
     return [_Asked(r[0], r[1], json.loads(r[2]), Message.model_validate_json(r[3])) for r in rows]
 
 
 def _release(asked: _Asked) -> None:
     """Could not update it: leave it open, so a later answered() for the step (the engine's, after the web app's) tries again."""
-    db = _db()
-    try:
-        db.execute("UPDATE asked SET closed = NULL WHERE id = ?", (asked.id,))
-    finally:
-        db.close()
+    _db().execute("UPDATE asked SET closed = NULL WHERE id = ?", (asked.id,))
 
 
 def _display_name(by: str) -> str:

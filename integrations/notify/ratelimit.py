@@ -127,9 +127,7 @@ class RobotLine:
         started = time.time()
         db = self._db
         if self.ticket is None:
-            db.execute("BEGIN IMMEDIATE")
             self.ticket = db.execute("INSERT INTO line (robot, seen) VALUES (?, ?)", (self.robot, started)).lastrowid
-            db.execute("COMMIT")
         while True:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -172,8 +170,6 @@ class RobotLine:
 
     def leave(self) -> None:
         """Sent or given up: out of line, and the next page may go."""
-        try:
-            if self.ticket is not None:
-                self._db.execute("DELETE FROM line WHERE ticket = ?", (self.ticket,))
-        finally:
-            self._db.close()
+        if self.ticket is not None:
+            self._db.execute("DELETE FROM line WHERE ticket = ?", (self.ticket,))
+            self.ticket = None
