@@ -282,7 +282,12 @@ def up(
         err.print(f"[yellow]{len(errors)} problem(s) keep some runbooks out; run `runbook lint`[/yellow]")
     stack = Stack(host=host, port=port, intake_port=intake_port or None)
     console.print(f"starting Prefect server on {stack.ui_url} ...")
-    stack.start()
+    try:
+        stack.start()
+    except (RuntimeError, KeyboardInterrupt) as exc:  # what started must not outlive a start that failed
+        stack.stop()
+        err.print(f"[red]{exc or 'interrupted'}[/red]", highlight=False)
+        raise typer.Exit(1)
     console.print(f"[bold green]ready[/bold green]: UI {stack.ui_url} · {len(runbooks)} runbooks served"
                   + (f" · alert intake http://{host}:{intake_port}/alerts/..." if intake_port else "") + " · Ctrl-C stops")
     raise typer.Exit(stack.wait())
