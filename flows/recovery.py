@@ -22,6 +22,7 @@ back Cached (tasks/steps.py: step_task) and the answers replay (tasks/people.py:
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import datetime, timezone
@@ -40,7 +41,8 @@ from integrations.site import load_site
 from runbooks.loader import RunbookError, load_file
 from runbooks.settings import get_settings
 from tasks.incident import Incident, run_url
-from tasks.inputs import base_of, create_once, mark_expired, read_input, read_json, who_key
+from tasks.inputs import base_of, create_once, mark_expired, put_input, read_input, read_json, who_key
+from tasks.people import page_tier
 
 log = logging.getLogger("runbook.recovery")
 
@@ -84,13 +86,9 @@ def _pages(client, types, deployed: bool) -> Iterator[FlowRun]:
 
 
 def due(who: dict, now: datetime, done=lambda claim: False) -> str | None:
-    """'expired', 'tier N', a timer's name, or None: what a suspended wait needs now. `done(claim)` says a timer fired."""
+    """'expired', a timer's name, or None: why a suspended wait must be woken now. `done(claim)` says a timer fired."""
     if who.get("expires_at") and now >= datetime.fromisoformat(who["expires_at"]):
         return "expired"
-    paged = set(who.get("paged", []))
-    for index, tier in enumerate(who.get("tiers", [])):
-        if index not in paged and now >= datetime.fromisoformat(tier["at"]):
-            return f"tier {index + 1}"
     for timer in who.get("timers", []):
         if timer.get("claim") and now >= datetime.fromisoformat(timer["at"]) and not done(timer["claim"]):
             return timer["what"]
@@ -108,6 +106,7 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
         who = read_json(client, run.id, who_key(details.run_input_keyset))
         if who is None:
             continue
+        page_due_tiers(client, run, who, now)
         reason = due(who, now, lambda claim: read_input(client, run.id, f"once-{claim}") is not None)
         if reason is None:
             continue
@@ -118,6 +117,23 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
             woken.append((str(run.id), reason))
             log.info("woke %s (%s, step %s): %s", run.name, who.get("runbook"), who.get("step"), reason)
     return woken
+
+
+def page_due_tiers(client, run: FlowRun, who: dict, now: datetime) -> None:
+    """Page the escalation tiers that are due, here: no process, no concurrency slot, no wait behind new incidents."""
+    paged = set(who.get("paged", []))
+    due_tiers = [(i, t) for i, t in enumerate(who.get("tiers", [])) if i not in paged and now >= datetime.fromisoformat(t["at"])]
+    if not due_tiers or "text" not in due_tiers[0][1]:
+        return
+    incident = detached(run)
+    for index, tier in due_tiers:
+        page_tier(incident, who["step"], who.get("kind", "manual"), who["wait_key"], index, tier["roles"], tier["text"],
+                  tier.get("plan_seconds", 0))
+        paged.add(index)
+    who.update(paged=sorted(paged), last_page=now.isoformat())
+    put_input(client, run.id, who_key(run.state.state_details.run_input_keyset), json.dumps(who, ensure_ascii=False))
+    log.info("paged %s of %s (%s, step %s)", ", ".join(f"tier {i + 1}" for i, _ in due_tiers), run.name,
+             who.get("runbook"), who.get("step"))
 
 
 def heal_crashed(client) -> list[tuple[str, str]]:

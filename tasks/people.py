@@ -182,9 +182,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
             if index not in paged and now - started >= after:
                 paged.add(index)
                 current_tier, last_page = (roles, text), now
-                incident.record("escalation.tier", f"no answer after {human(after * incident.time_scale)}: paging {', '.join(roles)}",
-                                step=step.id, tier=index + 1, roles=roles)
-                incident.page(roles, text, step=step.id, answer_options=options(kind))
+                page_tier(incident, step.id, kind, wait_key(step.id, started), index, roles, text, after * incident.time_scale)
 
     def remind(now: float) -> None:
         nonlocal last_page
@@ -224,7 +222,9 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
             who = {"runbook": incident.runbook.id, "step": step.id, "kind": kind,
                    "title": step.title.both(), "may_answer": [p.id for p in allowed],
                    "waiting_since": _at(started), "asked_at": _at(time.time()), "suspended": suspend,
-                   "tiers": [{"at": _at(started + after), "roles": roles} for after, roles, _ in tiers],
+                   "tiers": [{"at": _at(started + after), "roles": roles, "text": text, "plan_seconds": after * incident.time_scale}
+                             for after, roles, text in tiers],
+                   "wait_key": wait_key(step.id, started),
                    "paged": sorted(paged), "last_page": _at(last_page),
                    "expires_at": _at(started + expires) if expires is not None else None,
                    "timers": timers() if suspend else []}
@@ -263,6 +263,23 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
             answer["waited_seconds"] = round(time.time() - started, 2)
             return answer
     raise RuntimeError("too many refused answers")
+
+
+def wait_key(step_id: str, started: float) -> str:
+    """One wait of one step (a step may wait again later: a repeat, a retry): names the claims of its tiers."""
+    return f"{step_id}-{int(started)}"
+
+
+def page_tier(incident: Incident, step_id: str, kind: str, key: str, index: int, roles: list[str], text: str,
+              plan_seconds: float) -> bool:
+    """Page one escalation tier of a wait, once whoever gets there first (the waiting run, or the watcher while it
+    is suspended: tiers need no process of the incident, nor one of its runbook's concurrency slots)."""
+    if not incident.claim(f"tier-{key}-{index + 1}"):
+        return False
+    incident.record("escalation.tier", f"no answer after {human(plan_seconds)}: paging {', '.join(roles)}",
+                    step=step_id, tier=index + 1, roles=roles)
+    incident.page(roles, text, step=step_id, answer_options=options(kind))
+    return True
 
 
 def refuse(incident: Incident, step, ask: int, raw: str | None, exc: Exception, *, via: str) -> str:

@@ -44,7 +44,7 @@ def served(tmp_path_factory):
              _start(["watcher", "1"], logs / "watcher-2.log", **env)]
     deadline = time.monotonic() + 90
     with get_client(sync_client=True) as client:
-        for name in ("clock-drill", "wait-kill"):
+        for name in ("clock-drill", "wait-kill", "slot-drill"):
             while True:
                 try:
                     client.read_deployment_by_name(f"{name}/runbook")
@@ -153,3 +153,20 @@ def test_an_incident_killed_during_a_wait_heals_itself_and_acts_once(served):
     journal = kinds(run.id)
     assert ("incident.recovered", None) in journal, journal
     assert journal.count(("incident.started", None)) == 1
+
+
+def test_escalation_of_a_waiting_incident_never_queues_behind_new_incidents(served):
+    """The runbook allows one incident at work; another holds that slot and a third queues: the tier pages on time."""
+    waiting = start_incident("slot-drill", {"busy": False})
+    wait_until("the wait to suspend", lambda: state_of(waiting.id).name == "Suspended", 60)
+    with get_client(sync_client=True) as client:
+        waiting_since = next(s.timestamp for s in client.read_flow_run_states(waiting.id) if s.name == "Suspended")
+    busy = start_incident("slot-drill", {"busy": True})
+    wait_until("the busy incident to hold the slot", lambda: state_of(busy.id).name == "Running", 60)
+    queued = start_incident("slot-drill", {"busy": True})
+    tier = wait_until("the tier", lambda: next((e for e in journal_from_events(str(waiting.id)) if e.kind == "escalation.tier"), None), 30)
+    assert state_of(busy.id).name == "Running", "the slot was taken the whole time"
+    assert state_of(queued.id).name in ("Scheduled", "AwaitingConcurrencySlot", "Pending"), state_of(queued.id).name
+    late = (tier.at - waiting_since).total_seconds() - 8
+    assert late < 5, f"the tier was due 8 s after the wait began and paged {late:.1f} s late"
+    assert state_of(waiting.id).name == "Suspended", "paging the tier took no process of the incident"

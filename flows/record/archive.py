@@ -80,7 +80,7 @@ class IncidentRecord(BaseModel):
     severity_reason: str | None = None
     params: dict[str, Any]
     started: datetime
-    ended: datetime
+    ended: datetime | None = Field(None, description="When it closed; none while the incident is still open (waiting).")
     outcome: str
     message: str
     steps: dict[str, dict[str, Any]] = Field(description="Every step's result and answers, by step id.")

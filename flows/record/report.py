@@ -89,8 +89,8 @@ class IncidentReport(BaseModel):
     outcome: str
     message: str
     started: datetime
-    ended: datetime
-    duration_seconds: float
+    ended: datetime | None = Field(None, description="None while the incident is open.")
+    duration_seconds: float = Field(description="Until it closed, or until now while it is open.")
     severity: str | None
     severity_label: str | None
     severity_reason: str | None
@@ -118,7 +118,8 @@ def build_report(record: IncidentRecord, *, source: Literal["archive", "prefect"
     return IncidentReport(
         flow_run_id=record.flow_run_id, runbook=record.runbook, title=f"{record.title_zh} / {record.title_en}",
         label=record.label, drill=record.drill, outcome=record.outcome, message=record.message,
-        started=record.started, ended=record.ended, duration_seconds=(record.ended - record.started).total_seconds(),
+        started=record.started, ended=record.ended,
+        duration_seconds=((record.ended or datetime.now(timezone.utc)) - record.started).total_seconds(),
         severity=record.severity, severity_label=record.severity_label, severity_reason=record.severity_reason,
         params=record.params, answers=_answers(record, plan), documents=_documents(record, plan),
         deadlines=_deadlines(record, plan), paged=_pages(record), timeline=timeline, source=source,
@@ -252,7 +253,7 @@ def record_from_prefect(flow_run_id: str, runbook: Runbook | None = None) -> Inc
         flow_run_id=str(run.id), runbook=flow_name, title_zh=title[0], title_en=title[1], label=params.get("incident"),
         drill=bool(params.get("drill")), severity=(graded[-1].data.get("severity") if graded else (started.data.get("severity") if started else params.get("severity"))),
         severity_label=None, severity_reason=(graded[-1].text if graded else None), params=params.get("parameters") or {},
-        started=started.at if started else (run.start_time or run.created or now), ended=closed.at if closed else (run.end_time or now),
+        started=started.at if started else (run.start_time or run.created or now), ended=closed.at if closed else (run.end_time if run.state and run.state.is_final() else None),
         outcome=closed.data.get("outcome", "open") if closed else (run.state.name if run.state else "open"),
         message=closed.text if closed else (run.state.message or "" if run.state else ""), steps=steps, journal=journal,
         history=prefect_history(flow_run_id), plan=plan,

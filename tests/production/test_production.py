@@ -166,6 +166,7 @@ def test_the_watcher_escalates_and_expires_a_suspended_wait(production, firewall
     archived = wait_until("the archive", lambda: list((production.incidents / "prod-expiry").glob(f"*{run.id}*.json")), 30)
     record = IncidentRecord.model_validate_json(archived[0].read_text(encoding="utf-8"))
     assert "step.expired" in record.kinds()
-    # three attempts: the first suspends; the watcher wakes it for the tier (it pages and suspends again),
-    # then for the expiry; the action before the wait ran once
-    assert tasks["block-address"] == ["Completed", "Cached", "Cached"], tasks
+    # two attempts: the first suspends; the watcher pages the tier itself (no process, no concurrency slot),
+    # then wakes the run for the expiry; the action before the wait ran once
+    assert tasks["block-address"] == ["Completed", "Cached"], tasks
+    assert record.kinds().count("escalation.tier") == 1 and record.kinds().index("escalation.tier") < record.kinds().index("step.expired")
