@@ -1,13 +1,13 @@
-"""`python -m bench [NAME...]`: every benchmark, or the ones named (speed, alerts, fuzz), each rewriting its own
+"""`python -m bench [NAME...]`: every benchmark, or the ones named (speed, alerts, fuzz, watcher), each rewriting its own
 section of docs/BENCHMARKS.md (`--no-write`: print only)."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import alerts, fuzz, speed
+from bench import alerts, fuzz, speed, watcher
 
-BENCHES = {"speed": speed.main, "alerts": alerts.main, "fuzz": fuzz.main}
+BENCHES = {"speed": speed.main, "alerts": alerts.main, "fuzz": fuzz.main, "watcher": watcher.main}
 
 if __name__ == "__main__":
     flags = ["--no-write"] if "--no-write" in sys.argv[1:] else []

@@ -38,6 +38,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+
+from bench import sections
 from prefect import flow, task
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -478,13 +480,7 @@ def render(results: dict) -> str:
 
 
 def write_section(text: str, path: Path = BENCHMARKS) -> None:
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        updated = head + text + rest.split(END, 1)[1]
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(updated, encoding="utf-8")
+    sections.write_section(text, BEGIN, END, path)
 
 
 def main(argv: list[str] | None = None) -> int:
