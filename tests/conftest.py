@@ -74,6 +74,94 @@ def pytest_configure(config):
         "RUNBOOK_INCIDENTS_DIR": str(home / "incidents"),
         "RUNBOOK_STATE_DIR": str(home / "var"),
     })
+    _server["env"] = dict(os.environ)  # what the served stack starts with, whatever a test patches later
+
+
+class ServedStack:
+    """The project's runbooks served as production has them, against the session's server.
+
+    `python -m app.stack serve` (every runbook of the settings' runbooks_dir as the deployment `<id>/runbook`)
+    and `python -m app.stack watcher 1` (the escalation watcher, every second); each a subprocess in its own
+    process group with its log in the session's home.
+    """
+
+    def __init__(self, api: str, home: Path, env: dict[str, str], runbook_ids: list[str]):
+        self.api, self.home, self.runbook_ids = api, home, runbook_ids
+        self.env = {**env, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1", "PYTHONUNBUFFERED": "1"}
+        self.logs = {"serve": home / "stack-serve.log", "watcher": home / "stack-watcher.log"}
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, timeout: float = 180) -> "ServedStack":
+        from datetime import datetime, timezone
+
+        began = datetime.now(timezone.utc)
+        for part, args in (("serve", ["serve"]), ("watcher", ["watcher", "1"])):
+            with open(self.logs[part], "a") as log:
+                self.procs[part] = subprocess.Popen([sys.executable, "-m", "app.stack", *args], cwd=ROOT, env=self.env,
+                                                    stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        missing = list(self.runbook_ids)
+        while missing:
+            self.check()
+            missing = [rid for rid in missing if not self._served_since(rid, began)]
+            if missing and time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"not served within {timeout:.0f} s: {missing}\n{self.tail('serve')}")
+            time.sleep(0.5)
+        return self
+
+    def _served_since(self, runbook_id: str, began) -> bool:
+        """The deployment exists and this stack's serve registered it (not an older one of the same name)."""
+        from datetime import datetime
+
+        try:
+            r = httpx.get(f"{self.api}/deployments/name/{runbook_id}/runbook", timeout=5)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200 and datetime.fromisoformat(r.json()["updated"]) >= began
+
+    def check(self) -> None:
+        """Raise when a part of the stack has exited."""
+        for part, proc in self.procs.items():
+            if proc.poll() is not None:
+                raise RuntimeError(f"`python -m app.stack {part}` exited ({proc.returncode})\n{self.tail(part)}")
+
+    def tail(self, part: str, chars: int = 3000) -> str:
+        try:
+            text = self.logs[part].read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return f"---- {self.logs[part]} (end) ----\n{text[-chars:]}"
+
+    def stop(self) -> None:
+        """SIGTERM to each process group (serve cancels its runs and pauses its deployments), SIGKILL after 20 s."""
+        import signal
+
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def served_stack():
+    """The served stack of this session (of this xdist worker), started on first use and stopped at the end.
+
+    It serves what this process's flows.catalog holds (same environment, same working directory: same runbooks)."""
+    from flows.catalog import RUNBOOKS
+
+    stack = ServedStack(_server["api"], _server["home"], _server["env"], sorted(RUNBOOKS))
+    stack.start()
+    yield stack
+    stack.stop()
 
 
 def pytest_unconfigure(config):

@@ -1,10 +1,16 @@
-"""Running a runbook in a test as a drill would: against the session's real Prefect server."""
+"""Running a runbook in a test as a drill would: against the session's real Prefect server.
+
+`drill()` runs a runbook either here, calling its flow (`local`, like `runbook run`), or on the served
+stack (`served`, like `runbook fire` and production: a deployment run in a process of its own, waits
+suspended, the escalation watcher). tests/runbooks/conftest.py runs every drill test both ways.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from typing import Any
+from typing import Any, Iterator
 from uuid import UUID
 
 from prefect import tags
@@ -15,14 +21,73 @@ from flows.record.archive import IncidentRecord, find_record
 from flows.catalog import FLOWS
 
 
+SERVED_TIMEOUT = 120.0  # from start_incident to a final state; a served run spends 2-5 s just starting its process
+
+_mode: dict[str, Any] = {"mode": "local", "stack": None}
+
+
+@contextlib.contextmanager
+def drill_mode(mode: str, stack: Any = None) -> Iterator[None]:
+    """Within: drill() runs `local` (the flow called here) or `served` (on `stack`, the served_stack fixture)."""
+    assert mode in ("local", "served") and (mode == "local" or stack is not None), (mode, stack)
+    before = dict(_mode)
+    _mode.update(mode=mode, stack=stack)
+    try:
+        yield
+    finally:
+        _mode.update(before)
+
+
 def drill(runbook_id: str, answers: dict[str, Any] | None = None, *, params: dict[str, Any] | None = None,
           severity: str | None = None, time_scale: float = 3600.0, auto: bool = False) -> tuple[Any, IncidentRecord]:
     """Run a runbook to the end with scripted answers; return its final state and its archived record."""
+    if _mode["mode"] == "served":
+        return _drill_served(runbook_id, answers, params=params, severity=severity, time_scale=time_scale, auto=auto)
     with tags(f"runbook:{runbook_id}", "drill", "test"):
         state = FLOWS[runbook_id](parameters=params or {}, answers=answers or {}, severity=severity, drill=True,
                                   time_scale=time_scale, auto=auto, return_state=True)
     record = find_record(str(state.state_details.flow_run_id))
     assert record is not None, f"no archive record for {runbook_id}: {state.message}"
+    return state, record
+
+
+def _drill_served(runbook_id: str, answers: dict[str, Any] | None, *, params: dict[str, Any] | None,
+                  severity: str | None, time_scale: float, auto: bool) -> tuple[Any, IncidentRecord]:
+    """The same drill through the deployment `<id>/runbook`: started as an alert would, read back from the API.
+
+    The state returned is the run's final state as the server has it (a client State: name, message, type,
+    state_details.flow_run_id), the record the one the run archived."""
+    from prefect.states import Cancelled
+
+    from flows.launch import start_incident
+
+    stack = _mode["stack"]
+    stack.check()
+    run = start_incident(runbook_id, params or {}, severity=severity, drill=True, time_scale=time_scale, auto=auto,
+                         answers=answers or {})
+    deadline = time.monotonic() + SERVED_TIMEOUT
+    with get_client(sync_client=True) as client:
+        while True:
+            flow_run = client.read_flow_run(run.id)
+            state = flow_run.state
+            if state is not None and state.is_final():
+                break
+            if time.monotonic() > deadline:
+                # free the deployment's concurrency slot for the next test
+                client.set_flow_run_state(run.id, Cancelled(message="drill timed out in a test"), force=True)
+                waits = [p.step for p in pending_steps() if p.flow_run_id == str(run.id)]
+                raise AssertionError(f"served drill of {runbook_id} (run {run.id}) not final within {SERVED_TIMEOUT:.0f} s: "
+                                     f"{state.name if state else None} {state.message if state else ''}; waiting at {waits}\n"
+                                     f"{stack.tail('serve')}")
+            stack.check()
+            time.sleep(0.2)
+    record = None
+    until = time.monotonic() + 10
+    while record is None and time.monotonic() < until:
+        record = find_record(str(run.id))
+        if record is None:
+            time.sleep(0.2)
+    assert record is not None, f"no archive record for {runbook_id} (run {run.id}, {state.name}): {state.message}\n{stack.tail('serve')}"
     return state, record
 
 
