@@ -292,7 +292,11 @@ class Drainer:
             if progressed:
                 delay = self.first_delay
                 continue
-            pending = self.store.pending_count() > 0
+            try:
+                pending = self.store.pending_count() > 0
+            except Exception:  # the same: an unreadable spool is retried, not the end of the drainer
+                log.exception("alert spool unreadable")
+                pending = True
             woken = self._wake.wait(delay if pending else self.check_every)
             self._wake.clear()
             if not woken and not pending and not self._stop.is_set():

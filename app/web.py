@@ -84,7 +84,7 @@ class RouteTable:
             try:
                 self.routes = load_routes(self.path)
                 log.info("reloaded %s", self.path)
-            except RoutesError as exc:
+            except (RoutesError, OSError) as exc:
                 log.error("%s; still using the previous routes", exc)
             self._mtime = mtime
         return self.routes
