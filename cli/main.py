@@ -15,6 +15,7 @@ from typing import Optional
 
 import typer
 import yaml
+from rich.markup import escape
 from prefect import tags
 from prefect.exceptions import ObjectNotFound
 
@@ -200,7 +201,7 @@ def run(
 
 @app.command()
 def pending(as_json: bool = typer.Option(False, "--json", help="Print one JSON document (for scripts).")) -> None:
-    """Steps waiting for an answer, by incident: run, step, waiting since, who may answer."""
+    """Steps waiting for an answer, by incident: step, what, how long, who may answer."""
     connect()
     steps = pending_steps()
     if as_json:
@@ -211,15 +212,16 @@ def pending(as_json: bool = typer.Option(False, "--json", help="Print one JSON d
     for s in steps:
         incidents.setdefault(s.incident_id, []).append(s)
     for incident_id, waiting in incidents.items():
-        first = waiting[0]
-        console.print(f"[bold]{first.runbook}[/bold] · incident [bold]{incident_id}[/bold] · {first.incident_name}", highlight=False)
-        rows = [[s.flow_run_id, f"{s.step}\n{s.title}" + ("\n(parallel track)" if s.in_track else ""),
-                 elapsed(s.since, now), ", ".join(s.may_answer) or "anyone"] for s in waiting]
-        print_table([Col("run id", whole=True), Col("step"), Col("waiting"), Col("may answer")], rows)
+        console.print(f"[bold]{escape(waiting[0].runbook)}[/bold] · incident [bold]{incident_id}[/bold]", soft_wrap=True)
+        console.print(f"  {escape(waiting[0].incident_name)}", soft_wrap=True)
+        # the incident's id answers any of its steps (--step when several wait), also those in parallel tracks
+        rows = [[s.step, s.title + ("\n(in a parallel track)" if s.in_track else ""), elapsed(s.since, now),
+                 ", ".join(s.may_answer) or "anyone"] for s in waiting]
+        print_table([Col("step", whole=True), Col("what"), Col("waiting"), Col("may answer")], rows)
     console.print(f"{len(steps)} step(s) waiting in {len(incidents)} incident(s)")
     if steps:
-        console.print("answer: runbook answer ID --by NAME field=value  (the incident's id or the run's; "
-                      "a unique start of it is enough)", markup=False, highlight=False)
+        console.print("answer: runbook answer INCIDENT_ID [--step STEP] --by NAME field=value  "
+                      "(a unique start of the id is enough)", markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from prefect.states import Paused
 
 from flows.answers import pending_steps
 from flows.catalog import FLOWS
-from flows.server import DEFAULT_API, STACK_FILE, unreachable_reason
+from flows.server import DEFAULT_API, STACK_FILE, forget_stack, record_stack, recorded_stack, unreachable_reason
 from integrations.contacts import load_directory
 from runbooks.loader import load_all
 from runbooks.settings import get_settings
@@ -203,9 +203,10 @@ def test_pending_groups_track_waits_under_their_incident_and_answer_by_incident_
     assert all(p["in_track"] and p["runbook"] == "pump-station-power-loss" for p in mine)
 
     text = runbook("pending", columns=80).stdout
-    header = text.index(incident)
-    assert header < text.index(valves.flow_run_id) and header < text.index(series.flow_run_id), text
-    assert "…" not in text
+    header = text.index(f"incident {incident}")  # the id to answer with, whole on the incident's line
+    rows = [line.strip("│┃ ") for line in text[header:].splitlines()]
+    assert any(r.startswith("close-butterfly-valves ") for r in rows) and any(r.startswith("open-series-valve ") for r in rows), text
+    assert text.count("in a parallel") == 2 and "…" not in text
 
     which = runbook("answer", incident[:10], "--by", "wang-chief", "valves_closed=1#")
     assert which.returncode != 0
@@ -216,3 +217,15 @@ def test_pending_groups_track_waits_under_their_incident_and_answer_by_incident_
     opened = runbook("answer", incident, "--step", "open-series-valve", "--by", "li-deputy", "valve_open=yes")
     assert opened.returncode == 0, opened.stdout + opened.stderr
     assert run.join().name == "Completed"
+
+
+def test_the_stack_record_is_found_while_its_process_lives_and_forgotten_when_it_stops(tmp_path, monkeypatch):
+    monkeypatch.setenv("PREFECT_HOME", str(tmp_path))
+    record_stack("http://127.0.0.1:4391/api", "http://127.0.0.1:4391")
+    assert recorded_stack()["api_url"] == "http://127.0.0.1:4391/api"
+    forget_stack()
+    assert recorded_stack() is None and not (tmp_path / STACK_FILE).exists()
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    (tmp_path / STACK_FILE).write_text(json.dumps({"api_url": "http://127.0.0.1:4391/api", "pid": int(gone)}))
+    assert recorded_stack() is None, "a record left by a process that died is not a stack"
