@@ -144,6 +144,11 @@ def test_unacknowledged_page_escalates_then_slack_and_sms_answers_resume_it(noti
     done = slack_click(app, ALICE["slack"], value)
     assert done.status_code == 200 and done.json()["ok"] is True, done.json()
     assert first_code not in {a["code"] for a in asks.pending(BOB["phone"])}, "answered: Bob's SMS reply no longer goes to it"
+    # ... and her page in Slack now says she acknowledged it, with no button left to press.
+    updates = wait_until(lambda: [seen.json for _, seen in slack.since(started) if seen.path.endswith("chat.update")], 10,
+                         "the update of Alice's page")
+    assert [u["channel"] for u in updates] == ["D" + ALICE["slack"][1:]] and answer_buttons(updates[0]) == []
+    assert "爱丽丝 Alice" in updates[0]["text"] and "确认收到" in updates[0]["text"]
 
     # 5. The next step pages Bob by SMS; a reply from his phone quoting the code acknowledges it.
     wait_for_step("ack-backup", run_id=run_id)
