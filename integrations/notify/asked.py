@@ -143,14 +143,20 @@ def answered(incident_id: str, step_id: str | None, by: str, summary: str, at: d
     Call it once an answer is accepted, whatever the path. `incident_id` is the Message.incident_id the pages
     carried (the incident's own flow run, also for steps inside parallel tracks); `by` a person id (shown by
     name from the contacts directory) or a name; `summary` 'ack' / 'approve' / 'reject' or a line of text.
-    Safe to call more than once: each message is updated once. Never raises for a message it could not
-    update; that is in the returned Updates and the log.
+    Safe to call more than once: each message is updated once. Never raises: the answer is accepted already,
+    and a message it could not update is in the returned Updates and the log.
     """
-    asks.forget_everywhere(asks.code_for(incident_id, step_id))  # SMS replies no longer go to this step
-    answer = Answer(incident_id=incident_id, step_id=step_id, by=_display_name(by), summary=summary,
-                    at=at or datetime.now(timezone.utc))
+    try:
+        asks.forget_everywhere(asks.code_for(incident_id, step_id))  # SMS replies no longer go to this step
+        answer = Answer(incident_id=incident_id, step_id=step_id, by=_display_name(by), summary=summary,
+                        at=at or datetime.now(timezone.utc))
+        claimed = _claim(incident_id, step_id)
+    except Exception as exc:  # state dir unwritable, damaged database: say so, do not fail the answer
+        logger.warning("could not show the answer to %s/%s on the messages that asked: %s: %s",
+                       incident_id, step_id, type(exc).__name__, exc)
+        return []
     updates: list[Update] = []
-    for asked in _claim(incident_id, step_id):
+    for asked in claimed:
         channel_cls = CHANNELS.get(asked.channel)
         try:
             channel = channel_cls() if channel_cls else None

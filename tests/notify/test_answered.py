@@ -195,3 +195,15 @@ def test_an_sms_answer_updates_the_slack_message_too(slack, app):
     assert "✅" in resp.text
     stored = slack.messages[("C0OPS", page.provider_id)]
     assert answer_buttons(stored) == [] and "批准" in text_of(stored)
+
+
+def test_answered_never_fails_the_answer_it_follows(monkeypatch, tmp_path, caplog):
+    from runbooks.settings import get_settings
+
+    blocked = tmp_path / "not-a-directory"
+    blocked.write_text("")
+    monkeypatch.setenv("RUNBOOK_STATE_DIR", str(blocked))
+    get_settings.cache_clear()
+
+    assert answered("run-1", "approve-switch", "zhangwei", "approve") == []
+    assert "could not show the answer to run-1/approve-switch" in caplog.text

@@ -95,9 +95,10 @@ def test_thirty_pages_from_two_processes_wait_their_turn_in_order(monkeypatch, f
     assert server.refused == [] and server.peak[(20, 2.0)] <= 20
     # In order: the robot got them in the order they were asked for, across both processes.
     assert [label_of(seen) for _, seen in server.posted] == [f"{i:02d}" for i in range(30)]
-    # The first twenty went at once; the later ten were held, and each says for how long.
+    # The first twenty went at once (at most behind the post before them); the later ten were held a window out,
+    # and each says for how long (page 20 is asked for at 1.2 s and may not go before 2.25 s).
     held = {label: records[0]["queued_seconds"] for label, records in deliveries.items()}
-    assert all(held[f"{i:02d}"] < 0.2 for i in range(20)), held
+    assert all(held[f"{i:02d}"] < 0.5 for i in range(20)), held
     assert all(held[f"{i:02d}"] > 0.3 for i in range(20, 30)), held
     times = [t for t, _ in server.posted]
     assert times[20] - times[0] >= 2.0  # the 21st waited for the first to leave the window
