@@ -80,7 +80,10 @@ def _deliver_resolution(flow_run_id: str, alert: dict) -> Any:
 
 
 def _run_is_open(flow_run_id: str) -> bool:
-    """Whether the incident's flow run has not reached a final state (Completed, Failed, Cancelled, Crashed)."""
+    """Whether the incident is still open: its flow run is not Completed, Failed or Cancelled.
+
+    A Crashed run is open: its process died (Prefect unreachable, a machine lost) and the escalation
+    watcher sets it going again (flows/recovery.py), so a later alert of its group joins it."""
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
@@ -89,7 +92,7 @@ def _run_is_open(flow_run_id: str) -> bool:
             run = client.read_flow_run(UUID(flow_run_id))
         except ObjectNotFound:
             return False
-    return run.state is None or not run.state.is_final()
+    return run.state is None or run.state.is_crashed() or not run.state.is_final()
 
 
 def _prefect_health() -> BaseException | None:

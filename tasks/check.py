@@ -21,7 +21,7 @@ def run(inc: Incident, step: CheckStep, walk: Walk) -> dict:
     def probe(step_id: str) -> dict:
         return check(inc, step)
 
-    return step_task(step, probe)(step.id)
+    return step_task(step, probe, inc)(step.id)
 
 
 def check(incident: Incident, step: CheckStep) -> dict[str, Any]:

@@ -7,6 +7,7 @@ of their own (branch, approval, parallel, waits with an expiry branch).
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -57,7 +58,10 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
     Given `inc`, a kind that acts on the world is done once per incident: its result is persisted under
     "<flow run id>:<step id>", so a run that starts again from the top (a suspended wait resumed, a crashed
     run recovered) finds it Cached instead of acting twice. Every worker must see the same result storage.
+    Each failed try is on the incident's journal (`step.try-failed`, with its error), whatever the log level.
     """
+    if inc is not None:
+        fn = _journaled(fn, step, inc)
     if inc is not None and step.acts_once:
         key = f"{inc.id}:{step.id}"
         once: dict[str, Any] = dict(cache_key_fn=lambda context, parameters: key, persist_result=True)
@@ -68,6 +72,18 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
     return task(fn, name=step.id, task_run_name=step.id, **once,
                 retries=getattr(step, "retries", 0), retry_delay_seconds=getattr(step, "retry_delay", timedelta()).total_seconds(),
                 timeout_seconds=step.timeout.total_seconds() if getattr(step, "timeout", None) else None)
+
+
+def _journaled(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[..., Any]:
+    @functools.wraps(fn)  # Prefect reads the task's parameters from the signature
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            inc.record("step.try-failed", f"{type(exc).__name__}: {exc}"[:500], step=step.id, error=type(exc).__name__)
+            raise
+
+    return run
 
 
 def note(step: StepBase, inc: Incident, record: dict[str, Any]) -> dict[str, Any]:

@@ -24,8 +24,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, LogFilter, LogFilterTaskRunId,
-                                            TaskRunFilter, TaskRunFilterFlowRunId)
+from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId)
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
@@ -140,8 +139,6 @@ def prefect_history(flow_run_id: str) -> list[TimelineEntry]:
         for tr in task_runs:
             if tr.id in wrapper_tasks:
                 continue  # the placeholder task run of a child flow run; its states are the track's
-            if tr.run_count > 1:
-                out += _failed_tries(client, tr)
             for state in client.read_task_run_states(tr.id):
                 if state.name in _QUIET_STATES and state.name != "AwaitingRetry":
                     continue
@@ -151,14 +148,6 @@ def prefect_history(flow_run_id: str) -> list[TimelineEntry]:
                     data={"task_run_id": str(tr.id), "flow_run_id": str(tr.flow_run_id), "state": state.name,
                           "type": state.type.value, "run_count": tr.run_count}))
     return sorted(out, key=lambda e: e.at)
-
-
-def _failed_tries(client, tr) -> list[TimelineEntry]:
-    """The error of each retried try. Prefect's retry states carry no message; the task run's log does."""
-    logs = client.read_logs(log_filter=LogFilter(task_run_id=LogFilterTaskRunId(any_=[tr.id])), limit=200)
-    return [TimelineEntry(at=log.timestamp, kind="task.try-failed", source="prefect", actor="prefect", step=tr.name,
-                          text=log.message[:500], data={"task_run_id": str(tr.id), "level": log.level})
-            for log in logs if " - Retry " in log.message and "failed with" in log.message]
 
 
 def _inputs(client, run_id: UUID, states: list, track: str | None) -> list[TimelineEntry]:
