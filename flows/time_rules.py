@@ -67,7 +67,7 @@ def due(inc: Incident, rule: Threshold | Deadline) -> datetime | None:
         return None
     if isinstance(rule, Deadline) and rule.working_days:
         span = add_working_days(start, rule.working_days) - start
-    elif isinstance(rule, Deadline) and rule.calendar_days:
+    elif isinstance(rule, Deadline) and rule.calendar_days is not None:
         span = end_of_calendar_day(start, rule.calendar_days) - start
     else:
         span = rule.after if isinstance(rule, Threshold) else rule.within

@@ -20,7 +20,7 @@ WORDS = {
         "track": "并行分支 **{title}**（{role}）{after}{when}：", "incident": "事件开始", "param": "参数 `{name}`（{label}）",
         "step_done": "步骤 `{id}` 完成", "holds": "`{cond}` 首次成立", "threshold": "自{start}起 {span} 后{when}{until}",
         "until": "；`{id}` 完成后不再触发", "deadline": "自{start}起 {span} 内，由 `{met_by}` 完成{when}",
-        "calendar": "{n} 个自然日（至当日 24 时）", "sep": "：",
+        "calendar": "{n} 个自然日（至第 {n} 日 24 时）", "same_day": "当日（24 时前）", "sep": "：",
         "types": {"string": "文本", "number": "数字", "integer": "整数", "boolean": "是/否", "datetime": "日期时间"},
     },
     "en": {
@@ -33,6 +33,7 @@ WORDS = {
         "incident": "the incident's start", "param": "parameter `{name}` ({label})", "step_done": "step `{id}` done",
         "holds": "`{cond}` first holds", "threshold": "after {span} from {start}{when}{until}", "until": ", until `{id}` is done",
         "deadline": "within {span} from {start}, met by `{met_by}`{when}", "calendar": "{n} calendar day(s) (to the end of the day)",
+        "same_day": "the same day (by midnight)",
         "sep": ": ", "types": {},
     },
 }
@@ -163,8 +164,8 @@ def checklist(rb: Runbook, language: str = "both") -> str:
         for dl in rb.deadlines:
             if dl.working_days:
                 span = working_days(dl.working_days, "zh" if zh else "en")
-            elif dl.calendar_days:
-                span = w["calendar"].format(n=dl.calendar_days)
+            elif dl.calendar_days is not None:
+                span = w["same_day"] if dl.calendar_days == 0 else w["calendar"].format(n=dl.calendar_days)
             else:
                 span = human(dl.within, "zh" if zh else "en")
             cond = w["when"].format(when=dl.when) if dl.when else ""

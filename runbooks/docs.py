@@ -182,8 +182,8 @@ class _Diagram:
 def _span(dl) -> str:
     if dl.working_days:
         return working_days(dl.working_days)
-    if dl.calendar_days:
-        return f"{dl.calendar_days} calendar day{'s' if dl.calendar_days != 1 else ''}"
+    if dl.calendar_days is not None:
+        return "the same day" if dl.calendar_days == 0 else f"{dl.calendar_days} calendar day{'s' if dl.calendar_days != 1 else ''}"
     return human(dl.within)
 
 

@@ -350,7 +350,7 @@ class RepeatStep(StepBase):
     shape: ClassVar[tuple[str, str]] = ("[/", "\\]")
     steps: list["Step"] = Field(min_length=1, description="Steps of one iteration.")
     every: Duration | None = Field(None, description="Time between the end of one iteration and the start of the next (scaled in drills); none: at once.")
-    until: str | None = Field(None, description="Condition that ends the repeat, checked before each iteration and while waiting between them; it may name any step of the runbook (e.g. one in another track that closes the incident).")
+    until: str | None = Field(None, description="Condition that ends the repeat, checked after each iteration (the first always runs) and while waiting between them; it may name any step of the runbook (e.g. one in another track that closes the incident).")
     max_count: int = Field(20, ge=1, le=500, description="Most iterations; the repeat then ends as done.")
 
     def checklist(self, say: Say, language: str) -> list[str]:
@@ -445,7 +445,7 @@ class Deadline(Model):
     title: Text
     within: Duration | None = Field(None, description="Time allowed (give exactly one of within, working_days, calendar_days).")
     working_days: int | None = Field(None, ge=1, description="Instead of `within`: until the end of the N-th Chinese working day after the start (holidays and adjusted weekends counted).")
-    calendar_days: int | None = Field(None, ge=1, description="Instead of `within`: until the end of the N-th calendar day after the start, China time (\"当日\" is 0 days: use `within`; \"第二天\" is 1).")
+    calendar_days: int | None = Field(None, ge=0, description="Instead of `within`: until the end of the N-th calendar day after the start, China time (0: the same day, \"当日\"; 1: the next day, \"第二天\").")
     start: str = Field("incident", description=START_DOC)
     note: Text | None = Field(None, description=NOTE_DOC)
     met_by: str = Field(description="Step whose completion meets the deadline.")

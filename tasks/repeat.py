@@ -20,9 +20,7 @@ POLL_SECONDS = 0.2  # how often the wait between iterations looks at `until` and
 def run(inc: Incident, step: RepeatStep, walk: Walk) -> dict:
     done = 0
     for n in range(1, step.max_count + 1):
-        if n > 1 and step.every and _wait(inc, step):
-            break
-        if inc.closed.is_set() or (step.until and inc.holds(step.until)):
+        if n > 1 and (inc.closed.is_set() or (step.until and inc.holds(step.until)) or (step.every and _wait(inc, step))):
             break
         inc.record("repeat.iteration", f"iteration {n}", step=step.id, iteration=n)
         for child in step.steps:

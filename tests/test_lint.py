@@ -26,6 +26,9 @@ EXPECTED = {
     "no-contact": ("wake-watchman", "role 'night-watchman' has no person in the contacts directory", "add `night-watchman` to the roles of someone"),
     "unknown-kind": ("teleport", "has an unknown kind", "use one of the step kinds"),
     "bad-duration": ("pause", "'soon' is not a duration", "write it like 45s, 30m"),
+    "endless-repeat": ("readings", "a repeat without `until` runs up to max_count times", "add `until: <condition>`"),
+    "bad-start": ("fallback", "the start condition refers to step 'trige', which does not exist", "known ids: triage"),
+    "iteration-id": ("stage-report--2", "'--' in a step id is kept for the iterations of a repeat", "use single dashes, e.g. 'stage-report-2'"),
 }
 
 

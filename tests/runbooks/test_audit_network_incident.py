@@ -11,8 +11,9 @@ def triage(kind, major=False):
 
 def test_hardware_unrepairable_server_goes_to_vendor_egov_and_security_meeting():
     answers = {"triage": triage("hardware", major=True),
-               "hw-repair-on-site": {"repaired": False, "server_side": True, "device": "file server"},
-               "hw-vendor-repair": {"vendor_called": True, "sent_out": True, "disk_removed": False, "restored": False},
+               "hw-repair-on-site": {"repaired": False, "server_side": True, "needs_sending": True, "device": "file server"},
+               "hw-remove-disk": {"disk_removed": False},
+               "hw-vendor-repair": {"vendor_called": True, "sent_out": False, "restored": False},
                "hw-security-meeting": {"damage": "RAID controller and two disks", "decision": "replace the server"}}
     state, record = drill(RB, answers, auto=True)
     ran = path(record)
@@ -25,11 +26,24 @@ def test_hardware_unrepairable_server_goes_to_vendor_egov_and_security_meeting()
     assert record.outcome == "resolved"
 
 
+def test_the_disk_comes_out_before_repair_and_the_egov_centre_is_told_at_once():
+    """Defects: removing the disk was asked after the device went for repair; the e-gov centre heard only after the repair."""
+    answers = {"triage": triage("hardware"),
+               "hw-repair-on-site": {"repaired": False, "server_side": True, "needs_sending": True, "device": "PC-07"},
+               "hw-remove-disk": {"disk_removed": True, "kept_by": "王科长"},
+               "hw-vendor-repair": {"vendor_called": True, "sent_out": True, "restored": True}}
+    state, record = drill(RB, answers, auto=True)
+    ran = path(record)
+    assert ran.index("hw-repair-on-site") < ran.index("hw-notify-egov") < ran.index("hw-remove-disk") < ran.index("hw-vendor-repair")
+    assert "hw-disk-warning" in skipped(record)
+    assert record.outcome == "resolved"
+
+
 def test_hardware_fixed_on_site_stops_there():
     state, record = drill(RB, {"triage": triage("hardware")}, auto=True)
     ran = path(record)
     assert "hw-repair-on-site" in ran
-    assert {"hw-vendor-repair", "hw-notify-egov", "hw-security-meeting"} <= set(skipped(record))
+    assert {"hw-vendor-repair", "hw-notify-egov", "hw-remove-disk", "hw-security-meeting"} <= set(skipped(record))
     assert "report-to-leading-group" in skipped(record) and "report-upward" in skipped(record)
 
 

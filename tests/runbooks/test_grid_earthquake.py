@@ -102,3 +102,31 @@ def test_forecast_then_quake_goes_on_to_post_quake_response():
     assert ran.index("pre-quake-preparation") < ran.index("grade-quake") < ran.index("survey-damage")
     assert "stand-down" not in ran
     assert record.severity == "serious" and record.outcome == "resolved"
+
+
+def test_forecast_then_a_big_quake_in_a_big_city_is_catastrophic_and_reaches_the_national_hq():
+    """Defect: after a forecast the grade came from the launch figures (0 dead, M5.0): always general, false report."""
+    answers = {"quake-struck": {"struck": True, "magnitude": 7.2, "city_population": 1500000, "deaths": 35}}
+    state, record = drill(RB, answers, params={"forecast_received": True}, auto=True, time_scale=FAST)
+    assert record.outcome == "resolved", record.message
+    assert record.severity == "catastrophic", record.severity_reason
+    ran = path(record)
+    assert ran.index("quake-struck") < ran.index("grade-quake") < ran.index("activate-national-hq") < ran.index("send-liaison")
+    report = record.steps["report-quake"]["text"]
+    assert "7.2" in report and "35" in report and "5.0" not in report                 # the figures the grade used, not the launch ones
+    started = next(e for e in record.journal if e.kind == "incident.started")
+    assert started.data["severity"] is None                                           # no grade before the quake
+    first_grade = next(i for i, e in enumerate(record.journal) if e.kind == "severity.graded")
+    forecast_pages = [i for i, e in enumerate(record.journal) if e.kind == "step.done" and e.step in ("enter-imminent-period", "report-forecast")]
+    assert forecast_pages and max(forecast_pages) < first_grade
+
+
+def test_surveyed_damage_regrades_and_activates_the_higher_hq():
+    answers = {"survey-damage": {"staff_casualties": "3", "generation_damage": "-", "grid_damage": "-", "telecom_damage": "-",
+                                 "supply_lost": "city", "deaths_now": 250}}
+    state, record = drill(RB, answers, params={"deaths": 20, "magnitude": 6.0, "city_population": 800000}, auto=True, time_scale=FAST)
+    assert record.severity == "serious"
+    changed = record.entries("severity.changed")
+    assert [(e.data["previous"], e.data["severity"]) for e in changed] == [("general", "serious")]
+    assert "activate-provincial-hq-on-regrade" in path(record)
+    assert "严重破坏性地震" in record.steps["report-survey"]["text"]                # later pages carry the new grade

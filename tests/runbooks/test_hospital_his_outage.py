@@ -114,3 +114,41 @@ def test_grading_rules(triage, level):
     rb = load_file(get_settings().runbooks_dir / f"{RB}.yaml")
     context = {"params": {}, "severity": None, "steps": {"triage": triage}, "incident": {}, "alert": {}}
     assert next((r.level for r in rb.severity.rules if evaluate(r.when, context)), rb.severity.default) == level
+
+
+def test_class_3_set_by_hand_closes_with_no_fallback_notice_and_no_unmet_deadline():
+    """Defect: class 1 by default until triage, and the three post-recovery deadlines applied to every class."""
+    from datetime import datetime, timedelta, timezone
+
+    fault = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()   # the 30-minute limit is long past at the start
+    answers = {"triage": {"cause": "operator-error", "network_wide": False},
+               "admin-fixes-alone": {"fix": "re-did the entry", "maintenance_log": "ward 3", "user_guidance": True}}
+    state, record = drill(RB, answers=answers, params={"fault_time": fault}, severity="3", time_scale=60, auto=True)
+    assert record.outcome == "resolved", state.message
+    assert record.severity == "3"
+    assert "threshold.fired" not in record.kinds()
+    assert not [s for s in record.steps if s.startswith("go-manual")]
+    assert "deadline.unmet" not in record.kinds() and "deadline.missed" not in record.kinds()
+
+
+def test_no_fallback_notice_before_the_information_department_finds_a_network_wide_fault():
+    from datetime import datetime, timedelta, timezone
+
+    fault = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
+    answers = {"triage": {"cause": "server-down", "network_wide": False}}   # class 1, but not the whole network
+    state, record = drill(RB, answers=answers, params={"fault_time": fault, "drill_outage_minutes": 10}, time_scale=600, auto=True)
+    assert record.severity == "1"
+    assert "threshold.fired" not in record.kinds()
+    started = next(e for e in record.journal if e.kind == "incident.started")
+    assert started.data["severity"] is None                                 # no class before triage
+
+
+def test_the_information_department_announces_the_start_time_with_the_leaderships_estimate():
+    answers = {**CLASS_1, "leadership-coordinates": {"coordinator": "副院长", "estimated_recovery_hours": 8},
+               "set-manual-start": {"manual_start_at": "2026-11-30T09:30:00+08:00"}}
+    state, record = drill(RB, answers=answers, params={"drill_outage_minutes": 30}, time_scale=600, auto=True)
+    text = record.steps["announce-manual-start"]["text"]
+    assert "09:30" in text and "8" in text
+    assert "预计6小时内不能恢复" in text and "24小时以上" not in text
+    steps = path(record)
+    assert steps.index("leadership-coordinates") < steps.index("set-manual-start") < steps.index("announce-manual-start")

@@ -25,7 +25,7 @@ def test_pump_that_started_by_itself_goes_straight_to_the_header_pressure():
     assert record.outcome == "resolved", state.message
     assert "start-diesel-by-hand" in skipped(record) and "refuel" in skipped(record)
     ran = path(record)
-    assert ran.index("check-diesel-pump") < ran.index("check-header-pressure") < ran.index("first-response")
+    assert ran.index("first-response") < ran.index("check-diesel-pump") < ran.index("check-header-pressure")
     assert ran.index("power-restored") < ran.index("restart-pumps") < ran.index("notify-restored") < ran.index("final-record")
     assert record.steps["record-diesel-parameters"]["header_pressures"] == "BF 0.42, stove 0.40"
     assert "1# 10:05" in record.steps["notify-restored"]["text"]
@@ -91,3 +91,44 @@ def test_a_restarted_run_keeps_its_clock_and_does_not_fire_a_time_rule_twice():
     assert again.claim("threshold-fuel-watch") is False
     assert again.started == start_time
     assert again.claim("threshold-something-else") is True
+
+
+def test_the_deputy_opens_the_series_valve_before_the_chief_has_answered_anything_and_the_diesel_is_logged_throughout():
+    """Defects: the deputy's immediate actions waited for the chief's two checks; diesel parameters were recorded once."""
+    import time
+
+    from flows.answers import answer_step
+    from flows.catalog import FLOWS
+    from flows.record.archive import find_record
+    from tests.drill import Background, wait_for_step, waiting
+
+    answers = {k: v for k, v in COMMON.items() if k not in ("open-series-valve", "power-restored")}
+    answers["record-diesel-parameters"] = {"fuel_level_pct": 70, "header_pressures": "BF 0.41"}
+    run = Background(FLOWS[RB], answers=answers, drill=True, time_scale=3600)   # a 30-minute round is 0.5 s
+    valve = wait_for_step("open-series-valve", seconds=60)
+    chief = wait_for_step("check-diesel-pump", seconds=30)
+    assert waiting("open-series-valve") and waiting("check-diesel-pump"), "both wait at once: the deputy does not wait for the chief"
+    assert answer_step(valve.flow_run_id, by="li-deputy", step="open-series-valve", values={"valve_open": True}).ok
+    assert answer_step(chief.flow_run_id, by="wang-chief", step="check-diesel-pump", values={"auto_started": True}).ok
+    power = wait_for_step("power-restored", seconds=60)
+    time.sleep(3)                                                                 # the diesel runs: several rounds of records
+    assert answer_step(power.flow_run_id, by="wang-chief", step="power-restored", values={"restored_at": "2026-11-26T10:00:00+08:00"}).ok
+    state = run.join(120)
+    record = find_record(str(state.state_details.flow_run_id))
+    assert record.outcome == "resolved"
+    answered = {e.step: e.at for e in record.journal if e.kind == "step.answered"}
+    assert answered["open-series-valve"] < answered["check-diesel-pump"]
+    rounds = [s for s in record.steps if s.startswith("record-diesel-parameters--")]
+    assert len(rounds) >= 2, rounds
+    assert record.steps["record-diesel-parameters"]["header_pressures"] == "BF 0.41"
+
+
+def test_invented_figures_are_site_settings_marked_as_such():
+    from flows.catalog import RUNBOOKS
+    from runbooks.checklist import checklist
+
+    rb = RUNBOOKS[RB]
+    assert rb.parameters["low_fuel_pct"].note and "偏低" in rb.parameters["low_fuel_pct"].note.zh
+    assert "较长" in rb.thresholds[0].note.zh
+    zh = checklist(rb, "zh")
+    assert zh.count("⚠ 超出原文") >= 3 and "站点设定" in zh

@@ -75,3 +75,35 @@ def test_inside_attacker_found_disconnected_and_held():
     assert record.steps["locate-source"]["computer"] == "PC-305"
     assert record.steps["check-communication"]["held"] is True
     assert "trace-source-ip" not in steps and "block-source-ip" not in steps
+
+
+def test_content_clean_up_and_attack_handling_run_side_by_side():
+    """Defect: the attack waited for the content clean-up and the site check (up to 30 min)."""
+    from flows.answers import answer_step
+    from flows.catalog import FLOWS
+    from flows.record.archive import find_record
+    from tests.drill import Background, wait_for_step, waiting
+
+    answers = {  # everything but the content sweep and the attacker's address, which people answer below
+        "discover": {"bad_content": True, "attack": True, "directory": "/news", "description": "篡改并有异常登录"},
+        "isolate-directory": {"isolated": True},
+        "assess-attack": {"origin": "outside", "devices": "web server", "scope": "website", "worst_case": "data leak", "cut_servers": False},
+        "report-to-police": {"decision": "reject", "comment": "情节轻微"},
+        "incident-summary": {"what": "defaced", "cause": "weak password", "handling": "cleaned, blocked"},
+        "explain-to-head": {"acknowledged": True},
+        "inspect-and-patch": {"checked": True}, "education-and-duty": {"education_planned": True},
+    }
+    run = Background(FLOWS[RB], answers=answers, drill=True, time_scale=3600)
+    sweep = wait_for_step("delete-and-sweep", seconds=60)
+    trace = wait_for_step("trace-source-ip", seconds=60)                        # the attack is handled meanwhile
+    assert waiting("delete-and-sweep"), "the content sweep is still open while the attacker is traced"
+    assert answer_step(trace.flow_run_id, by="dai-action-lead", step="trace-source-ip",
+                       values={"source_ip": "203.0.113.9", "attack_class": "sql-injection", "seriousness": "minor"}).ok
+    assert answer_step(sweep.flow_run_id, by="chen-av", step="delete-and-sweep", values={"deleted": True, "site_clean": True}).ok
+    state = run.join(180)
+    record = find_record(str(state.state_details.flow_run_id))
+    assert record.outcome == "resolved", record.message
+    answered = {e.step: e.at for e in record.journal if e.kind == "step.answered"}
+    assert answered["trace-source-ip"] < answered["delete-and-sweep"]
+    ran = path(record)
+    assert ran.index("block-source-ip") < ran.index("test-website")               # the block did not wait for the site check

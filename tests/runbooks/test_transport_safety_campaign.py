@@ -15,7 +15,7 @@ def test_four_lines_side_by_side_and_the_ferry_counts():
     state, record = drill(RB, answers, auto=True, time_scale=SLOW)
     ran = path(record)
     tracks = [e.step for e in record.journal if e.kind == "track.started"]
-    assert sorted(tracks) == ["key-projects", "road-passenger", "rural-roads", "water-transport"]
+    assert sorted(tracks) == ["duty", "key-projects", "road-passenger", "rural-roads", "water-transport", "work"]
     assert ran.index("set-up-leading-group") < ran.index("enterprise-groups") < ran.index("inspection") < ran.index("market-enforcement")
     assert record.steps["inspect-water-transport"]["iron_ferry_life_jackets_missing"] == 14
     text = record.steps["request-lifesaving-gear"]["text"]
@@ -23,7 +23,6 @@ def test_four_lines_side_by_side_and_the_ferry_counts():
     assert [e.kind for e in record.journal if e.step == "inspection-window"] == ["deadline.met"]
     assert "fine-only-correction" in skipped(record)
     assert {"deadline-rectification", "major-hazards", "order-stop-production", "hazards-closed"} <= set(skipped(record))
-    assert ran.index("holiday-duty") < ran.index("campaign-summary")
     assert record.outcome == "resolved"
 
 
@@ -43,7 +42,19 @@ def test_hazards_deadline_fixes_major_watch_and_stop_order():
     assert record.steps["deadline-rectification"]["funds"] == "20万元"
     assert record.steps["major-hazards"]["watch_24h"] is True
     assert "fine-only-correction" in ran
-    assert "9" in record.steps["report-to-county"]["text"]
+
+
+
+def test_holiday_duty_runs_beside_the_whole_campaign_and_nothing_invented_is_reported():
+    """Defects: holiday duty (section 六) was a last step; an invented county report paged only the leading group."""
+    state, record = drill(RB, {"hazard-register": {"total": 2, "fixed_at_once": 2, "deadline_fixes": 0, "major": 0}}, auto=True, time_scale=SLOW)
+    ran = path(record)
+    assert ran.index("holiday-duty") < ran.index("campaign-summary")
+    duty_started = next(i for i, e in enumerate(record.journal) if e.kind == "track.started" and e.step == "duty")
+    inspection_done = next(i for i, e in enumerate(record.journal) if e.kind == "step.done" and e.step == "inspection")
+    assert duty_started < inspection_done                                          # on duty while the inspection runs
+    assert "report-to-county" not in record.steps
+    assert record.outcome == "resolved"
 
 
 def test_inspection_window_missed():
