@@ -92,7 +92,7 @@ def _answers_file(path: Path | None) -> dict | None:
     try:
         scripted = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
-        err.print(f"[red]cannot read answers from {path}:[/red] {exc}", highlight=False)
+        err.print(f"[red]cannot read answers from {path}:[/red] {escape(str(exc))}")
         raise typer.Exit(2)
     if not isinstance(scripted, dict):
         err.print(f"[red]{path} must map step ids to answers[/red] (step-id: {{field: value}})")
@@ -105,7 +105,7 @@ def _run_id(text: str) -> str:
     try:
         return resolve_run_id(text)
     except RunIdError as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]")
         for candidate in exc.candidates:
             err.print(f"  {candidate}", highlight=False)
         if exc.candidates:
@@ -236,9 +236,9 @@ def answer(
     connect()
     result = answer_step(run_id, by=by, values=pairs, step=step)
     if result.ok:
-        console.print(f"[green]{result.message}[/green]", highlight=False)
+        console.print(f"[green]{escape(result.message)}[/green]", soft_wrap=True)
         return
-    err.print(f"[red]{result.message}[/red]", highlight=False)
+    err.print(f"[red]{escape(result.message)}[/red]")
     for w in result.candidates:
         err.print(f"  --step {w.step}   (run {w.flow_run_id})", highlight=False)
     if result.candidates:
@@ -269,7 +269,7 @@ def fire(
     except ObjectNotFound:
         err.print(f"[red]the server has no deployment {deployment_name(rb.id)}[/red]: is `runbook up` serving the runbooks there?")
         raise typer.Exit(1)
-    console.print(f"started flow run {started.id} ({started.name})", highlight=False)
+    console.print(f"started flow run {started.id} ({escape(started.name)})", soft_wrap=True)
 
 
 @app.command()
@@ -288,7 +288,7 @@ def up(
         stack.start()
     except (RuntimeError, KeyboardInterrupt) as exc:  # what started must not outlive a start that failed
         stack.stop()
-        err.print(f"[red]{exc or 'interrupted'}[/red]", highlight=False)
+        err.print(f"[red]{escape(str(exc)) or 'interrupted'}[/red]")
         raise typer.Exit(1)
     console.print(f"[bold green]ready[/bold green]: UI {stack.ui_url} · {len(runbooks)} runbooks served"
                   + (f" · alert intake http://{host}:{intake_port}/alerts/..." if intake_port else "") + " · Ctrl-C stops")
@@ -352,7 +352,7 @@ def report(
     try:
         text = render(load_report(run_id), format)
     except NoSuchIncident as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1)
     if output:
         output.write_text(text, encoding="utf-8")
@@ -408,7 +408,7 @@ def recover(run_id: str, why: str = typer.Option("recovered by hand", help="Reco
     try:
         left = recover_run(run_id, why=why)
     except NotRecoverable as exc:
-        err.print(f"[red]{exc}[/red]", highlight=False)
+        err.print(f"[red]{escape(str(exc))}[/red]")
         raise typer.Exit(1)
     console.print(f"[green]run {run_id} was {left}; now Scheduled[/green]: a worker of its pool runs it again")
 
