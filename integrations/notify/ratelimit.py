@@ -6,7 +6,8 @@ run at once, so the count is kept where they all see it: SQLite under the state 
 one sliding window of send times per robot. A page beyond the limit is not dropped
 and does not jump the queue: it takes a ticket, waits until it is first in line for
 its robot and one more message fits every window, then records its send time and
-goes; the next page waits until it has arrived. A robot that still says "too fast" holds the whole robot (for every process)
+goes; the next page waits until it has arrived, and the window counts it from the end of
+its post (the platform counted it somewhere in between). A robot that still says "too fast" holds the whole robot (for every process)
 for as long as it asked, and the page keeps its place at the head of the line.
 """
 
@@ -151,6 +152,16 @@ class RobotLine:
                                self.robot.split(":")[0], slot - started)
             time.sleep(min(max(slot - now, FAST_POLL_SECONDS), POLL_SECONDS))
 
+    def _posted(self) -> None:
+        """The post is over: its send time becomes now. The robot counted it when it arrived, somewhere between
+        the start of the post and now, so counting from now keeps the next page a full window away however slow
+        the post was."""
+        if self._sent_at is not None:
+            now = time.time()
+            self._db.execute("UPDATE sends SET at = ? WHERE rowid IN (SELECT rowid FROM sends WHERE robot = ? AND at = ? LIMIT 1)",
+                             (now, self.robot, self._sent_at))
+            self._sent_at = None
+
     def unsend(self) -> None:
         """The post never reached the robot: its send time does not count against the limit."""
         if self._sent_at is not None:
@@ -160,6 +171,7 @@ class RobotLine:
 
     def hold(self, seconds: float) -> None:
         """The robot said "too fast": nobody posts to it for `seconds`; this page is still first in line."""
+        self._posted()
         until = time.time() + seconds / self.settings.time_scale
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -170,6 +182,7 @@ class RobotLine:
 
     def leave(self) -> None:
         """Sent or given up: out of line, and the next page may go."""
+        self._posted()
         if self.ticket is not None:
             self._db.execute("DELETE FROM line WHERE ticket = ?", (self.ticket,))
             self.ticket = None
