@@ -200,7 +200,7 @@ class Incident:
         for d in deliveries:
             self.record(f"page.{d.outcome}", f"{d.channel} → {d.person}" + (f": {d.error}" if d.error else ""),
                         step=step, actor="runbook", channel=d.channel, person=d.person, outcome=d.outcome,
-                        error=d.error, attempt=d.attempt, roles=roles)
+                        error=d.error, attempt=d.attempt, roles=roles, queued_seconds=d.queued_seconds)
         reached = {d.person for d in deliveries if d.outcome == "sent"}
         missed = [p.id for p in people if p.id not in reached]
         if missed:

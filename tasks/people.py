@@ -36,6 +36,7 @@ from prefect.input.run_input import keyset_from_paused_state
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 
+from integrations.notify import answered
 from runbooks.durations import human
 from runbooks.settings import get_settings
 from tasks.forms import ANSWERED_BY, default_answer, form_model, options, reason, validate_answer
@@ -338,6 +339,9 @@ def wait_for_people(inc: Incident, step, walk, *, kind: str) -> dict | None:
         return None
     if answer.pop(FIRST_TIME, True):  # an answer replayed after a restart is on the journal already
         inc.record("step.answered", summary(answer), step=step.id, actor=answer.get("answered_by"), answer=plain(answer))
+        # the chat messages that asked show who answered, whichever path the answer took (UI, CLI, chat, SMS)
+        answered(inc.id, step.id, by=answer.get("answered_by") or "?",
+                 summary=answer.get("decision") or ("ack" if answer.get("acknowledged") else summary(answer)))
     return answer
 
 
