@@ -17,10 +17,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Paused
 
 from flows.answers import pending_steps
-from flows.catalog import FLOWS
+from flows.catalog import make_flow
 from flows.server import DEFAULT_API, STACK_FILE, forget_stack, record_stack, recorded_stack, unreachable_reason
 from integrations.contacts import load_directory
-from runbooks.loader import load_all
+from runbooks.loader import load_all, load_file
 from runbooks.settings import get_settings
 from tests.conftest import free_port
 from tests.drill import Background, wait_for_step
@@ -181,40 +181,38 @@ def test_pending_reads_every_waiting_run_past_one_page():
 # ---------------------------------------------------------------- parallel tracks
 
 
-PUMP_ANSWERS = {"check-diesel-pump": {"auto_started": True}, "check-header-pressure": {"header_pressure_mpa": 0.4, "normal": True},
-                "confirm-phoned": {"reached": "dispatch"},
-                "record-diesel-parameters": {"fuel_level_pct": 80, "header_pressures": "0.4"},
-                "power-restored": {"restored_at": "2026-11-26T10:00:00Z"}, "restart-pumps": {"sequence": "1,2", "supply_normal": True},
-                "final-record": {"cause": "grid"}}
+def two_tracks():
+    """A runbook whose two parallel tracks each wait for a person (its own file: the shipped runbooks change)."""
+    return make_flow(load_file(ROOT / "tests" / "fixtures" / "cli" / "two-tracks.yaml", load_directory(get_settings().contacts_file)))
 
 
 def test_pending_groups_track_waits_under_their_incident_and_answer_by_incident_asks_which_step():
     """Two tracks wait at once: both show under the incident's id; answering the incident must name the step."""
-    run = Background(FLOWS["pump-station-power-loss"], answers=PUMP_ANSWERS, drill=True, time_scale=60)
-    valves = wait_for_step("close-butterfly-valves")
-    series = wait_for_step("open-series-valve")
+    run = Background(two_tracks(), drill=True, test_tags=("test", "runbook:two-tracks"))
+    valves = wait_for_step("chief-closes-valves")
+    series = wait_for_step("deputy-opens-valve")
     incident = run_root(valves.flow_run_id)
     assert valves.flow_run_id != incident and series.flow_run_id != incident, "each track waits in a child run"
 
     as_json = runbook("pending", "--json")
     assert as_json.returncode == 0, as_json.stderr
     mine = [p for p in json.loads(as_json.stdout) if p["incident_id"] == incident]
-    assert {p["step"] for p in mine} == {"close-butterfly-valves", "open-series-valve"}
-    assert all(p["in_track"] and p["runbook"] == "pump-station-power-loss" for p in mine)
+    assert {p["step"] for p in mine} == {"chief-closes-valves", "deputy-opens-valve"}
+    assert all(p["in_track"] and p["runbook"] == "two-tracks" for p in mine)
 
     text = runbook("pending", columns=80).stdout
     header = text.index(f"incident {incident}")  # the id to answer with, whole on the incident's line
     rows = [line.strip("│┃ ") for line in text[header:].splitlines()]
-    assert any(r.startswith("close-butterfly-valves ") for r in rows) and any(r.startswith("open-series-valve ") for r in rows), text
+    assert any(r.startswith("chief-closes-valves ") for r in rows) and any(r.startswith("deputy-opens-valve ") for r in rows), text
     assert text.count("in a parallel") == 2 and "…" not in text
 
     which = runbook("answer", incident[:10], "--by", "wang-chief", "valves_closed=1#")
     assert which.returncode != 0
-    assert "close-butterfly-valves" in which.stderr and "open-series-valve" in which.stderr and "--step" in which.stderr
+    assert "chief-closes-valves" in which.stderr and "deputy-opens-valve" in which.stderr and "--step" in which.stderr
 
-    closed = runbook("answer", incident[:10], "--step", "close-butterfly-valves", "--by", "wang-chief", "valves_closed=1#, 2#")
+    closed = runbook("answer", incident[:10], "--step", "chief-closes-valves", "--by", "wang-chief", "valves_closed=1#, 2#")
     assert closed.returncode == 0, closed.stdout + closed.stderr
-    opened = runbook("answer", incident, "--step", "open-series-valve", "--by", "li-deputy", "valve_open=yes")
+    opened = runbook("answer", incident, "--step", "deputy-opens-valve", "--by", "li-deputy", "valve_open=yes")
     assert opened.returncode == 0, opened.stdout + opened.stderr
     assert run.join().name == "Completed"
 
