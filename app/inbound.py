@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import html
-import inspect
 import json
 import logging
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from urllib.parse import parse_qs
+from uuid import UUID
 
 import requests
 from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
@@ -32,6 +31,11 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
+from prefect.client.orchestration import get_client
+from prefect.exceptions import ObjectNotFound
+
+from flows.answers import answer_step, waiting_run
+
 from integrations.contacts import Directory, Person, load_directory
 from integrations.notify import answered, asks, choices, links
 from integrations.notify.config import NotifyConfig, secret
@@ -39,6 +43,7 @@ from integrations.notify.slack import ACTION_PREFIX, SlackConfig
 from integrations.notify.twilio_common import TwilioConfig
 from integrations.notify.voice import SAY_LANGUAGES, VOICE_PATH
 from runbooks.settings import get_settings
+from tasks.inputs import ask_of, step_of
 
 logger = logging.getLogger("runbook.notify.inbound")
 
@@ -64,19 +69,9 @@ def _form(raw: bytes) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(raw.decode("utf-8"), keep_blank_values=True).items()}
 
 
-_PAUSE_KEY = re.compile(r"^(?P<step>.+)-\d+$")  # the engine pauses a step under `<step-id>-<n>`
-
-
 def still_waits(incident_id: str, step_id: str | None) -> str | None:
     """'waiting' (the step waits now), 'not now' (the run goes on, but not at that step), 'over' (the run ended
     or is gone), or None when that cannot be told (not a run id, Prefect unreachable)."""
-    from uuid import UUID
-
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import ObjectNotFound
-
-    from flows.answers import waiting_run
-
     try:
         UUID(incident_id)
         run_id = UUID(waiting_run(incident_id, step_id))
@@ -116,22 +111,17 @@ async def _sms_question(sender: str, quoted: set[str]) -> dict | None:
 
 def _paused_step(run) -> str | None:
     key = run.state.state_details.pause_key if run.state else None
-    match = _PAUSE_KEY.match(key or "")
-    return match["step"] if match else None
+    return step_of(key) if ask_of(key) is not None else None
 
 
 async def answer(incident_id: str, person: Person, choice: str, step_id: str | None, via: str,
                  background: BackgroundTasks | None = None) -> Outcome:
-    """Hand one answer to the flow. answer_step may be sync or async; a failure there becomes a readable refusal.
+    """Hand one answer to the flow. a failure there becomes a readable refusal.
 
     Accepted, it is shown on every message that asked (after the response when `background` is given)."""
-    from flows.answers import answer_step  # imported late: flows import the notify package
-
     try:
         # answer_step finds the parallel track's run when the incident's own run is not the one waiting
         result = await run_in_threadpool(answer_step, incident_id, by=person.id, values=choices.values_for(choice), step=step_id)
-        if inspect.isawaitable(result):
-            result = await result
     except Exception as exc:
         logger.exception("answer from %s via %s to %s/%s failed", person.id, via, incident_id, step_id)
         return Outcome(False, f"the answer could not be recorded ({type(exc).__name__})")

@@ -23,9 +23,11 @@ from typing import Callable
 from pydantic import BaseModel
 
 from integrations.notify import asks
-from integrations.notify.base import CHANNELS, Answer, ChannelError, EditableChannel, Message
+from integrations.contacts import load_directory
+from integrations.notify.base import CHANNELS, Answer, ChannelError, EditableChannel, Message, RetryPolicy
 from integrations.notify.redact import scrub
 from integrations.notify.store import database
+from runbooks.settings import get_settings
 
 logger = logging.getLogger("runbook.notify")
 
@@ -107,9 +109,6 @@ def _release(asked: _Asked) -> None:
 
 def _display_name(by: str) -> str:
     try:
-        from integrations.contacts import load_directory
-        from runbooks.settings import get_settings
-
         person = load_directory(get_settings().contacts_file).person(by)
     except Exception:  # no directory here: the id is still a fine name
         return by
@@ -117,8 +116,6 @@ def _display_name(by: str) -> str:
 
 
 def _close(channel: EditableChannel, asked: _Asked, answer: Answer, sleep: Callable[[float], None]) -> Update:
-    from integrations.notify.dispatch import RetryPolicy
-
     policy = RetryPolicy()
     attempt = 0
     while True:

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Message(BaseModel):
@@ -103,3 +104,23 @@ class EditableChannel(Channel):
     @abstractmethod
     def close(self, message: Message, sent: dict, answer: Answer) -> None:
         """Rewrite the message that asked so it shows the answer and offers no more buttons. Raises ChannelError."""
+
+
+class RetryPolicy(BaseSettings):
+    """How hard to push one channel before trying the person's next one (RUNBOOK_NOTIFY_*)."""
+
+    model_config = SettingsConfigDict(env_prefix="RUNBOOK_NOTIFY_", extra="ignore")
+
+    attempts: int = Field(3, ge=1, description="Tries per channel, counting the first.")
+    backoff_seconds: float = Field(2.0, ge=0, description="Wait before the second try; doubles after each.")
+    backoff_factor: float = Field(2.0, ge=1)
+    max_wait_seconds: float = Field(30.0, ge=0, description="Longest wait between tries. A Retry-After beyond it means: fall back now.")
+
+    def wait_before(self, attempt: int, error: ChannelError) -> float | None:
+        """Seconds to wait before try `attempt + 1`, or None to give up on this channel."""
+        if error.permanent or attempt >= self.attempts:
+            return None
+        if error.retry_after is not None:
+            # Honour the platform: never retry earlier than it asked. Too long to wait while paging? Fall back.
+            return error.retry_after if error.retry_after <= self.max_wait_seconds else None
+        return min(self.backoff_seconds * self.backoff_factor ** (attempt - 1), self.max_wait_seconds)

@@ -11,37 +11,16 @@ import logging
 import time
 from typing import Callable
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import ValidationError
 
 from integrations.contacts import Person
 from integrations.notify import dingtalk, feishu, log, mail, slack, sms, voice, webhook, wecom  # noqa: F401  (register channels)
 from integrations.notify import choices, links
-from integrations.notify.base import CHANNELS, Channel, ChannelError, Delivery, Message
+from integrations.notify.base import CHANNELS, Channel, ChannelError, Delivery, Message, RetryPolicy
 from integrations.notify.redact import install_log_redaction, scrub
 
 logger = logging.getLogger("runbook.notify")
 install_log_redaction()
-
-
-class RetryPolicy(BaseSettings):
-    """How hard to push one channel before trying the person's next one (RUNBOOK_NOTIFY_*)."""
-
-    model_config = SettingsConfigDict(env_prefix="RUNBOOK_NOTIFY_", extra="ignore")
-
-    attempts: int = Field(3, ge=1, description="Tries per channel, counting the first.")
-    backoff_seconds: float = Field(2.0, ge=0, description="Wait before the second try; doubles after each.")
-    backoff_factor: float = Field(2.0, ge=1)
-    max_wait_seconds: float = Field(30.0, ge=0, description="Longest wait between tries. A Retry-After beyond it means: fall back now.")
-
-    def wait_before(self, attempt: int, error: ChannelError) -> float | None:
-        """Seconds to wait before try `attempt + 1`, or None to give up on this channel."""
-        if error.permanent or attempt >= self.attempts:
-            return None
-        if error.retry_after is not None:
-            # Honour the platform: never retry earlier than it asked. Too long to wait while paging? Fall back.
-            return error.retry_after if error.retry_after <= self.max_wait_seconds else None
-        return min(self.backoff_seconds * self.backoff_factor ** (attempt - 1), self.max_wait_seconds)
 
 
 def personal(message: Message, person: Person) -> Message:

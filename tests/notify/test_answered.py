@@ -7,9 +7,7 @@ so the tests see the messages as a responder in Slack would.
 from __future__ import annotations
 
 import json
-import sys
 import time
-import types
 from datetime import datetime, timezone
 from urllib.parse import urlencode
 
@@ -18,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
+from app import inbound
 from app.inbound import SLACK_PATH, SMS_PATH, router, slack_signature
 from integrations.contacts import Address, Person
 from integrations.notify import answered, asks, deliver
@@ -145,8 +144,8 @@ def app(monkeypatch, slack):
         calls.append(by)
         return Result(by == "zhangwei", "ok" if by == "zhangwei" else f"{by} may not answer", step)
 
-    monkeypatch.setitem(sys.modules, "flows.answers",
-                        types.SimpleNamespace(answer_step=answer_step, waiting_run=lambda incident_id, step_id: incident_id))
+    monkeypatch.setattr(inbound, "answer_step", answer_step)
+    monkeypatch.setattr(inbound, "waiting_run", lambda incident_id, step_id: incident_id)
     monkeypatch.setenv("RUNBOOK_TWILIO_AUTH_TOKEN", "twilio-auth")
     monkeypatch.setenv("RUNBOOK_PUBLIC_URL", "https://runbook.example.org")
     web = FastAPI()

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
-import types
 from urllib.parse import urlencode
 
 import pytest
@@ -14,6 +12,7 @@ from fastapi.testclient import TestClient
 from twilio.request_validator import RequestValidator
 
 from integrations.notify import asks, links
+from app import inbound
 from app.inbound import SLACK_PATH, SMS_PATH, router, slack_signature
 from integrations.notify.voice import VOICE_PATH
 
@@ -34,7 +33,8 @@ def answers(monkeypatch):
         calls.append({"flow_run_id": flow_run_id, "by": by, "values": values, "step": step})
         return Result(True, f"answered by {by}") if by == "zhangwei" else Result(False, f"{by} may not answer {step}")
 
-    monkeypatch.setitem(sys.modules, "flows.answers", types.SimpleNamespace(answer_step=answer_step, waiting_run=lambda incident_id, step_id: incident_id))
+    monkeypatch.setattr(inbound, "answer_step", answer_step)
+    monkeypatch.setattr(inbound, "waiting_run", lambda incident_id, step_id: incident_id)
     return calls
 
 
