@@ -210,14 +210,19 @@ class Incident:
 
 
 def _emit(incident: Incident, entry: Entry) -> None:
-    """Publish a journal entry as a Prefect event (the feed in the UI, and the record after the run)."""
+    emit_entry(incident.id, incident.runbook.id, entry, drill=incident.drill)
+
+
+def emit_entry(incident_id: str, runbook_id: str, entry: Entry, *, drill: bool = False) -> None:
+    """Publish a journal entry as a Prefect event (the feed in the UI, and the record after the run).
+
+    Also for what happens to an incident outside its process (an answer refused before it reached the run)."""
     try:
         emit_event(
             event=f"runbook.{entry.kind}",
-            resource={"prefect.resource.id": f"runbook.incident.{incident.id}",
-                      "prefect.resource.name": incident.runbook.id},
-            related=[{"prefect.resource.id": f"prefect.flow-run.{incident.id}", "prefect.resource.role": "flow-run"}],
-            payload={"step": entry.step, "actor": entry.actor, "text": entry.text, "drill": incident.drill,
+            resource={"prefect.resource.id": f"runbook.incident.{incident_id}", "prefect.resource.name": runbook_id},
+            related=[{"prefect.resource.id": f"prefect.flow-run.{incident_id}", "prefect.resource.role": "flow-run"}],
+            payload={"step": entry.step, "actor": entry.actor, "text": entry.text, "drill": drill,
                      **{k: v for k, v in entry.data.items() if _jsonable(v)}},
             occurred=entry.at,
         )

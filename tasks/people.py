@@ -220,7 +220,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                 remind(time.time())
                 if expires is not None and time.time() - started >= expires:
                     raise expire(client, ask, paused=False)
-            who = {"runbook": incident.runbook.id, "step": step.id, "kind": kind,
+            who = {"runbook": incident.runbook.id, "incident": incident.id, "step": step.id, "kind": kind,
                    "title": step.title.both(), "may_answer": [p.id for p in allowed],
                    "waiting_since": _at(started), "asked_at": _at(time.time()), "suspended": suspend,
                    "tiers": [{"at": _at(started + after), "roles": roles, "text": text, "plan_seconds": after * incident.time_scale}
