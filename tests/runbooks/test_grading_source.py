@@ -142,11 +142,11 @@ TABLE = [
     WorkingDays("school-food-safety", "summary-report-5-working-days", 5, "step:incident-closed", "总结报告在事故处理结束后5个工作日内作出"),
 ]
 
-_COMPARISON = re.compile(r"(\w+)\s*(>=|<=|==|!=|>|<)\s*(-?\d[\d_]*(?:\.\d+)?)")
+_COMPARISON = re.compile(r"(\w+)\)*\s*(>=|<=|==|!=|>|<)\s*(-?\d[\d_]*(?:\.\d+)?)")  # `(answer or params.x) > 1` is x
 
 
 def comparisons(condition: str) -> set[tuple[str, str, float]]:
-    """`steps.assess.interruption_hours > 1 and params.x <= 2.5` -> {('interruption_hours', '>', 1.0), ('x', '<=', 2.5)}."""
+    """`steps.assess.interruption_hours > 1 and (steps.q.x or params.x) <= 2.5` -> {('interruption_hours', '>', 1.0), ('x', '<=', 2.5)}."""
     return {(name, op, float(value.replace("_", ""))) for name, op, value in _COMPARISON.findall(condition)}
 
 

@@ -120,3 +120,17 @@ def test_no_decision_from_the_leading_group_expires_and_handling_continues():
     assert [e.step for e in record.entries("step.expired")] == ["business-plan-decision"]
     assert record.steps["no-plan-decision"]["status"] == "done"
     assert "external-support" in path(record)
+
+
+def test_the_one_hour_limit_on_the_leading_groups_decision_is_marked_as_a_site_setting():
+    """Defect: the 1-hour expiry was invented and unmarked."""
+    from flows.catalog import RUNBOOKS
+    from runbooks.checklist import checklist
+
+    rb = RUNBOOKS[RB]
+    step = rb.step("business-plan-decision")
+    assert step.note and "站点设定" in step.note.zh and "Site setting" in step.note.en
+    zh = checklist(rb, "zh")
+    decision = zh[zh.index("`[approval: business-plan-decision]`"):]
+    assert decision.index("⚠ 超出原文：站点设定") < decision.index("1 小时 后过期")
+    assert "⚠ beyond the source: Site setting" in checklist(rb, "en")
