@@ -121,7 +121,8 @@ async def answer(incident_id: str, person: Person, choice: str, step_id: str | N
     Accepted, it is shown on every message that asked (after the response when `background` is given)."""
     try:
         # answer_step finds the parallel track's run when the incident's own run is not the one waiting
-        result = await run_in_threadpool(answer_step, incident_id, by=person.id, values=choices.values_for(choice), step=step_id)
+        result = await run_in_threadpool(answer_step, incident_id, by=person.id, values=choices.values_for(choice), step=step_id,
+                                         via=via)
     except Exception as exc:
         logger.exception("answer from %s via %s to %s/%s failed", person.id, via, incident_id, step_id)
         return Outcome(False, f"the answer could not be recorded ({type(exc).__name__})")

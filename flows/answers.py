@@ -22,6 +22,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
+from tasks.incident import Entry, emit_entry
 from tasks.inputs import read_input, step_of, who_key
 
 from integrations.contacts import load_directory
@@ -215,8 +216,10 @@ def _coerce(values: dict[str, Any], schema: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None = None, step: str | None = None) -> AnswerResult:
-    """Answer the step a run is waiting at, as `by` (a person id, name, alias or address).
+def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None = None, step: str | None = None,
+                via: str = "cli") -> AnswerResult:
+    """Answer the step a run is waiting at, as `by` (a person id, name, alias or address), coming `via` a path
+    (cli, slack, sms, voice, link). An answer refused here is on the incident's journal with who tried and why.
 
     `flow_run_id` may be the incident's run, the track that waits, or a unique prefix of either.
     """
@@ -252,7 +255,9 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
         allowed = meta.get("may_answer") or []
         person = load_directory(get_settings().contacts_file).person(by)
         if allowed and (person is None or person.id not in allowed):
-            return AnswerResult(ok=False, message=f"'{by}' may not answer step '{waiting}'; it is for: {', '.join(allowed)}",
+            why = f"'{by}' may not answer step '{waiting}'; it is for: {', '.join(allowed)}"
+            _refused(meta, run_id, waiting, by, via, why)
+            return AnswerResult(ok=False, message=why,
                                 flow_run_id=str(run_id), step=waiting)
         keyset = run.state.state_details.run_input_keyset or {}
         raw_schema = read_input(client, run_id, keyset["schema"]) if keyset.get("schema") else None
@@ -261,9 +266,16 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
         result = client.resume_flow_run(run_id, run_input=run_input)
     if result.status.value != "ACCEPT":
         reason = getattr(result.details, "reason", None) or str(result.details)
+        _refused(meta, run_id, waiting, by, via, f"the form refused it: {reason}")
         return AnswerResult(ok=False, message=f"the answer was refused: {reason}", flow_run_id=str(run_id), step=waiting)
     return AnswerResult(ok=True, message=f"answered step '{waiting}' of {run.name}", flow_run_id=str(run_id), step=waiting,
                         answered_by=run_input["answered_by"])
+
+
+def _refused(meta: dict, run_id: UUID, step: str | None, by: str, via: str, why: str) -> None:
+    """Put an answer refused before it reached the run on its incident's journal; nobody is paged for it."""
+    emit_entry(meta.get("incident") or str(run_id), meta.get("runbook") or "?",
+               Entry(kind="answer.refused", step=step, actor=by, text=why, data={"via": via}))
 
 
 def pending_steps() -> list[PendingStep]:

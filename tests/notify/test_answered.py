@@ -140,7 +140,7 @@ class Result:
 def app(monkeypatch, slack):
     calls = []
 
-    def answer_step(flow_run_id, by, values, step=None):
+    def answer_step(flow_run_id, by, values, step=None, via=None):
         calls.append(by)
         return Result(by == "zhangwei", "ok" if by == "zhangwei" else f"{by} may not answer", step)
 

@@ -29,7 +29,7 @@ def answers(monkeypatch):
     """flows.answers stand-in: records calls; refuses anyone but zhangwei, as a step's answerers would."""
     calls = []
 
-    def answer_step(flow_run_id, by, values, step=None):
+    def answer_step(flow_run_id, by, values, step=None, via=None):
         calls.append({"flow_run_id": flow_run_id, "by": by, "values": values, "step": step})
         return Result(True, f"answered by {by}") if by == "zhangwei" else Result(False, f"{by} may not answer {step}")
 
