@@ -174,21 +174,21 @@ def test_escalation_of_a_waiting_incident_never_queues_behind_new_incidents(serv
 
 def test_a_refused_answer_is_on_the_journal_from_any_path_and_pages_no_one(served):
     """A resume forged straight through Prefect's API (as the UI resumes) and a refused CLI answer: both traced."""
-    run = start_incident("slot-drill", {"busy": False})
+    run = start_incident("clock-drill", {})  # at time scale 1 nothing else is due for ten minutes
     wait_until("the wait to suspend", lambda: state_of(run.id).name == "Suspended", 60)
     pages_before = [k for k in kinds(run.id) if k[0] == "page.sent"]
     with get_client(sync_client=True) as client:
-        assert client.resume_flow_run(run.id, run_input={"answered_by": "stranger"}).status.value == "ACCEPT"
+        assert client.resume_flow_run(run.id, run_input={"answered_by": "stranger", "restored": True}).status.value == "ACCEPT"
     refused = wait_until("the refusal on the journal", lambda: [e for e in journal_from_events(str(run.id))
                                                                if e.kind == "answer.refused"], 60)
     assert refused[0].actor == "stranger" and refused[0].data.get("via") == "prefect-api" and "may not answer" in refused[0].text
     wait_until("the step to wait again", lambda: state_of(run.id).name == "Suspended", 60)
-    result = answer_step(str(run.id), by="stranger", values={})
+    result = answer_step(str(run.id), by="stranger", values={"restored": "yes"})
     assert not result.ok
     cli_refusal = wait_until("the CLI refusal on the journal", lambda: [e for e in journal_from_events(str(run.id))
                                                                        if e.kind == "answer.refused" and e.data.get("via") == "cli"], 30)
     assert cli_refusal[0].actor == "stranger"
     journal = kinds(run.id)
-    assert [k for k in journal if k[0] == "page.sent"] == pages_before, "a refused answer pages nobody (the tier is not due yet)"
-    assert answer_step(str(run.id), by="wang-chief", values={}).ok
+    assert [k for k in journal if k[0] == "page.sent"] == pages_before, "a refused answer pages nobody"
+    assert answer_step(str(run.id), by="wang-chief", values={"restored": "yes"}).ok
     assert wait_until("the incident to finish", lambda: (s := state_of(run.id)).is_final() and s, 60).is_completed()
