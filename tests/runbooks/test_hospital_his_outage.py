@@ -39,7 +39,7 @@ def test_class_1_thresholds_fire_in_order_while_the_outage_lasts():
 
 def test_class_1_thresholds_stop_after_recovery_and_deadlines_are_met():
     # 1.5 h simulated outage at 600x (9 s): the 30 min threshold fires (3 s), 6 h (36 s) and 24 h are cancelled by
-    # the recovery; the re-entry deadlines (12 h = 72 s, 36 h, 2 d after recovery) are met. The margins are wide
+    # the recovery; the re-entry deadlines (the same day, the next day, 2 d after recovery) are met. The margins are wide
     # because each parallel track is a child flow run that takes seconds to start on a loaded 2-core machine.
     state, record = drill(RB, answers=CLASS_1, params={"drill_outage_minutes": 90}, time_scale=600, auto=True)
     assert record.outcome == "resolved", state.message
@@ -64,7 +64,7 @@ def test_class_1_thresholds_stop_after_recovery_and_deadlines_are_met():
 
 
 def test_class_1_same_day_reentry_deadline_missed():
-    # At 1e6x the 12 h same-day deadline is 43 ms: the departments' reconciliation takes longer.
+    # At 1e6x the same-day deadline (midnight, China time: at most 24 h away) is under 90 ms: the reconciliation takes longer.
     state, record = drill(RB, answers=CLASS_1, params={"drill_outage_minutes": 60}, time_scale=1_000_000, auto=True)
     assert record.outcome == "resolved", state.message
     missed = [e.step for e in record.entries("deadline.missed")]

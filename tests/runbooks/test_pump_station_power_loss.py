@@ -23,7 +23,7 @@ def test_pump_that_started_by_itself_goes_straight_to_the_header_pressure():
                "record-diesel-parameters": {"fuel_level_pct": 80, "header_pressures": "BF 0.42, stove 0.40"}}
     state, record = drill(RB, answers, time_scale=60)
     assert record.outcome == "resolved", state.message
-    assert "start-diesel-by-hand" in skipped(record) and "refuel" in skipped(record)
+    assert "start-diesel-by-hand" in skipped(record) and "refuel--1" in skipped(record)   # each round skips it: fuel is fine
     ran = path(record)
     assert ran.index("first-response") < ran.index("check-diesel-pump") < ran.index("check-header-pressure")
     assert ran.index("power-restored") < ran.index("restart-pumps") < ran.index("notify-restored") < ran.index("final-record")
