@@ -33,6 +33,7 @@ from uuid import UUID
 
 import httpx
 
+from flows import launch
 from integrations.alerts.model import Alert
 from integrations.alerts.store import SpoolItem, Store
 
@@ -65,17 +66,13 @@ def is_transient(exc: BaseException) -> bool:
 
 
 # ---------------------------------------------------------------- the defaults talk to Prefect
-# Looked up at call time so tests (and flows/launch.py while it is being written) can replace them.
+# Looked up on the module at call time, so tests can replace them.
 
 def _start_incident(runbook_id: str, parameters: dict, **kwargs: Any) -> Any:
-    from flows import launch
-
     return launch.start_incident(runbook_id, parameters, **kwargs)
 
 
 def _deliver_resolution(flow_run_id: str, alert: dict) -> Any:
-    from flows import launch
-
     return launch.deliver_resolution(flow_run_id, alert)
 
 

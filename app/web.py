@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
+from app import inbound
 from app.intake import Drainer, Intake
 from integrations.alerts import AlertSource, ItemError, ItemIgnored, PayloadError, get_source
 from integrations.alerts.auth import AuthError, check_grafana_signature, check_routing_key, check_token
@@ -263,8 +264,6 @@ def create_app(settings: Settings | None = None, *, intake: Intake | None = None
         except (OSError, sqlite3.Error) as exc:
             return SafeJSONResponse({"status": "error", "error": f"spool unreadable: {exc}", **health}, status_code=503)
         return {"status": "ok", "spool_pending": pending, **health}
-
-    from app import inbound
 
     app.include_router(inbound.router)
     return app

@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from integrations.alerts.model import SEVERITIES, Alert
+from runbooks.loader import load_file
 
 _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
 
@@ -221,8 +222,6 @@ def runbook_parameters(runbooks_dir: Path, runbook_id: str) -> dict | None:
 @lru_cache(maxsize=128)
 def _parameters(path: Path, mtime: int) -> dict | None:
     try:
-        from runbooks.loader import load_file
-
         return dict(load_file(path).parameters)
     except Exception:  # a broken runbook is reported by `runbook check`; routing just cannot type its values
         return None
@@ -314,8 +313,6 @@ def check_routes(routes: Routes, runbooks_dir: Path) -> list[str]:
             problems.append(f"{where}: runbook '{r.runbook}' does not exist in {runbooks_dir}; fix the id or add the runbook")
             continue
         try:
-            from runbooks.loader import load_file
-
             runbook = load_file(path)
         except Exception as exc:
             problems.append(f"{where}: runbook '{r.runbook}' does not load: {exc}")
