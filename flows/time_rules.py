@@ -9,6 +9,7 @@ as plain calls beside the main line (new task runs cannot start while it is paus
 from __future__ import annotations
 
 import contextvars
+import hashlib
 import threading
 import weakref
 from datetime import datetime, timedelta, timezone
@@ -49,9 +50,10 @@ _first_held: "weakref.WeakKeyDictionary[Incident, dict[str, datetime]]" = weakre
 
 
 def first_held(inc: Incident, condition: str) -> datetime | None:
+    """When the condition was first seen to hold, by this attempt of the run or an earlier one (a resumed wait)."""
     seen = _first_held.setdefault(inc, {})
     if condition not in seen and inc.holds(condition):
-        seen[condition] = datetime.now(timezone.utc)
+        seen[condition] = inc.first_time(f"held-{hashlib.sha1(condition.encode()).hexdigest()[:12]}")
     return seen.get(condition)
 
 

@@ -26,7 +26,7 @@ from integrations.site import Site
 from runbooks.expressions import evaluate, render
 from runbooks.model import Runbook, Text
 from runbooks.settings import get_settings
-from tasks.inputs import create_once
+from tasks.inputs import create_once, read_input
 
 logger = logging.getLogger("runbook.incident")
 
@@ -166,6 +166,19 @@ class Incident:
         except Exception as exc:
             logger.warning("could not record that %s happened (%s); doing it anyway", name, exc)
             return True
+
+    def first_time(self, name: str) -> datetime:
+        """When this incident first got to `name`, over every attempt of its run (kept on the flow run, `once-<name>`)."""
+        now = datetime.now(timezone.utc)
+        try:
+            with get_client(sync_client=True) as client:
+                if create_once(client, self.id, f"once-{name}", now.isoformat()):
+                    return now
+                raw = read_input(client, self.id, f"once-{name}")
+            return datetime.fromisoformat(raw) if raw else now
+        except Exception as exc:  # Prefect unreachable: this attempt's own time is the best there is
+            logger.warning("could not read when %s first happened (%s); counting from now", name, exc)
+            return now
 
     # ---- people
 
