@@ -28,6 +28,7 @@ from flows.record.archive import all_records, archive_dir, find_record
 from flows.record.report import FORMATS, NoSuchIncident, build_report, load_report, render
 from flows.recovery import NotRecoverable, recover_run
 from flows.server import find_server, use_server
+from integrations.alerts.routing import RoutesError, check_routes, load_routes
 from integrations.contacts import load_directory
 from runbooks.checklist import checklist
 from runbooks.docs import check_docs, render_docs
@@ -165,6 +166,15 @@ def lint(paths: list[Path] = typer.Argument(None, help="Runbook files or folders
             for e in exc.errors:
                 typer.echo(f"FAIL {e}")
     typer.echo(f"{len(files) - bad} ok, {bad} failed")
+    if not paths:  # the site's own runbooks: its routes must start them too
+        try:
+            problems = check_routes(load_routes(settings.routes_file), settings.runbooks_dir)
+        except RoutesError as exc:
+            problems = [str(exc)]
+        for problem in problems:
+            typer.echo(f"FAIL {problem}")
+        typer.echo(f"routes: {settings.routes_file}: " + ("ok" if not problems else f"{len(problems)} problem(s)"))
+        bad += len(problems)
     if bad or not files:
         raise typer.Exit(1)
 

@@ -26,7 +26,6 @@ class Person(BaseModel):
     name: str = Field(description="Display name, e.g. '张伟 Zhang Wei'.")
     roles: list[str] = Field(default_factory=list, description="Role ids this person fills.")
     channels: list[Address] = Field(default_factory=list, description="Ways to reach this person, in order of preference.")
-    quiet_hours: str | None = Field(None, description="'HH:MM-HH:MM' local time when only voice calls are made for severe incidents.")
     aliases: list[str] = Field(default_factory=list, description="Other identities that answer as this person (Slack user id, phone number).")
 
 

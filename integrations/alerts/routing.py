@@ -302,7 +302,7 @@ def coerce(params: dict[str, Any], declared: dict | None) -> dict[str, Any]:
 
 
 def check_routes(routes: Routes, runbooks_dir: Path) -> list[str]:
-    """Problems that would make routed alerts fail later, found now (for `runbook check` and tests)."""
+    """Problems that would make routed alerts fail later, found now (`runbook lint` runs it over the site's routes)."""
     problems = []
     named = [(f"routes[{n}] ({r.name or r.runbook})", r) for n, r in enumerate(routes.routes)]
     if routes.unrouted:
