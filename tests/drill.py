@@ -21,7 +21,7 @@ from flows.record.archive import IncidentRecord, find_record
 from flows.catalog import FLOWS
 
 
-SERVED_TIMEOUT = 120.0  # from start_incident to a final state; a served run spends 2-5 s just starting its process
+SERVED_TIMEOUT = 300.0  # start_incident to a final state: 2-5 s to start its process; 120 s was too short for grid-earthquake on a loaded 2-core box
 
 _mode: dict[str, Any] = {"mode": "local", "stack": None}
 
