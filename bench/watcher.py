@@ -35,14 +35,19 @@ def populate(client, n: int) -> None:
     from prefect.input.run_input import keyset_from_paused_state
     from prefect.states import Paused
 
+    from tasks.inputs import next_due_message
+
     @flow(name="bench-waiting")
     def waiting():
         pass
 
     later = datetime.now(timezone.utc) + timedelta(hours=6)
+    timers = [{"what": "tier 1", "at": later.isoformat()}, {"what": "expiry", "at": (later + timedelta(hours=1)).isoformat()},
+              {"what": "threshold t", "at": later.isoformat(), "claim": "threshold-t"}]
     for i in range(n):
         run = client.create_flow_run(waiting, tags=["runbook:bench-waiting"])
-        state = Paused(timeout_seconds=None, reschedule=True, pause_key=f"confirm-{i}", name="Suspended")
+        state = Paused(timeout_seconds=None, reschedule=True, pause_key=f"confirm-{i}", name="Suspended",
+                       message=next_due_message(timers))
         keyset = keyset_from_paused_state(state)
         state.state_details.run_input_keyset = keyset
         client.set_flow_run_state(run.id, state, force=True)
@@ -50,7 +55,7 @@ def populate(client, n: int) -> None:
                "waiting_since": datetime.now(timezone.utc).isoformat(), "wait_key": f"confirm-{i}",
                "tiers": [{"at": later.isoformat(), "roles": ["dispatch"], "text": "page", "plan_seconds": 600}],
                "expires_at": (later + timedelta(hours=1)).isoformat(),
-               "timers": [{"what": "threshold t", "at": later.isoformat(), "claim": "threshold-t"}]}
+               "timers": timers}
         client.create_flow_run_input(run.id, key=keyset["response"].removesuffix("-response") + "-who", value=json.dumps(who))
 
 
@@ -58,8 +63,10 @@ def measure(n: int, passes: int) -> dict:
     home = Path(tempfile.mkdtemp(prefix="bench-watcher-"))
     proc, api = start_server(home)
     try:
-        os.environ.update(PREFECT_API_URL=api, PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                          PREFECT_LOGGING_LEVEL="WARNING")
+        os.environ.update(PREFECT_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
+        from flows.server import use_server
+
+        use_server(api)
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.objects import StateType
 
@@ -92,7 +99,8 @@ def section(r: dict) -> str:
         BEGIN,
         "## Escalation watcher: one pass over many waiting incidents",
         "",
-        f"{r['waiting']} incidents Suspended at a wait, each with its `who` record (tiers, expiry, a time rule; none due), "
+        f"{r['waiting']} incidents Suspended at a wait, each with its `who` record (tiers, expiry, a time rule; none due) "
+        "and its first due time in the state's message, as tasks/people.py leaves them, "
         f"on a local Prefect server (SQLite), this {os.cpu_count()}-CPU machine ({platform.machine()}, Python "
         f"{platform.python_version()}); {r['passes']} passes.",
         "",

@@ -41,7 +41,7 @@ from integrations.site import load_site
 from runbooks.loader import RunbookError, load_file
 from runbooks.settings import get_settings
 from tasks.incident import Incident, run_url
-from tasks.inputs import base_of, create_once, mark_expired, put_input, read_input, read_json, who_key
+from tasks.inputs import base_of, create_once, mark_expired, next_due, put_input, read_input, read_json, who_key
 from tasks.people import page_tier
 
 log = logging.getLogger("runbook.recovery")
@@ -103,6 +103,9 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
         details = run.state.state_details
         if not details.pause_reschedule or not details.run_input_keyset:
             continue  # a blocking pause escalates in its own process
+        first = next_due(run.state.message)
+        if first is not None and first > now or run.state.message == "no timer":
+            continue  # nothing due yet: its record need not be read
         who = read_json(client, run.id, who_key(details.run_input_keyset))
         if who is None:
             continue

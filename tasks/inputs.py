@@ -13,6 +13,7 @@ keyset after the state, so a suspended wait's inputs start `suspended-`.
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -41,6 +42,25 @@ def ask_of(key: str | None) -> int | None:
     """The ask number of a pause key, or None."""
     _, _, ask = (key or "").rpartition("-")
     return int(ask) if ask.isdigit() else None
+
+
+NEXT_DUE = "next due "  # in a suspended wait's state message: when its first timer is due, so a watcher reads no more
+
+
+def next_due_message(timers: list[dict]) -> str:
+    """The state message of a suspended wait: `next due <ISO time>`, or `no timer`."""
+    times = [datetime.fromisoformat(t["at"]) for t in timers]
+    return NEXT_DUE + min(times).isoformat() if times else "no timer"
+
+
+def next_due(message: str | None) -> datetime | None:
+    """When a suspended wait's first timer is due, from its state message; None when the message does not say."""
+    if message and message.startswith(NEXT_DUE):
+        try:
+            return datetime.fromisoformat(message[len(NEXT_DUE):])
+        except ValueError:
+            return None
+    return None
 
 
 def ask_base(step_id: str, ask: int, prefix: str = "paused") -> str:

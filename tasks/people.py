@@ -42,7 +42,8 @@ from runbooks.settings import get_settings
 from tasks.forms import ANSWERED_BY, default_answer, form_model, options, reason, validate_answer
 from tasks.incident import Incident, IncidentEnded
 from tasks.steps import StepFailed, plain, summary
-from tasks.inputs import KEYSET_PREFIXES, ask_base, ask_key, mark_expired, pause_key, put_input, read_input, who_key
+from tasks.inputs import (KEYSET_PREFIXES, ask_base, ask_key, mark_expired, next_due_message, pause_key, put_input,
+                          read_input, who_key)
 
 
 FIRST_TIME = "_first_time"  # on a replayed answer: whether this attempt is the first to see it
@@ -308,7 +309,8 @@ def check_identity(answered_by: str, allowed: list, incident) -> str:
 
 
 def _pause(client, run_id, key: str, model: type[RunInput], description: str, who: dict, reschedule: bool = False):
-    state = Paused(timeout_seconds=None, reschedule=reschedule, pause_key=key, name="Suspended" if reschedule else "Paused")
+    state = Paused(timeout_seconds=None, reschedule=reschedule, pause_key=key, name="Suspended" if reschedule else "Paused",
+                   message=next_due_message(who.get("timers", [])) if reschedule else None)
     keyset = keyset_from_paused_state(state)
     state.state_details.run_input_keyset = keyset
     put_input(client, run_id, who_key(keyset), json.dumps(who, ensure_ascii=False))
