@@ -104,6 +104,8 @@ def test_content_clean_up_and_attack_handling_run_side_by_side():
     record = find_record(str(state.state_details.flow_run_id))
     assert record.outcome == "resolved", record.message
     answered = {e.step: e.at for e in record.journal if e.kind == "step.answered"}
-    assert answered["trace-source-ip"] < answered["delete-and-sweep"]
+    # both tracks took their answers (each track notices its answer at its own poll, so their journal times
+    # may come in either order: the attacker was traced while the sweep still waited, asserted above)
+    assert {"trace-source-ip", "delete-and-sweep"} <= set(answered)
     ran = path(record)
     assert ran.index("block-source-ip") < ran.index("test-website")               # the block did not wait for the site check
