@@ -41,6 +41,8 @@ from pathlib import Path
 
 import httpx
 
+from bench import sections
+
 from tests.alerts.procs import (ROOT, PrefectServer, Receiver, Recorder, Served, am_alert, am_notification,
                                 count_flow_runs, flow_run, flow_runs, register_unserved, task_runs, wait_for)
 
@@ -262,14 +264,7 @@ def render(latency: list[Sample], storm: Storm, took: float, load: tuple[float, 
 
 def write_section(text: str, path: Path = BENCHMARKS) -> None:
     """Replace the alerts section between its markers; other sections are left as they are."""
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        tail = rest.split(END, 1)[1]
-        updated = head + text + tail
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(updated, encoding="utf-8")
+    sections.write_section(text, BEGIN, END, path)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import httpx
 
+from bench import sections
+
 from tests.alerts.fuzzing import KINDS, fuzz_request
 from tests.alerts.procs import (ROOT, PrefectServer, Receiver, am_alert, am_notification, count_flow_runs, flow_runs,
                                 register_unserved, wait_for)
@@ -220,13 +222,7 @@ def render(result: Result, seed: int, workers: int, took: float, load: tuple[flo
 
 def write_section(text: str, path: Path = BENCHMARKS) -> None:
     """Replace the fuzz section between its markers; other sections are left as they are."""
-    current = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    if BEGIN in current and END in current:
-        head, rest = current.split(BEGIN, 1)
-        updated = head + text + rest.split(END, 1)[1]
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text + "\n"
-    path.write_text(updated, encoding="utf-8")
+    sections.write_section(text, BEGIN, END, path)
 
 
 def main(argv: list[str] | None = None) -> int:
