@@ -24,6 +24,7 @@ from prefect.client.orchestration import get_client
 from flows.answers import answer_step
 from flows.launch import start_incident
 from flows.record.timeline import journal_from_events
+from tests.alerts.procs import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "durable"
@@ -68,13 +69,7 @@ def state_of(run_id) -> "object":
 
 
 def wait_until(what: str, check, seconds: float):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"{what}: not within {seconds} s")
+    return wait_for(check, seconds, what, every=0.5)
 
 
 def kinds(run_id) -> list[tuple[str, str | None]]:
