@@ -11,10 +11,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from runbooks.model import Duration
+from runbooks.yamlfile import load_cached
 
 
 class Endpoint(BaseModel):
@@ -36,6 +36,5 @@ class Site(BaseModel):
 
 
 def load_site(path: Path) -> Site:
-    if not path.exists():
-        return Site()
-    return Site.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")) or {})
+    """The site file's endpoints (read once per version of the file; treat as read-only)."""
+    return load_cached(path, Site.model_validate, Site)

@@ -2,21 +2,34 @@
 
 The UI renders it from its JSON schema under the step's Markdown; the same model
 validates answers from every other path (CLI, chat, SMS, scripts).
+
+What Prefect's Resume form can show (its schema form, prefect 3.9): a select of the
+strings of an `enum`, shown as they are; a switch between the branches of an `anyOf`,
+each under its `title`; `oneOf` and titled `const` members the default UI ignores. And the
+server checks every answer against this schema, whichever path it comes by. So a choice is
+`anyOf` [its labels ("不能访问网络 / No network access"), its values]: the form opens on
+the labels and the model maps a label back to its value, while answers given by value
+(CLI, chat, scripts, the API) stay valid. An optional field is its plain type, not required
+(pydantic's `anyOf [X, null]` would give it a type switch).
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Callable, Literal, Optional
 
-from pydantic import Field, ValidationError, create_model
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, create_model
 
 from prefect.input import RunInput
 
+from integrations.localtime import site_zone, zone_name
 from runbooks.model import FormField
 
 ANSWERED_BY = "answered_by"
 _TYPES: dict[str, Any] = {"yes_no": bool, "text": str, "number": float, "integer": int, "datetime": datetime}
+_SCHEMAS: dict[str, dict[str, Any]] = {"yes_no": {"type": "boolean"}, "text": {"type": "string"}, "number": {"type": "number"},
+                                       "integer": {"type": "integer"}, "datetime": {"type": "string", "format": "date-time"},
+                                       "choice": {}}
 OPTIONS = {"approval": ["approve", "reject"], "ack": ["ack"]}  # what a page offers to answer, by kind of wait
 
 
@@ -27,7 +40,7 @@ def form_model(step, *, kind: str) -> type[RunInput]:
     }
     if kind == "approval":
         fields["decision"] = (Literal["approve", "reject"], Field(title="决定 Decision"))
-        fields["comment"] = (Optional[str], Field(None, title="意见 Comment"))
+        fields["comment"] = (Optional[str], Field(None, json_schema_extra=_shown_as({"title": "意见 Comment", "type": "string"})))
     if kind == "ack":
         fields["acknowledged"] = (bool, Field(True, title="已收到 Acknowledged"))
     for f in getattr(step, "fields", []) or []:
@@ -36,16 +49,48 @@ def form_model(step, *, kind: str) -> type[RunInput]:
     return create_model(name, __base__=RunInput, **fields)
 
 
+def choice_labels(f: FormField) -> dict[str, str]:
+    """Each choice's value -> the label the form shows ('zh / en'; with the value when two labels read alike)."""
+    labels = {c.value: c.label.both() for c in f.choices or []}
+    seen = list(labels.values())
+    return {v: (label if seen.count(label) == 1 else f"{label} ({v})") for v, label in labels.items()}
+
+
 def _field(f: FormField) -> tuple[Any, Any]:
+    schema: dict[str, Any] = {"title": f"{f.label.zh} {f.label.en}", **_SCHEMAS[f.type]}
+    default = f.default
     if f.type == "choice":
-        typ: Any = Literal[tuple(c.value for c in f.choices)]  # type: ignore[misc]
-        description = "; ".join(f"{c.value} = {c.label.zh} {c.label.en}" for c in f.choices)
+        labels = choice_labels(f)
+        values = {label: value for value, label in labels.items()}
+        typ: Any = Annotated[Literal[tuple(labels)], BeforeValidator(lambda v: values.get(v, v) if isinstance(v, str) else v)]
+        # The form opens on the labels; the values stay valid for answers given by value (CLI, chat, scripts).
+        schema.update(anyOf=[{"title": "选项 Choices", "type": "string", "enum": list(labels.values())},
+                             {"title": "代码 Codes", "type": "string", "enum": list(labels)}])
+        default = labels.get(default, default)
+    elif f.type == "datetime":
+        typ = Annotated[datetime, AfterValidator(_in_site_zone)]
+        now = datetime.now(site_zone()).replace(second=0, microsecond=0)
+        schema["description"] = f"站点时间 Site time: {zone_name(now)}; 例 e.g. {now.isoformat()}"
     else:
-        typ, description = _TYPES[f.type], None
-    title = f"{f.label.zh} {f.label.en}"
+        typ = _TYPES[f.type]
+    if default is not None:
+        schema["default"] = default
     if f.required and f.default is None:
-        return typ, Field(title=title, description=description)
-    return Optional[typ], Field(f.default, title=title, description=description)
+        return typ, Field(json_schema_extra=_shown_as(schema))
+    return Optional[typ], Field(f.default, json_schema_extra=_shown_as(schema))
+
+
+def _in_site_zone(at: datetime) -> datetime:
+    """A time answered without an offset is the site's time (people answer in it)."""
+    return at if at.tzinfo else at.replace(tzinfo=site_zone())
+
+
+def _shown_as(schema: dict[str, Any]) -> Callable[[dict[str, Any]], None]:
+    """Replace the field's generated JSON schema with `schema` (what the Resume form renders and the server checks)."""
+    def replace(generated: dict[str, Any]) -> None:
+        generated.clear()
+        generated.update(schema)
+    return replace
 
 
 def default_answer(step, *, kind: str, by: str = "drill") -> dict[str, Any]:

@@ -153,9 +153,13 @@ def test_a_responder_answers_a_manual_step_in_the_prefect_ui(browser, ui_server,
 
         field("回答人 Answered by").locator("textarea").fill("li-deputy")
         field("受影响终端数 Clients affected").locator("input").fill("7")
-        field("范围 Scope").locator("button.p-select-button__control").focus()
+        scope = field("范围 Scope")
+        scope.locator("button.p-select-button__control").focus()
         page.keyboard.press("ArrowDown")  # the select opens from the keyboard; a click toggles it shut again
-        page.get_by_role("option", name="outside").click()
+        # A choice shows its labels, not its values.
+        page.get_by_role("option", name="内部 / Inside").wait_for(state="visible", timeout=10_000)
+        assert page.get_by_role("option", name="inside", exact=True).count() == 0
+        page.get_by_role("option", name="外部 / Outside").click()
         page.screenshot(path=str(tmp_path / "resume-dialog.png"))
         dialog.get_by_role("button", name="Submit").click()
 
@@ -167,7 +171,7 @@ def test_a_responder_answers_a_manual_step_in_the_prefect_ui(browser, ui_server,
     state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=5).json()["state"]
     assert state["type"] == "COMPLETED" and state["name"] == "Completed"
     answer = httpx.get(f"{api}/flow_runs/{run_id}/input/paused-record-fault-1-response", timeout=5).json()
-    assert answer == {"answered_by": "li-deputy", "clients_affected": 7, "scope": "outside"}
+    assert answer == {"answered_by": "li-deputy", "clients_affected": 7, "scope": "外部 / Outside"}  # as the form spells it
 
     from flows.record.archive import IncidentRecord
 
