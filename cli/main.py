@@ -30,6 +30,7 @@ from flows.recovery import NotRecoverable, recover_run
 from flows.server import find_server, use_server
 from integrations.alerts.routing import RoutesError, check_routes, load_routes
 from integrations.contacts import load_directory
+from integrations.localtime import local_time, site_zone
 from runbooks.checklist import checklist
 from runbooks.docs import check_docs, render_docs
 from runbooks.loader import RunbookError, load_all, load_file, runbook_files
@@ -374,12 +375,12 @@ def report(
 @app.command()
 def history(
     runbook_id: Optional[str] = typer.Option(None, "--runbook", help="Only this runbook."),
-    since: Optional[str] = typer.Option(None, help="Only incidents started on or after this date (YYYY-MM-DD, UTC)."),
+    since: Optional[str] = typer.Option(None, help="Only incidents started on or after this date (YYYY-MM-DD, in the site's time zone)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document (for scripts)."),
 ) -> None:
     """Archived incidents: runbook, severity, start, duration, outcome and missed deadlines."""
     try:
-        start = datetime.combine(date.fromisoformat(since), datetime.min.time(), tzinfo=timezone.utc) if since else None
+        start = datetime.combine(date.fromisoformat(since), datetime.min.time(), tzinfo=site_zone()) if since else None
     except ValueError:
         err.print(f"[red]--since '{since}' is not a date like 2026-10-01[/red]")
         raise typer.Exit(2)
@@ -402,10 +403,10 @@ def history(
         print_json(rows)
         return
     if rows:
-        print_table([Col("run id", whole=True), Col("runbook"), Col("severity"), Col("started (UTC)"), Col("duration"),
+        print_table([Col("run id", whole=True), Col("runbook"), Col("severity"), Col("started"), Col("duration"),
                      Col("outcome"), Col("missed deadlines")],
                     [[row["flow_run_id"], row["runbook"] + (" [drill]" if row["drill"] else ""),
-                      row["severity_label"] or row["severity"] or "—", row["started"].replace("T", " ")[:16],
+                      row["severity_label"] or row["severity"] or "—", local_time(row["started"]),
                       row["duration"], row["outcome"], ", ".join(row["missed_deadlines"]) or "—"] for row in rows])
     console.print(f"{len(rows)} incident(s) in {folder}", highlight=False)
 

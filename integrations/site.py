@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -32,6 +33,8 @@ class Site(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field("default", description="Site name, shown in messages.")
+    time_zone: ZoneInfo = Field(ZoneInfo("UTC"), description="IANA time zone (e.g. Asia/Shanghai) of every time people read: "
+                                "reports, the CLI, pages, forms. Stored records stay in UTC.")
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
 
 

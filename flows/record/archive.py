@@ -29,6 +29,7 @@ class FieldOutline(BaseModel):
     id: str
     label_zh: str
     label_en: str
+    type: str | None = Field(None, description="The field's type (yes_no, choice, text, number, integer, datetime); none in older records.")
     choices: dict[str, str] = Field(default_factory=dict, description="Choice value -> its label, both languages.")
 
 
@@ -59,7 +60,7 @@ class PlanOutline(BaseModel):
 def outline(runbook: Runbook) -> PlanOutline:
     steps = {}
     for step, _where in runbook.all_steps():
-        fields = [FieldOutline(id=f.id, label_zh=f.label.zh, label_en=f.label.en,
+        fields = [FieldOutline(id=f.id, label_zh=f.label.zh, label_en=f.label.en, type=f.type,
                                choices={c.value: f"{c.label.zh} {c.label.en}" for c in f.choices or []})
                   for f in getattr(step, "fields", None) or []]
         steps[step.id] = StepOutline(id=step.id, kind=step.kind, title_zh=step.title.zh, title_en=step.title.en, fields=fields)

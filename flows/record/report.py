@@ -25,6 +25,7 @@ from prefect.exceptions import ObjectNotFound
 from flows.record.archive import IncidentRecord, PlanOutline, find_record, outline
 from flows.record.timeline import (Timeline, TimelineEntry, from_journal, iso, journal_from_events, merge,
                                    prefect_history)
+from integrations.localtime import local_time
 from runbooks.durations import human
 from runbooks.loader import RunbookError, load_file
 from runbooks.model import Runbook
@@ -149,11 +150,23 @@ def _answers(record: IncidentRecord, plan: PlanOutline) -> list[StepAnswer]:
                 continue
             f = fields.get(key)
             label = f"{f.label_zh} {f.label_en}" if f else _BUILT_IN_LABELS.get(key, "处理 Decision" if key == "decision" else key)
-            shown = f"{value} ({f.choices[value]})" if f and isinstance(value, str) and value in f.choices else _show(value)
+            if f and isinstance(value, str) and value in f.choices:
+                shown = f"{value} ({f.choices[value]})"
+            elif (key == "answered_at" or (f and f.type == "datetime")) and isinstance(value, str):
+                shown = _show_time(value)
+            else:
+                shown = _show(value)
             rows.append(FieldAnswer(field=key, label=label, value=value, shown=shown))
         out.append(StepAnswer(step=e.step or "", title=_title(plan, e.step or ""), at=e.at,
                               answered_by=e.actor or str(values.get("answered_by", "")), fields=rows))
     return out
+
+
+def _show_time(value: str) -> str:
+    try:
+        return local_time(value)
+    except ValueError:  # not a time after all: shown as it was answered
+        return value
 
 
 def _show(value: Any) -> str:
@@ -283,10 +296,10 @@ def render(report: IncidentReport, fmt: str) -> str:
 
 
 def _environment():
-    env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html", "j2"]),
-                      trim_blocks=True, lstrip_blocks=True)
-    env.filters["hms"] = lambda d: d.astimezone(timezone.utc).strftime("%H:%M:%S") if d else ""
-    env.filters["when"] = lambda d: d.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC") if d else ""
+    # HTML escapes what it shows; Markdown shows text as written (an entity such as &#39; would be read literally).
+    env = Environment(loader=FileSystemLoader(TEMPLATES), trim_blocks=True, lstrip_blocks=True,
+                      autoescape=select_autoescape(enabled_extensions=("html", "html.j2"), default=False))
+    env.filters["when"] = local_time
     env.filters["duration"] = human
     env.filters["iso"] = iso
     env.filters["cell"] = lambda s: str(s or "").replace("|", "\\|").replace("\n", " ")[:300]
