@@ -3,7 +3,8 @@
 Everything that must outlive the run's process lives here: the forms people answer
 (Prefect's own keyset `paused-<pause key>-response|schema|description`), who may
 answer a wait (`...-who`), an explicit expiry (`...-expired`), things done once
-(`once-<name>`) and the resolution of the alert that started the incident.
+(`once-<name>`), the done records of steps that act (`done-<step>`, through the result
+storage `StepRecords`) and the resolution of the alert that started the incident.
 
 A pause key is `<step-id>-<n>`: the step that waits and the number of the ask
 (a refused answer makes the step ask again under `n + 1`). Prefect names a
@@ -12,6 +13,7 @@ keyset after the state, so a suspended wait's inputs start `suspended-`.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import datetime
 from typing import Any
@@ -21,6 +23,8 @@ import httpx
 
 from prefect.client.orchestration import get_client
 from prefect.exceptions import ObjectNotFound
+from prefect.filesystems import WritableFileSystem
+from prefect.settings import PREFECT_API_URL
 
 RESOLUTION_KEY = "alert-resolved"
 KEYSET_PREFIXES = ("paused", "suspended")  # Prefect's keyset starts with the state's name
@@ -156,3 +160,57 @@ def read_resolution(flow_run_id: UUID | str) -> dict | None:
     """The resolution delivered to the run, or None while there is none."""
     with get_client(sync_client=True) as client:
         return read_json(client, UUID(str(flow_run_id)), RESOLUTION_KEY)
+
+
+class StepRecords(WritableFileSystem):
+    """Prefect result storage kept on the Prefect server: a step's result is an input of its incident's flow run.
+
+    Prefect stores a result under its cache key, "<flow run id>:<step id>" (tasks/steps.py: step_task);
+    here that is the input `done-<step id>` of that run. Every worker sees it whatever its own disk,
+    a recovered incident that lands on another machine finds its finished steps Cached, and the
+    record goes with the run. The first record of a step stays (the server keeps one value per key).
+    """
+
+    _block_type_name = "Runbook step records"
+    _block_type_slug = "runbook-step-records"
+    _description = "Results of the steps that act, kept as inputs of the incident's flow run on the Prefect server."
+
+    def read_path(self, path: str, _sync: bool | None = None) -> bytes:
+        run_id, key = _done_key(path)
+        with get_client(sync_client=True) as client:
+            value = read_input(client, run_id, key)
+        if value is None:
+            raise FileNotFoundError(path)
+        return value.encode()
+
+    def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
+        run_id, key = _done_key(path)
+        with get_client(sync_client=True) as client:
+            create_once(client, run_id, key, content.decode())
+        return path
+
+
+STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that every task names
+
+
+def _done_key(path: str) -> tuple[UUID, str]:
+    run_id, _, step_id = path.partition(":")
+    return UUID(run_id), f"done-{step_id}"
+
+
+def step_records() -> StepRecords:
+    """The saved StepRecords block of this process's server (Prefect asks a task's result storage to be saved)."""
+    return _step_records(PREFECT_API_URL.value())
+
+
+@functools.lru_cache
+def _step_records(api_url: str | None) -> StepRecords:
+    try:
+        return StepRecords.load(STEP_RECORDS)
+    except ValueError:  # not on this server yet: the first process saves it
+        records = StepRecords()
+        try:
+            records.save(STEP_RECORDS, overwrite=True)
+        except Exception:  # another process registered it at the same moment
+            return StepRecords.load(STEP_RECORDS)
+        return records

@@ -13,9 +13,12 @@ from typing import Any, Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.context import TaskRunContext
 
 from runbooks.model import KINDS, StepBase
 from tasks.incident import Incident
+from tasks.inputs import create_once, read_input, step_records
 
 Walk = Callable[[Incident, list], None]
 Handler = Callable[[Incident, Any, Walk], dict]
@@ -56,15 +59,19 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
     """A task run named after the step, with the step's retries and timeout.
 
     Given `inc`, a kind that acts on the world is done once per incident: its result is persisted under
-    "<flow run id>:<step id>", so a run that starts again from the top (a suspended wait resumed, a crashed
-    run recovered) finds it Cached instead of acting twice. Every worker must see the same result storage.
+    "<flow run id>:<step id>" on the Prefect server (tasks/inputs.py: StepRecords), so a run that starts again
+    from the top (a suspended wait resumed, a crashed run recovered, on this machine or another) finds it
+    Cached instead of acting twice. The record is written once the step has acted: a process that dies in
+    between leaves the step to act again, and the journal says so (`step.interrupted`).
     Each failed try is on the incident's journal (`step.try-failed`, with its error), whatever the log level.
     """
     if inc is not None:
         fn = _journaled(fn, step, inc)
     if inc is not None and step.acts_once:
         key = f"{inc.id}:{step.id}"
-        once: dict[str, Any] = dict(cache_key_fn=lambda context, parameters: key, persist_result=True)
+        fn = _marked(fn, step, inc)
+        once: dict[str, Any] = dict(cache_key_fn=lambda context, parameters: key, persist_result=True,
+                                    result_storage=step_records())
         if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
             once["tags"] = [f"site:{inc.site.name}"]
     else:
@@ -82,6 +89,29 @@ def _journaled(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callabl
         except Exception as exc:
             inc.record("step.try-failed", f"{type(exc).__name__}: {exc}"[:500], step=step.id, error=type(exc).__name__)
             raise
+
+    return run
+
+
+def _marked(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[..., Any]:
+    """Mark the step begun (`began-<step>`, this task run's id) before it acts.
+
+    A later attempt of the run that finds the mark of another task run, and no done record (else it
+    would be Cached), knows an earlier process died while the step acted: it acts again, erring on
+    the side of doing it twice rather than never, and puts that on the journal for the responders.
+    """
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        mark, this = f"began-{step.id}", str(TaskRunContext.get().task_run.id)
+        try:
+            with get_client(sync_client=True) as client:
+                earlier = None if create_once(client, inc.id, mark, this) else read_input(client, inc.id, mark)
+        except Exception:  # Prefect unreachable: the step still acts; only the mark is missing
+            earlier = None
+        if earlier not in (None, this):
+            inc.record("step.interrupted", "an earlier attempt began this step and died before recording it done; "
+                       "it runs again, so its action may have reached the far side twice", step=step.id)
+        return fn(*args, **kwargs)
 
     return run
 

@@ -1,0 +1,125 @@
+"""An incident survives the machine that ran it: it goes on elsewhere, acting once.
+
+Each "machine" is a `python -m app.stack serve` with a local storage path of its own
+(PREFECT_LOCAL_STORAGE_PATH: the disk where Prefect would keep result files), killed with
+SIGKILL together with its flow processes, so nothing writes a Crashed state. Two
+escalation watchers run throughout, as `runbook up` and production have them.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+from datetime import datetime, timezone
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.states import Crashed
+
+from flows.launch import start_incident
+from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
+
+HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # what the served stack and every worker set
+
+
+@pytest.fixture(scope="module")
+def watchers(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("recovery")
+    procs = [_start(["watcher", "1"], logs / f"watcher-{n}.log", RUNBOOK_RUNBOOKS_DIR=str(FIXTURES), **HEARTBEAT)
+             for n in (1, 2)]
+    yield logs
+    for proc in procs:
+        _stop(proc, signal.SIGTERM)
+
+
+@pytest.fixture()
+def endpoint():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Endpoint.calls = []
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+class Machine:
+    """A worker machine: the fixture runbooks served, with a disk of its own."""
+
+    def __init__(self, logs: Path, name: str):
+        began = datetime.now(timezone.utc)
+        disk = logs / f"{name}-disk"
+        self.proc = _start(["serve"], logs / f"{name}.log", RUNBOOK_RUNBOOKS_DIR=str(FIXTURES),
+                           PREFECT_RUNNER_POLL_FREQUENCY="1", PREFECT_LOCAL_STORAGE_PATH=str(disk), **HEARTBEAT)
+        self.log = logs / f"{name}.log"
+
+        def serving() -> bool:
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            with get_client(sync_client=True) as client:
+                try:
+                    return client.read_deployment_by_name("wait-kill/runbook").updated >= began
+                except Exception:
+                    return False
+
+        wait_until(f"{name} to serve the runbooks", serving, 120)
+
+    def die(self, run_id) -> None:
+        """The machine goes: its runner, its forkserver and the incident's flow process, all at once, with no word to Prefect."""
+        pid = flow_process(run_id)
+        _stop(self.proc, signal.SIGKILL)
+        if pid is not None:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def stop(self) -> None:
+        _stop(self.proc, signal.SIGTERM)
+
+
+def _stop(proc: subprocess.Popen, sig: int) -> None:
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endpoint):
+    """The first action's done record is kept on the Prefect server, not in a result file on the dead machine's disk."""
+    first = Machine(watchers, "machine-a")
+    second = None
+    try:
+        run = start_incident("wait-kill", {"base_url": endpoint})
+        wait_until("the first action", lambda: Endpoint.calls == ["/first"], 60)
+        wait_until("the wait after it", lambda: ("step.started", "hold") in kinds(run.id), 20)
+        first.die(run.id)
+        with get_client(sync_client=True) as client:  # what a runner that saw its process die writes
+            client.set_flow_run_state(UUID(str(run.id)), Crashed(message="its machine died"), force=True)
+        second = Machine(watchers, "machine-b")
+        final = wait_until("the incident to finish on machine b", lambda: (s := state_of(run.id)).is_final()
+                           and s.name != "Crashed" and s, 120)
+        assert final.is_completed(), final.message
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+    assert Endpoint.calls == ["/first", "/second"], "each action's endpoint got exactly one request"
+    journal = kinds(run.id)
+    assert ("incident.recovered", None) in journal, journal
+    assert ("step.interrupted", "hold") in journal, "the wait it died in is said to run again"
+    assert ("step.interrupted", "first-call") not in journal, journal
+    with get_client(sync_client=True) as client:
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(run.id))])))
+    assert sorted(t.state.name for t in tasks if t.name == "first-call") == ["Cached", "Completed"], \
+        "the recovered run found the first action Cached"
