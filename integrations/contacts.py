@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from runbooks.yamlfile import load_cached
 
 
 class Address(BaseModel):
@@ -73,7 +74,5 @@ class Directory(BaseModel):
 
 
 def load_directory(path: Path) -> Directory:
-    if not path.exists():
-        return Directory()
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    return Directory.model_validate(data)
+    """The contacts file (read once per version of the file; treat as read-only)."""
+    return load_cached(path, Directory.model_validate, Directory)
