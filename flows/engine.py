@@ -10,15 +10,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Any, Callable
-from uuid import UUID
 
-from prefect import tags
 from prefect.client.orchestration import get_client
-from prefect.context import FlowRunContext
+from prefect.client.schemas.objects import FlowRun
+from prefect.context import FlowRunContext, TagsContext
 from prefect.runtime import flow_run
 from prefect.states import Completed, Failed
 
-from flows.record.progress import follow_progress
+from flows.record.progress import flush_progress, follow_progress
 from flows.record.publish import publish_incident
 from flows.time_rules import settle_at_close, start_thread, upcoming, watch_time_rules
 from integrations.contacts import load_directory
@@ -50,7 +49,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     inc = Incident(runbook, params=params, severity=severity, drill=drill, time_scale=time_scale, auto=auto,
                    answers=answers or {}, alert=alert, flow_run_id=run_id, label=incident,
                    directory=load_directory(settings.contacts_file), site=load_site(settings.site_file),
-                   run_url=run_url(run_id), started=_run_started(run_id))
+                   run_url=run_url(run_id), started=_run_started(FlowRunContext.get().flow_run))
     if severity is None and runbook.severity and runbook.severity.before_grading == "none":
         inc.severity = None  # no level until a grade step gives one (runbooks/model.py Severity.before_grading)
     if inc.claim("started"):
@@ -66,12 +65,17 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     watcher = start_thread(lambda: watch_time_rules(inc), name=f"time-rules-{run_id}")
     outcome, message = "resolved", "every step done"
     try:
-        with tags(*[f"runbook:{runbook.id}"] + (["drill"] if drill else [])):
+        # the steps' task runs carry no tags (the run has them): Prefect asks the server for a concurrency
+        # slot for every tag of a task run before it starts, one more call per step, seconds when it is busy
+        with TagsContext(current_tags=set()):
             run_steps(inc, runbook.steps)
     except IncidentEnded as end:
         outcome, message = end.outcome, end.message
     except StepFailed as exc:
         outcome, message = "failed", str(exc)
+    except BaseException:
+        flush_progress(inc)  # the process goes (a suspended wait): the progress bar drawn first
+        raise
     finally:
         inc.closed.set()
         watcher.join(timeout=30)
@@ -83,11 +87,19 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     return Completed(message=message, name=OUTCOMES[outcome])
 
 
-def _run_started(run_id: str) -> datetime | None:
-    """When this flow run first started running; the same for every attempt of the run."""
+def _run_started(run: FlowRun) -> datetime | None:
+    """When this flow run first started running; the same for every attempt of the run.
+
+    A run that ran before carries its start time; a run starting now started with the Running
+    state the engine has just had accepted (the server takes its start time from that state).
+    """
+    if run.start_time is not None:
+        return run.start_time
+    if run.state is not None and run.state.is_running():
+        return run.state.timestamp
     try:
         with get_client(sync_client=True) as client:
-            return client.read_flow_run(UUID(run_id)).start_time
+            return client.read_flow_run(run.id).start_time
     except Exception:
         return None
 

@@ -130,6 +130,11 @@ class Incident:
         zh, en = self.text(text, "zh", **extra), self.text(text, "en", **extra)
         return zh if zh == en else f"{zh}\n{en}"
 
+    @property
+    def run_tags(self) -> list[str]:
+        """The tags of the incident's flow runs (its own and its tracks'): how the runs list and the answer API find its runbook."""
+        return [f"runbook:{self.runbook.id}"] + (["drill"] if self.drill else [])
+
     def level_label(self) -> str | None:
         level = self.runbook.level(self.severity) if self.severity else None
         return level.label.both() if level else self.severity

@@ -6,7 +6,8 @@ import contextvars
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from prefect import flow
+from prefect import flow, tags
+from prefect.context import TagsContext
 
 from runbooks.model import ParallelStep, Track
 from tasks.incident import Incident, IncidentEnded
@@ -27,7 +28,8 @@ def run(inc: Incident, step: ParallelStep, walk: Walk) -> dict:
             if not inc.holds(track.when):  # checked once the tracks it waits for are done, so it may read their answers
                 inc.record("track.skipped", f"condition not met: {track.when}", step=track.id)
                 return
-            track_flow(inc, step, track, walk)()
+            with tags(*inc.run_tags):  # the track's run carries the incident's tags, as the incident's own run does
+                track_flow(inc, step, track, walk)()
         except BaseException as exc:  # noqa: BLE001  (re-raised in the parent below)
             errors.append(exc)
         finally:
@@ -49,9 +51,11 @@ def run(inc: Incident, step: ParallelStep, walk: Walk) -> dict:
 
 def track_flow(inc: Incident, step: ParallelStep, track: Track, walk: Walk):
     def run_track() -> None:
-        inc.record("track.started", track.title.both(), step=track.id)
-        walk(inc, track.steps)
-        inc.record("track.done", "", step=track.id)
+        # its task runs carry no tags: Prefect asks the server for a concurrency slot for every tag of a task run
+        with TagsContext(current_tags=set()):
+            inc.record("track.started", track.title.both(), step=track.id)
+            walk(inc, track.steps)
+            inc.record("track.done", "", step=track.id)
 
     run_track.__name__ = run_track.__qualname__ = track.id.replace("-", "_")
     return flow(run_track, name=f"{inc.runbook.id}.{track.id}", flow_run_name=f"{inc.runbook.id} · {track.id}",

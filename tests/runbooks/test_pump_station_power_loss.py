@@ -82,12 +82,13 @@ def test_a_restarted_run_keeps_its_clock_and_does_not_fire_a_time_rule_twice():
     state, record = drill(RB, answers, params={"outage_started": started}, time_scale=1)
     run_id = str(state.state_details.flow_run_id)
     with get_client(sync_client=True) as client:
-        start_time = client.read_flow_run(UUID(run_id)).start_time
-    assert _run_started(run_id) == start_time
+        run = client.read_flow_run(UUID(run_id))
+    start_time = run.start_time
+    assert _run_started(run) == start_time
     assert abs((record.started - start_time).total_seconds()) < 0.001, "the incident's clock is the run's own start"
     # What the next attempt of the same run would find:
     again = Incident(RUNBOOKS[RB], params={}, severity=None, drill=True, time_scale=1, auto=False, answers={}, alert=None,
-                     flow_run_id=run_id, directory=Directory(), site=Site(), started=_run_started(run_id))
+                     flow_run_id=run_id, directory=Directory(), site=Site(), started=_run_started(run))
     assert again.claim("threshold-fuel-watch") is False
     assert again.started == start_time
     assert again.claim("threshold-something-else") is True
