@@ -8,6 +8,7 @@ Ctrl-C.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from app.warm import WarmRunner
 from flows.deploy import served_deployment
 from flows.recovery import watch
 from flows.server import forget_stack, record_stack
@@ -26,12 +28,13 @@ RUNNER_POLL_SECONDS = "1"  # a triggered run starts within about 1-2 s instead o
 
 
 def serve_runbooks(limit: int | None = None) -> None:
-    """Serve every runbook as the deployment `<id>/runbook` until stopped."""
-    from prefect import serve
-
+    """Serve every runbook as the deployment `<id>/runbook` until stopped, each run started warm (app/warm.py)."""
     from flows.catalog import FLOWS, RUNBOOKS  # imported here: building every flow is for the serving process only
 
-    serve(*[served_deployment(f, RUNBOOKS[rid]) for rid, f in FLOWS.items()], limit=limit, print_starting_message=False)
+    runner = WarmRunner(limit=limit)  # made first: its forkserver must fork before any thread
+    for rid, flow in FLOWS.items():
+        runner.add_catalog_deployment(served_deployment(flow, RUNBOOKS[rid]))
+    asyncio.run(runner.start())
 
 
 def wait_healthy(api_url: str, seconds: float = 90, proc: subprocess.Popen | None = None) -> None:

@@ -118,7 +118,14 @@ class Endpoint(BaseHTTPRequestHandler):
 
 
 def flow_process(run_id) -> int | None:
-    """The pid of the process running a flow run (the runner hands it the run id in its environment)."""
+    """The pid of the process running a flow run: recorded on the run (`host:pid`) by the warm runner, else the
+    process that has the run id in its environment (how Prefect's own starters hand it over)."""
+    with get_client(sync_client=True) as client:
+        recorded = client.read_flow_run(UUID(str(run_id))).infrastructure_pid
+    if recorded and recorded.rpartition(":")[2].isdigit():
+        pid = int(recorded.rpartition(":")[2])
+        if Path(f"/proc/{pid}").exists():
+            return pid
     marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

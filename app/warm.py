@@ -1,0 +1,274 @@
+"""Warm start: a flow run begins in a process forked from one that has already imported everything.
+
+Prefect starts each flow run in a fresh interpreter (`python -m prefect.engine`, or a `spawn`
+process for flows held in memory). That interpreter imports Prefect, the engine and every
+runbook again: 1-2 s on two cores before the first line of the plan runs, paid again at every
+resume of a suspended wait. Here a `multiprocessing` forkserver imports them once; each run is
+a fork of it (about 0.1 s) that does exactly what `python -m prefect.engine` does: read the
+run, load its flow through its deployment (an import already done), run it. States, logs,
+cancellation (the runner's control channel and SIGTERM), heartbeats and crash detection stay
+Prefect's: the runner and the worker watch the forked process as they watch their own.
+
+The forkserver's parent runs no threads and no event loop (forking one that does is unsafe),
+so it is started before the runner or worker starts theirs.
+
+Being told instead of polling: a runner polls for scheduled runs every second. `WarmRunner`
+also listens to the server's event stream and polls at once when a run of its deployments is
+scheduled (a new incident, or a suspended one resumed by an answer). The poll stays as the
+fallback, so a lost event only costs the old latency.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.forkserver
+import os
+import socket
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+import anyio
+import anyio.abc
+
+from prefect.runner import Runner
+from prefect.runner._process_manager import ProcessHandle
+from prefect.settings import get_current_settings
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.deployments.runner import RunnerDeployment
+    from prefect.runner._control_channel import ControlChannel
+
+logger = logging.getLogger("runbook.warm")
+
+# What the forkserver imports once: the engine and what it loads a flow run with, and every runbook's flow.
+PRELOAD = ["prefect.engine", "prefect.flow_engine", "prefect.client.orchestration", "prefect.deployments.runner",
+           "app.warm_up"]
+
+_context: multiprocessing.context.ForkServerContext | None = None
+
+
+def forkserver(preload: list[str] | None = None) -> multiprocessing.context.ForkServerContext:
+    """The forkserver every warm run is forked from, started now (its imports take a second or two, once)."""
+    global _context
+    if _context is None:
+        _context = multiprocessing.get_context("forkserver")
+        _context.set_forkserver_preload(preload or PRELOAD)
+        multiprocessing.forkserver.ensure_running()
+    return _context
+
+
+def run_flow_run(flow_run: "FlowRun | str", flow_name: str | None, env: dict[str, str], cwd: str | None) -> None:
+    """In the forked child: what `python -m prefect.engine` does for one flow run, minus the imports.
+
+    The runner hands over the run it read and the name of its flow (a runbook of the preloaded
+    catalog), which saves reading both again; a worker may hand only the run's id.
+    """
+    from uuid import UUID
+
+    from prefect._internal.control_listener import configure_from_env
+    from prefect.context import SettingsContext, get_settings_context
+    from prefect.engine import _drive_run_flow_result, handle_engine_signals
+    from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+    from prefect.settings import Settings
+
+    changed = {k for k, v in env.items() if k.startswith("PREFECT_") and not k.startswith("PREFECT__") and os.environ.get(k) != v}
+    os.environ.update(env)
+    if cwd:
+        os.chdir(cwd)
+    run_id = UUID(flow_run if isinstance(flow_run, str) else str(flow_run.id))
+    configure_from_env()
+    _observe_suspension_in_the_background()
+    # Prefect read its settings when the forkserver imported it; rebuilding them (0.2 s) is only
+    # needed when this run's environment changes one
+    settings = Settings() if changed else get_settings_context().settings
+    with SettingsContext(profile=get_settings_context().profile, settings=settings):
+        with handle_engine_signals(run_id):
+            if isinstance(flow_run, str):
+                flow_run = load_flow_run(flow_run_id=run_id)
+            run_logger = flow_run_logger(flow_run=flow_run)
+            try:
+                flow = _catalog_flow(flow_name) or load_flow(flow_run)
+            except Exception:
+                run_logger.error("Unexpected exception encountered when trying to load flow", exc_info=True)
+                raise
+            _drive_run_flow_result(flow, run_flow(flow, flow_run=flow_run, error_logger=run_logger))
+
+
+def _observe_suspension_in_the_background() -> None:
+    """Let the flow start while Prefect opens its watch for a Suspend request from the UI.
+
+    Prefect's engine holds a deployment run until its suspension observer has subscribed to the
+    server's events (0.3-0.4 s on two cores), at every start and every resume. Here Prefect's own
+    observer runs the same, in a thread of its own, and the run goes on meanwhile: a Suspend
+    pressed in that first half second is seen when the subscription is up, a moment later.
+    """
+    import contextlib
+    import contextvars
+    import threading
+
+    import prefect.flow_engine as engine
+
+    original = getattr(engine, "observe_flow_run_suspension", None)
+    if original is None or getattr(original, "in_background", False):
+        return
+
+    @contextlib.contextmanager
+    def observe(flow_run_id, suspension_request, *args, **kwargs):
+        done = threading.Event()
+
+        def hold() -> None:
+            with original(flow_run_id, suspension_request, *args, **kwargs):
+                done.wait()
+
+        context = contextvars.copy_context()
+        thread = threading.Thread(target=context.run, args=(hold,), daemon=True, name="suspension-observer")
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join(timeout=2)
+
+    observe.in_background = True
+    engine.observe_flow_run_suspension = observe
+
+
+def _catalog_flow(name: str | None):
+    """The runbook's flow from the preloaded catalog, or None to load it through the deployment as Prefect does."""
+    if not name:
+        return None
+    from flows.catalog import FLOWS  # preloaded by the forkserver: a dictionary lookup
+
+    return FLOWS.get(name)
+
+
+class WarmStarter:
+    """A Prefect process starter (the runner's and the worker's seam) that forks the warm server instead of spawning."""
+
+    def __init__(self, *, context: multiprocessing.context.ForkServerContext, deployment_name: str | None = None,
+                 heartbeat_seconds: int | None = None, control_channel: "ControlChannel | None" = None,
+                 env: dict[str, str | None] | None = None, cwd: Path | str | None = None,
+                 flow_name: str | None = None, hand_over_run: bool = True) -> None:
+        self._context = context
+        self._flow_name = flow_name
+        self._hand_over_run = hand_over_run
+        self._deployment_name = deployment_name
+        self._heartbeat_seconds = heartbeat_seconds
+        self._control_channel = control_channel
+        self._env = env or {}
+        self._cwd = cwd
+
+    def _environment(self, flow_run: "FlowRun") -> tuple[dict[str, str], bool]:
+        """What `python -m prefect.engine` would be started with, as EngineCommandStarter builds it."""
+        env: dict[str, Any] = {**self._env, **get_current_settings().to_environment_variables(exclude_unset=True)}
+        env.update({"PREFECT__FLOW_RUN_ID": str(flow_run.id), "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false"})
+        if self._deployment_name:
+            env["PREFECT__DEPLOYMENT_NAME"] = self._deployment_name
+        if self._heartbeat_seconds is not None:
+            env["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] = str(int(self._heartbeat_seconds))
+        registered = False
+        if self._control_channel is not None:
+            try:
+                port, token = self._control_channel.register(flow_run.id)
+                env["PREFECT__CONTROL_PORT"], env["PREFECT__CONTROL_TOKEN"] = str(port), token
+                registered = True
+            except RuntimeError:  # no loopback listener: cancellation falls back to kill, as in Prefect
+                pass
+        return {k: str(v) for k, v in env.items() if v is not None}, registered
+
+    async def start(self, flow_run: "FlowRun",
+                    task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED) -> None:
+        env, registered = self._environment(flow_run)
+        handed_off = False
+        try:
+            run = flow_run if self._hand_over_run else str(flow_run.id)
+            process = self._context.Process(target=run_flow_run, name=f"flow-run-{flow_run.id}",
+                                            args=(run, self._flow_name, env, str(self._cwd) if self._cwd else None))
+            await anyio.to_thread.run_sync(process.start)
+            task_status.started(ProcessHandle(process))
+            handed_off = True
+            await _record_pid(flow_run, process.pid)
+            await anyio.to_thread.run_sync(process.join)
+        except BaseException:
+            if registered and not handed_off and self._control_channel is not None:
+                self._control_channel.unregister(flow_run.id)
+            raise
+
+
+async def _record_pid(flow_run: "FlowRun", pid: int | None) -> None:
+    """Say on the run which process runs it (`host:pid`, as Prefect's workers do): a forked process's
+    environment does not show its run id, so this is how an operator finds it."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        async with get_client() as client:
+            await client.update_flow_run(flow_run.id, infrastructure_pid=f"{socket.gethostname()}:{pid}")
+    except Exception as exc:  # noqa: BLE001  (the run goes on; only the pointer to its process is missing)
+        logger.warning("could not record the process of flow run %s: %s", flow_run.id, exc)
+
+
+class WarmRunner(Runner):
+    """Prefect's Runner, starting its runs warm and told about new ones by the server's events."""
+
+    def __init__(self, *args: Any, preload: list[str] | None = None, **kwargs: Any) -> None:
+        self._forkserver = forkserver(preload)  # before the runner starts a thread or a loop
+        self._flow_names: dict[UUID, str] = {}
+        super().__init__(*args, **kwargs)
+
+    def add_catalog_deployment(self, deployment: "RunnerDeployment") -> UUID:
+        """Serve a deployment of a flow of flows/catalog.py, its runs started from the preloaded flow."""
+        deployment_id = self.add_deployment(deployment)
+        self._flow_names[deployment_id] = deployment.flow_name
+        return deployment_id
+
+    async def __aenter__(self):
+        await super().__aenter__()
+        poller = self._scheduled_run_poller
+
+        def starter(flow_run: "FlowRun") -> WarmStarter:
+            name = self._deployment_registry.get_deployment_name(flow_run.deployment_id) if flow_run.deployment_id else None
+            return WarmStarter(context=self._forkserver, deployment_name=name, heartbeat_seconds=self._heartbeat_seconds,
+                               control_channel=self._control_channel, flow_name=self._flow_names.get(flow_run.deployment_id))
+
+        poller._resolve_starter = starter
+        scope = anyio.CancelScope()
+
+        async def listen() -> None:
+            with scope:
+                await listen_for_scheduled_runs(self)
+
+        self._runs_task_group.start_soon(listen)
+        self._exit_stack.callback(scope.cancel)  # stops listening before the runs' task group is awaited
+        return self
+
+
+SCHEDULED_TYPES = {"SCHEDULED"}
+
+
+async def listen_for_scheduled_runs(runner: Runner) -> None:
+    """Poll at once whenever the server says one of the runner's deployments has a run scheduled (new or resumed)."""
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    mine = {f"prefect.deployment.{d}" for d in runner._deployment_registry.get_deployment_ids()}
+    event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run."]))
+    while not runner.stopping:
+        try:
+            async with get_events_subscriber(filter=event_filter) as subscriber:
+                async for event in subscriber:
+                    state = (event.payload or {}).get("validated_state") or {}
+                    if state.get("type") not in SCHEDULED_TYPES:
+                        continue
+                    if not mine & {r.id for r in event.related}:
+                        mine = {f"prefect.deployment.{d}" for d in runner._deployment_registry.get_deployment_ids()}
+                        if not mine & {r.id for r in event.related}:
+                            continue
+                    await runner._get_and_submit_flow_runs()
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception as exc:  # the poll carries on; try the stream again shortly
+            logger.warning("event stream unavailable (%s); polling every %s s until it is back", exc, runner.query_seconds)
+            await anyio.sleep(5)

@@ -1,0 +1,25 @@
+"""Imported by the warm forkserver (app/warm.py): does once what every incident does when it starts.
+
+Each forked run inherits the parsed contacts and site and the built runbook flows (a file
+changed since is read again by the run, runbooks/yamlfile.py, so nothing goes stale), and
+Prefect's once-per-process check that the server speaks its API version.
+"""
+
+from prefect.client.orchestration import get_client
+from prefect.settings import PREFECT_API_URL
+
+from flows.catalog import FLOWS  # noqa: F401  (every runbook's flow, built)
+from integrations.contacts import load_directory
+from integrations.site import load_site
+from runbooks.settings import get_settings
+
+_settings = get_settings()
+load_directory(_settings.contacts_file)
+load_site(_settings.site_file)
+
+if PREFECT_API_URL.value():
+    try:
+        with get_client(sync_client=True) as client:  # closed again: no connection is inherited by the forks
+            client.raise_for_api_version_mismatch_once()
+    except Exception:  # noqa: BLE001  (each run checks for itself then, as Prefect does)
+        pass
