@@ -14,6 +14,13 @@ Each pass reads every waiting incident, paging through the API:
 - A run whose process died (Crashed) is set going again (Scheduled "Recovering") the
   same way, up to `max_recoveries` times; each recovery is on the journal, and after
   the last one the runbook's lead is paged instead.
+- A run whose machine died says nothing: it stays Running (or Pending) with nobody behind
+  it. Flow runs send a heartbeat event every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds;
+  a run silent for `dead_after_seconds` is marked Crashed ("no heartbeat for ...") and
+  then healed as above, in the same pass.
+
+Each state a watcher acts on is claimed first (`once-heal-<state id>`), so of several
+watchers that read the same dead or crashed run only one sets it going again.
 
 `recover_run(id)` does the same by hand (`runbook recover`) for a run whose process is
 gone, Crashed or left Running/Pending/Paused by a machine that died: finished steps come
@@ -25,7 +32,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Iterator
 from uuid import UUID
 
@@ -34,7 +41,9 @@ from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeployme
                                             FlowRunFilterStateType)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
-from prefect.states import Scheduled
+from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
+from prefect.settings import get_current_settings
+from prefect.states import Crashed, Scheduled
 
 from integrations.contacts import load_directory
 from integrations.site import load_site
@@ -144,10 +153,10 @@ def heal_crashed(client) -> list[tuple[str, str]]:
     limit = get_settings().max_recoveries
     healed = []
     for run in runs_in(client, StateType.CRASHED, deployed=True):
-        if not any(tag.startswith("runbook:") for tag in run.tags or []) or run.parent_task_run_id:
-            continue  # not an incident (a track's child run comes back with its incident)
-        if read_input(client, run.id, "once-recovery-gave-up") is not None:
+        if not _incident(run) or read_input(client, run.id, "once-recovery-gave-up") is not None:
             continue
+        if not _take(client, run):
+            continue  # another watcher has this crash in hand
         attempt = next((n for n in range(1, limit + 1) if create_once(client, run.id, f"once-recovery-{n}", _now())), None)
         if attempt is None:
             if create_once(client, run.id, "once-recovery-gave-up", _now()):
@@ -161,6 +170,69 @@ def heal_crashed(client) -> list[tuple[str, str]]:
                                  f"recovery {attempt} of {limit}", actor="watcher", attempt=attempt)
             log.info("recovered %s (crashed): attempt %d of %d", run.name, attempt, limit)
     return healed
+
+
+def declare_dead(client, now: datetime | None = None) -> list[tuple[str, str]]:
+    """Mark Crashed every incident whose machine died: Running with no heartbeat, or Pending, for `silence_limit()` s.
+
+    Returns [(run id, why)]; `heal_crashed` then sets them going again like any crashed run.
+    """
+    limit = silence_limit()
+    if limit is None:
+        return []  # flow runs send no heartbeats: silence says nothing
+    now = now or datetime.now(timezone.utc)
+    since = now - timedelta(seconds=limit)
+    suspects = [run for run in runs_in(client, StateType.RUNNING, StateType.PENDING, deployed=True)
+                if _incident(run) and run.state.timestamp < since]
+    alive = heartbeating(client, [run.id for run in suspects if run.state.type == StateType.RUNNING], since)
+    dead = []
+    for run in suspects:
+        if run.id in alive or not _take(client, run):
+            continue
+        why = (f"no heartbeat for over {limit:g} s" if run.state.type == StateType.RUNNING
+               else f"pending for {(now - run.state.timestamp).total_seconds():.0f} s with no process")
+        why += ": its machine is taken as dead"
+        # not forced: a run that finished meanwhile (its heartbeat late, not lost) keeps its final state
+        if client.set_flow_run_state(run.id, Crashed(message=why)).status.value == "ACCEPT":
+            dead.append((str(run.id), why))
+            log.warning("%s (%s) was %s: %s", run.name, run.id, run.state.name, why)
+    return dead
+
+
+def silence_limit() -> float | None:
+    """Seconds without a heartbeat after which a running incident is dead; None when flow runs send none.
+
+    At least 1.5 periods of this process's PREFECT_FLOWS_HEARTBEAT_FREQUENCY (the workers' own must be
+    the same), so a watcher set up for Prefect's default of 180 s never takes a live run for dead.
+    """
+    period = get_current_settings().flows.heartbeat_frequency
+    return None if period is None else max(get_settings().dead_after_seconds, 1.5 * period)
+
+
+def heartbeating(client, run_ids: list[UUID], since: datetime) -> set[UUID]:
+    """Of these flow runs, those that sent a heartbeat since then (`prefect.flow-run.heartbeat` events)."""
+    alive: set[UUID] = set()
+    for start in range(0, len(run_ids), PAGE):
+        flt = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]), occurred=EventOccurredFilter(since=since),
+                          resource=EventResourceFilter(id=[f"prefect.flow-run.{i}" for i in run_ids[start:start + PAGE]],
+                                                       distinct=True))
+        page = client.read_events(filter=flt, limit=50)  # the server allows at most 50 a page
+        while True:
+            alive.update(UUID(e.resource.id.removeprefix("prefect.flow-run.")) for e in page.events)
+            if not page.next_page:
+                break
+            page = client.read_events_page(str(page.next_page))
+    return alive
+
+
+def _incident(run: FlowRun) -> bool:
+    """An incident's own run (a track's child run comes back with its incident)."""
+    return any(tag.startswith("runbook:") for tag in run.tags or []) and not run.parent_task_run_id
+
+
+def _take(client, run: FlowRun) -> bool:
+    """Claim the run's present state for this watcher; False when another watcher has it in hand."""
+    return create_once(client, run.id, f"once-heal-{run.state.id}", _now())
 
 
 def _give_up(run: FlowRun, limit: int) -> None:
@@ -194,13 +266,20 @@ def _now() -> str:
 
 def watch(poll_seconds: float = 5.0) -> None:
     """The escalation watcher's loop; several may run at once (a wake is idempotent, each timer fires once)."""
-    log.info("escalation watcher started: a pass every %g s", poll_seconds)
+    log.info("escalation watcher started: a pass every %g s; a running incident silent for %s s is dead",
+             poll_seconds, silence_limit())
+    reachable_since = time.monotonic()
     while True:
         started = time.monotonic()
         try:
             with get_client(sync_client=True) as client:
-                woken, healed = wake_due(client), heal_crashed(client)
-            log.info("pass done in %.2f s: %d woken, %d recovered", time.monotonic() - started, len(woken), len(healed))
+                woken = wake_due(client)
+                # heartbeats sent while Prefect was away may come late: judge silence only after a limit's worth of passes
+                dead = declare_dead(client) if started - reachable_since >= (silence_limit() or 0) else []
+                healed = heal_crashed(client)
+            log.info("pass done in %.2f s: %d woken, %d dead, %d recovered", time.monotonic() - started, len(woken),
+                     len(dead), len(healed))
         except Exception:  # Prefect restarting: try again next round
             log.exception("escalation watcher pass failed")
+            reachable_since = time.monotonic()
         time.sleep(poll_seconds)

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from datetime import datetime, timezone
 from http.server import ThreadingHTTPServer
 from pathlib import Path
@@ -123,3 +124,35 @@ def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endp
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(str(run.id))])))
     assert sorted(t.state.name for t in tasks if t.name == "first-call") == ["Cached", "Completed"], \
         "the recovered run found the first action Cached"
+
+
+def test_an_incident_whose_machine_died_heals_within_a_minute(watchers, endpoint):
+    """No Crashed state is ever written: the run stays Running until its heartbeats are missed."""
+    first = Machine(watchers, "machine-c")
+    second = None
+    try:
+        run = start_incident("wait-kill", {"base_url": endpoint})
+        wait_until("the first action", lambda: Endpoint.calls == ["/first"], 60)
+        wait_until("the wait after it", lambda: ("step.started", "hold") in kinds(run.id), 20)
+        first.die(run.id)
+        died = datetime.now(timezone.utc)
+        time.sleep(2)
+        assert state_of(run.id).name == "Running", "nothing told Prefect the run died"
+        second = Machine(watchers, "machine-d")
+        final = wait_until("the incident to finish on machine d", lambda: (s := state_of(run.id)).is_final()
+                           and s.name != "Crashed" and s, 180)
+        assert final.is_completed(), final.message
+    finally:
+        first.stop()
+        if second:
+            second.stop()
+    assert Endpoint.calls == ["/first", "/second"], "each action's endpoint got exactly one request"
+    with get_client(sync_client=True) as client:
+        states = client.read_flow_run_states(UUID(str(run.id)))
+    recovering = next(s for s in states if s.name == "Recovering")
+    assert (recovering.timestamp - died).total_seconds() < 60, "set going again within a minute of the machine's death"
+    crashed = next(s for s in states if s.name == "Crashed")
+    assert "heartbeat" in (crashed.message or ""), crashed.message
+    journal = kinds(run.id)
+    assert journal.count(("incident.recovered", None)) == 1, journal
+    assert journal.count(("incident.started", None)) == 1
