@@ -126,7 +126,8 @@ def main(argv: list[str]) -> None:
     elif argv[:1] == ["watcher"]:
         import logging
 
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s watcher %(message)s")
+        # force: importing Prefect gave the root logger its own handler at WARNING, which would hide every pass
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s watcher %(message)s", force=True)
         logging.getLogger("httpx").setLevel(logging.WARNING)
         watch(float(argv[1]) if len(argv) > 1 else 5.0)
     elif argv[:1] == ["intake"]:
