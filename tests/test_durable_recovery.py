@@ -126,8 +126,12 @@ def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endp
         "the recovered run found the first action Cached"
 
 
-def test_an_incident_whose_machine_died_heals_within_a_minute(watchers, endpoint):
-    """No Crashed state is ever written: the run stays Running until its heartbeats are missed."""
+def test_an_incident_whose_machine_died_heals_within_a_minute_and_a_live_one_is_left_alone(watchers, endpoint):
+    """No Crashed state is ever written: the run stays Running until its heartbeats are missed.
+
+    Meanwhile an incident that is alive on the other machine, waiting for over a minute between two
+    actions, sends its heartbeats and is never taken for dead.
+    """
     first = Machine(watchers, "machine-c")
     second = None
     try:
@@ -139,16 +143,20 @@ def test_an_incident_whose_machine_died_heals_within_a_minute(watchers, endpoint
         time.sleep(2)
         assert state_of(run.id).name == "Running", "nothing told Prefect the run died"
         second = Machine(watchers, "machine-d")
+        live = start_incident("wait-kill", {"base_url": f"{endpoint}/live"}, time_scale=0.125)  # its wait: 64 s
         final = wait_until("the incident to finish on machine d", lambda: (s := state_of(run.id)).is_final()
                            and s.name != "Crashed" and s, 180)
         assert final.is_completed(), final.message
+        assert wait_until("the live incident to finish", lambda: (s := state_of(live.id)).is_final() and s, 120).is_completed()
     finally:
         first.stop()
         if second:
             second.stop()
-    assert Endpoint.calls == ["/first", "/second"], "each action's endpoint got exactly one request"
+    assert [c for c in Endpoint.calls if not c.startswith("/live")] == ["/first", "/second"], Endpoint.calls
+    assert [c for c in Endpoint.calls if c.startswith("/live")] == ["/live/first", "/live/second"], Endpoint.calls
     with get_client(sync_client=True) as client:
         states = client.read_flow_run_states(UUID(str(run.id)))
+        live_states = [s.name for s in client.read_flow_run_states(UUID(str(live.id)))]
     recovering = next(s for s in states if s.name == "Recovering")
     assert (recovering.timestamp - died).total_seconds() < 60, "set going again within a minute of the machine's death"
     crashed = next(s for s in states if s.name == "Crashed")
@@ -156,3 +164,4 @@ def test_an_incident_whose_machine_died_heals_within_a_minute(watchers, endpoint
     journal = kinds(run.id)
     assert journal.count(("incident.recovered", None)) == 1, journal
     assert journal.count(("incident.started", None)) == 1
+    assert not {"Crashed", "Recovering"} & set(live_states), f"a live incident was taken for dead: {live_states}"
