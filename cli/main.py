@@ -8,6 +8,7 @@ Prefect start a temporary server of its own that nobody else would ever see.
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from prefect.exceptions import ObjectNotFound
 
 from app.server import run_intake
 from app.stack import Stack
+from app.worker import worker_command
 from cli.output import Col, console, elapsed, err, print_json, print_table, span
 from flows.answers import RunIdError, answer_step, pending_steps, resolve_run_id
 from flows.launch import deployment_name, start_incident
@@ -268,7 +270,7 @@ def fire(
     time_scale: float = typer.Option(1.0, help="Divide every wait, timer, threshold and deadline by this."),
     auto: bool = typer.Option(False, help="Answer every manual step with its default; approve as 'drill'."),
 ) -> None:
-    """Start an incident on the served runbooks (`runbook up` must be running)."""
+    """Start an incident on the Prefect server's deployment of the runbook (any stack: `runbook up`, or production)."""
     rb = _one(runbook_id)
     parameters = _pairs(param, "parameter")
     scripted = _answers_file(answers)
@@ -278,7 +280,8 @@ def fire(
         started = start_incident(rb.id, parameters, severity=severity, drill=drill, idempotency_key=key, incident=incident,
                                  time_scale=time_scale, auto=auto, answers=scripted)
     except ObjectNotFound:
-        err.print(f"[red]the server has no deployment {deployment_name(rb.id)}[/red]: is `runbook up` serving the runbooks there?")
+        err.print(f"[red]the server has no deployment {deployment_name(rb.id)}[/red]: deploy the runbooks there "
+                  "(`prefect deploy --all`, docs/production.md) or serve them (`runbook up`)")
         raise typer.Exit(1)
     console.print(f"started flow run {started.id} ({escape(started.name)})", soft_wrap=True)
 
@@ -316,6 +319,21 @@ def intake(host: Optional[str] = typer.Option(None), port: Optional[int] = typer
     else:
         err.print(lookup.explain() + "\nalerts are spooled until it is reachable", markup=False)
     run_intake(host or settings.intake_host, port or settings.intake_port)
+
+
+@app.command()
+def worker(
+    pool: str = typer.Option("runbooks", help="Work pool to take incidents from (created with type `runbook` if missing)."),
+    name: Optional[str] = typer.Option(None, help="Worker name shown in the UI (default: Prefect's)."),
+    limit: Optional[int] = typer.Option(None, help="Most incidents this worker runs at once."),
+) -> None:
+    """Run a worker for production: `prefect worker start --type runbook`, each incident started warm."""
+    lookup = find_server()
+    if not lookup.found:
+        err.print(lookup.explain(), markup=False)
+        raise typer.Exit(1)
+    command = worker_command(pool, name=name, limit=limit)
+    os.execvpe(command[0], command, {**os.environ, "PREFECT_API_URL": lookup.api_url})
 
 
 @app.command()

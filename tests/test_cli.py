@@ -98,6 +98,13 @@ def test_history_without_an_archive_says_where_it_looked_and_how_to_point_it(tmp
 # ---------------------------------------------------------------- finding the server
 
 
+def test_fire_help_does_not_ask_for_runbook_up():
+    """fire starts an incident on any stack that has the runbook's deployment (runbook up, or production's)."""
+    shown = runbook("fire", "--help", columns=200)
+    assert shown.returncode == 0 and "must be running" not in shown.stdout
+    assert "any stack" in shown.stdout
+
+
 def test_fire_with_the_server_unreachable_exits_non_zero_says_why_and_creates_nothing(tmp_path):
     closed = f"http://127.0.0.1:{free_port()}/api"
     home = tmp_path / "prefect-home"
