@@ -26,7 +26,7 @@ import multiprocessing.forkserver
 import os
 import socket
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from uuid import UUID
 
 import anyio
@@ -74,7 +74,7 @@ def run_flow_run(flow_run: "FlowRun | str", flow_name: str | None, env: dict[str
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
     from prefect.settings import Settings
 
-    changed = {k for k, v in env.items() if k.startswith("PREFECT_") and not k.startswith("PREFECT__") and os.environ.get(k) != v}
+    changed = _changed_settings(env)
     os.environ.update(env)
     if cwd:
         os.chdir(cwd)
@@ -134,6 +134,21 @@ def _observe_suspension_in_the_background() -> None:
 
     observe.in_background = True
     engine.observe_flow_run_suspension = observe
+
+
+# settings of the processes around a run (server, worker, runner, UI): a run's environment may carry them, they
+# change nothing in the run
+_NOT_THE_RUNS = ("PREFECT_SERVER_", "PREFECT_WORKER_", "PREFECT_RUNNER_", "PREFECT_UI_")
+
+
+def _changed_settings(env: dict[str, str]) -> set[str]:
+    """The Prefect settings this run's environment gives another value than the forkserver's."""
+    from prefect.settings import get_current_settings
+
+    current = get_current_settings().to_environment_variables(exclude_unset=True)
+    return {k for k, v in env.items()
+            if k.startswith("PREFECT_") and not k.startswith(("PREFECT__",) + _NOT_THE_RUNS)
+            and current.get(k, os.environ.get(k)) != v}
 
 
 def _catalog_flow(name: str | None):
@@ -238,7 +253,8 @@ class WarmRunner(Runner):
 
         async def listen() -> None:
             with scope:
-                await listen_for_scheduled_runs(self)
+                await listen_for_scheduled_runs(deployments_of(self), self._get_and_submit_flow_runs,
+                                                lambda: self.stopping, self.query_seconds)
 
         self._runs_task_group.start_soon(listen)
         self._exit_stack.callback(scope.cancel)  # stops listening before the runs' task group is awaited
@@ -248,27 +264,30 @@ class WarmRunner(Runner):
 SCHEDULED_TYPES = {"SCHEDULED"}
 
 
-async def listen_for_scheduled_runs(runner: Runner) -> None:
-    """Poll at once whenever the server says one of the runner's deployments has a run scheduled (new or resumed)."""
+async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Callable[[], Awaitable[Any]],
+                                    stopping: Callable[[], bool], fallback_seconds: float) -> None:
+    """Call `poll()` whenever the server says a run is scheduled (new, or a suspended one resumed) whose related
+    resources (`prefect.deployment.<id>`, `prefect.work-pool.<id>`, ...) are `mine`."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
-    mine = {f"prefect.deployment.{d}" for d in runner._deployment_registry.get_deployment_ids()}
     event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run."]))
-    while not runner.stopping:
+    while not stopping():
         try:
             async with get_events_subscriber(filter=event_filter) as subscriber:
                 async for event in subscriber:
                     state = (event.payload or {}).get("validated_state") or {}
-                    if state.get("type") not in SCHEDULED_TYPES:
-                        continue
-                    if not mine & {r.id for r in event.related}:
-                        mine = {f"prefect.deployment.{d}" for d in runner._deployment_registry.get_deployment_ids()}
-                        if not mine & {r.id for r in event.related}:
-                            continue
-                    await runner._get_and_submit_flow_runs()
+                    if state.get("type") in SCHEDULED_TYPES and mine({r.id for r in event.related}):
+                        await poll()
         except anyio.get_cancelled_exc_class():
             raise
         except Exception as exc:  # the poll carries on; try the stream again shortly
-            logger.warning("event stream unavailable (%s); polling every %s s until it is back", exc, runner.query_seconds)
+            logger.warning("event stream unavailable (%s); polling every %s s until it is back", exc, fallback_seconds)
             await anyio.sleep(5)
+
+
+def deployments_of(runner: Runner) -> Callable[[set[str]], bool]:
+    def mine(related: set[str]) -> bool:
+        return any(f"prefect.deployment.{d}" in related for d in runner._deployment_registry.get_deployment_ids())
+
+    return mine
