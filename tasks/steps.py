@@ -71,7 +71,7 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
         key = f"{inc.id}:{step.id}"
         fn = _marked(fn, step, inc)
         once: dict[str, Any] = dict(cache_key_fn=lambda context, parameters: key, persist_result=True,
-                                    result_storage=step_records())
+                                    result_storage=step_records(), result_serializer="json")
         if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
             once["tags"] = [f"site:{inc.site.name}"]
     else:

@@ -20,11 +20,13 @@ from uuid import UUID
 
 import pytest
 
+from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Crashed
 
 from flows.launch import start_incident
+from tasks.inputs import step_records
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # what the served stack and every worker set
@@ -94,6 +96,28 @@ def _stop(proc: subprocess.Popen, sig: int) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
+
+
+@flow
+def bare() -> None:
+    pass
+
+
+def test_a_step_record_is_an_input_of_the_incidents_run_and_only_a_json_one_is_read():
+    """What a worker reads back decides whether a step acts again; a record that says pickle would run code."""
+    records = step_records()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(bare)
+        json_record = b'{"metadata": {"serializer": {"type": "json"}, "storage_key": "k"}, "result": "{}"}'
+        records.write_path(f"{run.id}:block-address", json_record)
+        assert client.read_flow_run_input(run.id, "done-block-address") == json_record.decode()
+        assert records.read_path(f"{run.id}:block-address") == json_record
+        records.write_path(f"{run.id}:block-address", b"a second record")  # the first one stays
+        assert records.read_path(f"{run.id}:block-address") == json_record
+        client.create_flow_run_input(run.id, "done-page-chief", '{"metadata": {"serializer": {"type": "pickle"}}, "result": "gA=="}')
+        for step in ("page-chief", "never-ran"):
+            with pytest.raises(FileNotFoundError):
+                records.read_path(f"{run.id}:{step}")
 
 
 def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endpoint):
