@@ -1,6 +1,9 @@
-"""The production shape, for real: PostgreSQL, a Prefect server on it with basic auth, `prefect deploy --all`,
-process workers, the alert receiver, and fake HTTP endpoints that count what the runbooks did.
+"""The production shape, for real, as docs/production.md sets it up: PostgreSQL with a password, a Prefect server
+on it with basic auth, `prefect deploy --all`, process workers, the watcher, the alert receiver, and fake HTTP
+endpoints that count what the runbooks did.
 
+The commands and each part's settings are read from docs/production.md (`tests/production/doc.py`) and run as
+written, with only this machine's addresses, ports and folders put in: the document cannot drift from the code.
 PostgreSQL comes from Debian's packages (`apt-get install -y postgresql`); without its binaries these tests skip.
 Everything runs as child processes with its own environment, as it would on servers; the test talks to the
 Prefect server through `temporary_settings`, so the session's SQLite server (tests/conftest.py) is left alone.
@@ -25,6 +28,7 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
+from tests.production import doc
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "production"
@@ -46,9 +50,20 @@ def _as_postgres(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--"] + cmd
 
 
+class Postgres:
+    """A throwaway cluster: `socket` and `port` for psql (PGHOST/PGPORT), password logins over TCP."""
+
+    def __init__(self, bindir: Path, socket: Path, port: int):
+        self.bindir, self.socket, self.port = bindir, socket, port
+
+    def env(self) -> dict[str, str]:
+        """What makes the document's `runuser -u postgres -- psql` reach this cluster."""
+        return {"PGHOST": str(self.socket), "PGPORT": str(self.port), **({} if os.geteuid() == 0 else {"PGUSER": "postgres"})}
+
+
 @pytest.fixture(scope="session")
 def postgres():
-    """A throwaway PostgreSQL cluster on a free port; yields its asyncpg URL for Prefect."""
+    """A throwaway PostgreSQL cluster on a free port: trust on its socket, a password over TCP (as Debian's)."""
     bindir = pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL binaries not found (apt-get install -y postgresql)")
@@ -56,14 +71,12 @@ def postgres():
     data, port = base / "data", free_port()
     if os.geteuid() == 0:
         shutil.chown(base, "postgres", "postgres")
-    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8"]),
-                   check=True, capture_output=True)
+    subprocess.run(_as_postgres([str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth-local=trust",
+                                 "--auth-host=scram-sha-256", "-E", "UTF8"]), check=True, capture_output=True)
     subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "pg.log"), "-w", "start",
                                  "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=200"]),
                    check=True, capture_output=True)
-    subprocess.run(_as_postgres([str(bindir / "createdb"), "-h", str(base), "-p", str(port), "-U", "postgres", "prefect"]),
-                   check=True, capture_output=True)
-    yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect"
+    yield Postgres(bindir, base, port)
     subprocess.run(_as_postgres([str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"]), capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
 
@@ -120,36 +133,74 @@ def descendants(pid: int) -> list[int]:
     return out
 
 
-class Production:
-    """A Prefect server on PostgreSQL with basic auth, the fixture runbooks deployed to the `runbooks` pool."""
+TOKEN = "intake-token-for-tests"
+HOSTILE_PASSWORD = "p@ss/w+rd=:%x"  # what a generator may give; it must reach PostgreSQL intact through the URL
 
-    def __init__(self, database_url: str):
+
+class Production:
+    """docs/production.md, walked: the database, the server, the deployments, and the parts a test starts."""
+
+    def __init__(self, pg: Postgres):
+        self.pg = pg
         self.home = Path(tempfile.mkdtemp(prefix="runbook-prod-"))
         self.procs = Procs(self.home)
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api"
-        self.storage = self.home / "results"      # one result storage every worker shares
         self.incidents = self.home / "incidents"  # one archive folder every worker shares
-        self.database_url = database_url
+        self.database_url = ""
+        self.intake_url = ""
 
-    def env(self, **extra: str) -> dict[str, str]:
+    def values(self) -> dict[str, str]:
+        """This machine's value of every setting the document's tables name."""
+        return {
+            "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url, "PREFECT_SERVER_API_AUTH_STRING": AUTH,
+            "PREFECT_UI_API_URL": self.api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_API_URL": self.api, "PREFECT_API_AUTH_STRING": AUTH, "PREFECT_UI_URL": self.api.removesuffix("/api"),
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "RUNBOOK_INCIDENTS_DIR": str(self.incidents),
+            "RUNBOOK_STATE_DIR": str(self.home / "var"), "RUNBOOK_CONTACTS_FILE": str(ROOT / "config" / "contacts.yaml"),
+            "RUNBOOK_SITE_FILE": str(ROOT / "config" / "site.yaml"), "RUNBOOK_ROUTES_FILE": str(ROOT / "config" / "routes.yaml"),
+            "PREFECT_WORKER_QUERY_SECONDS": "1", "RUNBOOK_INTAKE_TOKEN": TOKEN,
+        }
+
+    def env(self, part: str, name: str | None = None, **extra: str) -> dict[str, str]:
+        """The environment of one part: exactly the settings its table in the document lists, plus the test's own."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RUNBOOK_"))}
-        env.update({
-            "PREFECT_API_URL": self.api, "PREFECT_API_AUTH_STRING": AUTH, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-            "PREFECT_LOCAL_STORAGE_PATH": str(self.storage), "PREFECT_WORKER_QUERY_SECONDS": "1",
-            "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5",
-            "RUNBOOK_RUNBOOKS_DIR": str(FIXTURES), "RUNBOOK_INCIDENTS_DIR": str(self.incidents),
-            "RUNBOOK_STATE_DIR": str(self.home / "var"), "PYTHONPATH": str(ROOT),
+        values = self.values()
+        unknown = [k for k in doc.settings(part) if k not in values]
+        assert not unknown, f"docs/production.md lists {unknown} for the {part}; give them a value in Production.values()"
+        env.update({k: values[k] for k in doc.settings(part)})
+        env.update({  # the test's own: its runbooks, one Prefect home per process, faster polling and logs
+            "RUNBOOK_RUNBOOKS_DIR": str(FIXTURES), "PREFECT_HOME": str(self.home / f"{name or part}-home"),
+            "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5", "PYTHONPATH": str(ROOT),
         })
         env.update(extra)
         return env
 
+    def shell(self, block: str, env: dict[str, str]) -> str:
+        """Run a block of the document with bash, on this cluster; its standard output."""
+        if os.geteuid() != 0:  # runuser is for root; the cluster's socket trusts this user as postgres too
+            block = block.replace("runuser -u postgres -- ", "")
+        out = subprocess.run(["bash", "-euo", "pipefail", "-c", block], cwd=ROOT, env={**env, **self.pg.env()},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, f"{block}\nfailed:\n{out.stdout}\n{out.stderr}"
+        return out.stdout
+
+    def create_database(self) -> None:
+        """Sections 1 and 2: the role with a generated password, the database, and the URL with the password encoded."""
+        shim = self.home / "bin"
+        shim.mkdir()
+        (shim / "openssl").write_text(f"#!/bin/sh\nprintf '%s\\n' '{HOSTILE_PASSWORD}'\n")  # the generator gives a hard one
+        (shim / "openssl").chmod(0o755)
+        env = self.env("server")
+        env["PATH"] = f"{shim}:{Path(sys.executable).parent}:{env['PATH']}"
+        url = self.shell(doc.block("database") + "\n" + doc.block("database-url")
+                         + '\nprintf "\\n%s" "$PREFECT_API_DATABASE_CONNECTION_URL"', env).splitlines()[-1]  # after psql's output
+        assert ":5432/" in url, url
+        self.database_url = url.replace(":5432/", f":{self.pg.port}/")
+
     def start_server(self) -> None:
-        env = self.env(PREFECT_HOME=str(self.home / "server-home"), PREFECT_API_DATABASE_CONNECTION_URL=self.database_url,
-                       PREFECT_SERVER_API_AUTH_STRING=AUTH, PREFECT_SERVER_UI_ENABLED="false")
-        env.pop("PREFECT_API_URL")
-        proc = self.procs.start("server", [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
-                                           "--port", str(self.port)], env)
+        argv = doc.with_options(doc.command("server"), **{"--host": "127.0.0.1", "--port": str(self.port)})
+        proc = self.procs.start("server", argv, self.env("server", PREFECT_SERVER_UI_ENABLED="false"))
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
@@ -157,46 +208,53 @@ class Production:
                     return
             except httpx.HTTPError:
                 pass
-            assert proc.poll() is None, f"Prefect server exited; see {self.home / 'server.log'}"
+            assert proc.poll() is None, f"Prefect server exited:\n{self.log('server')}"
             time.sleep(0.5)
         raise AssertionError("the Prefect server on PostgreSQL did not start")
 
-    def prefect(self, *args: str) -> str:
-        """`prefect ...` against this server (as an operator would type it)."""
-        out = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], cwd=ROOT,
-                             env=self.env(PREFECT_HOME=str(self.home / "cli-home")), capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, f"prefect {' '.join(args)} failed:\n{out.stdout}\n{out.stderr}"
+    def run(self, argv: list[str], part: str = "cli") -> str:
+        """A command as an operator types it (with the part's settings); its output."""
+        out = subprocess.run(argv, cwd=ROOT, env=self.env(part), capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"{' '.join(argv)} failed:\n{out.stdout}\n{out.stderr}"
         return out.stdout
 
     def deploy(self) -> None:
+        """Section 3, with a prefect.yaml of the test's runbooks instead of the checkout's."""
         prefect_file = self.home / "prefect.yaml"
-        subprocess.run([sys.executable, "-m", "flows.deploy", "--output", str(prefect_file)], cwd=ROOT,
-                       env=self.env(), check=True, capture_output=True)
-        self.prefect("work-pool", "create", "runbooks", "--type", "process")
-        self.prefect("deploy", "--all", "--prefect-file", str(prefect_file))
+        generate, create_pool, deploy = doc.lines("deploy")
+        assert generate.startswith("python -m flows.deploy"), generate
+        self.run(doc.argv("python -m flows.deploy") + ["--output", str(prefect_file)])
+        self.run(doc.argv(create_pool))
+        self.run(doc.argv(deploy) + ["--prefect-file", str(prefect_file)])
 
     def worker(self, name: str, **extra: str) -> subprocess.Popen:
-        env = self.env(PREFECT_HOME=str(self.home / f"{name}-home"), **extra)
-        return self.procs.start(name, [sys.executable, "-m", "prefect", "worker", "start", "--pool", "runbooks",
-                                       "--type", "process", "--name", name], env)
+        argv = doc.with_options(doc.command("worker"), **{"--name": name})
+        return self.procs.start(name, argv, self.env("worker", name, **extra))
 
     def intake(self) -> str:
         port = free_port()
-        self.procs.start("intake", [sys.executable, "-m", "app.stack", "intake", "127.0.0.1", str(port)],
-                         self.env(PREFECT_HOME=str(self.home / "intake-home")))
-        url = f"http://127.0.0.1:{port}"
+        argv = doc.with_options(doc.command("intake"), **{"--host": "127.0.0.1", "--port": str(port)})
+        self.procs.start("intake", argv, self.env("intake"))
+        self.intake_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    return url
+                if httpx.get(f"{self.intake_url}/healthz", timeout=1).status_code == 200:
+                    return self.intake_url
             except httpx.HTTPError:
                 time.sleep(0.3)
-        raise AssertionError("the alert receiver did not start")
+        raise AssertionError(f"the alert receiver did not start:\n{self.log('intake')}")
 
-    def watcher(self, seconds: float = 1) -> subprocess.Popen:
-        return self.procs.start("watcher", [sys.executable, "-m", "app.stack", "watcher", str(seconds)],
-                                self.env(PREFECT_HOME=str(self.home / "watcher-home")))
+    def send_alert(self, labels: dict[str, str], **fields) -> httpx.Response:
+        """The document's first alert (its address, headers and body), with the test's labels."""
+        sent = doc.curl("alert")
+        body = {**sent.body, **fields, "labels": labels}
+        url = sent.url.replace("http://127.0.0.1:8787", self.intake_url)
+        headers = {k: v.replace("$RUNBOOK_INTAKE_TOKEN", TOKEN) for k, v in sent.headers.items()}
+        return httpx.request(sent.method, url, json=body, headers=headers, timeout=10)
+
+    def watcher(self) -> subprocess.Popen:
+        return self.procs.start("watcher", doc.command("watcher"), self.env("watcher"))
 
     def settings(self):
         """Talk to this server from the test process."""
@@ -213,6 +271,7 @@ class Production:
 def production_stack(postgres):
     prod = Production(postgres)
     try:
+        prod.create_database()
         prod.start_server()
         prod.deploy()
         yield prod

@@ -1,4 +1,5 @@
-"""Incidents on the production shape: PostgreSQL, deployments, process workers, restarts.
+"""Incidents on the production shape, set up by docs/production.md's own commands: PostgreSQL, deployments,
+process workers, the watcher, the receiver, restarts, stopping.
 
 Each test starts from an alert (through the receiver) or start_incident, and counts what the fake firewall
 received: an action that completed must have run exactly once, whatever happened to the workers.
@@ -7,16 +8,18 @@ received: an action that completed must have run exactly once, whatever happened
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
 import time
 from uuid import UUID
 
-import httpx
 import pytest
 
 from flows.record.archive import IncidentRecord
-from tests.production.conftest import FIXTURES, ROOT, Counter, Procs
+from tests.production import doc
+from tests.production.conftest import ROOT, Counter, Procs, pg_bin
 
 pytestmark = pytest.mark.postgres
 
@@ -62,17 +65,26 @@ def test_prefect_yaml_is_generated_from_the_runbooks():
     assert out.returncode == 0, out.stderr
 
 
+def test_the_server_is_on_postgresql_as_the_document_checks(production):
+    listed = production.shell(doc.block("check-postgres"), production.env("cli"))
+    assert listed.split() == ["runbooks"], listed  # the pool `prefect work-pool create` made through the API
+    assert "%" in production.database_url and "p@ss" not in production.database_url  # the password went in encoded
+    bindir = pg_bin()
+    installed = re.search(r"/usr/lib/postgresql/(\d+)/", str(bindir))
+    if installed:  # the version the document starts is the one Debian installed
+        assert f"pg_ctlcluster {installed.group(1)} main start" in doc.block("postgres-start")
+
+
 def test_an_alert_becomes_an_incident_that_suspends_while_waiting_and_completes(production, firewall):
     _, base_url = firewall
     production.worker("worker-a")
-    intake = production.intake()
+    production.intake()
     with production.settings():
-        alert = {"status": "firing", "title": "Attack from 203.0.113.7", "group": "attack-1",
-                 "labels": {"runbook": "prod-block", "base_url": base_url, "severity": "critical"}}
-        answer = httpx.post(f"{intake}/alerts/generic", json=alert, timeout=10)
+        labels = {"runbook": "prod-block", "base_url": base_url, "severity": "critical"}
+        answer = production.send_alert(labels)
         assert answer.status_code == 202, answer.text
         # the same alert again (Alertmanager re-sends) joins the same incident
-        assert httpx.post(f"{intake}/alerts/generic", json=alert, timeout=10).status_code == 202
+        assert production.send_alert(labels).status_code == 202
 
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName, FlowRunFilter
@@ -97,8 +109,10 @@ def test_an_alert_becomes_an_incident_that_suspends_while_waiting_and_completes(
 
         refused = answer_step(str(run_id), by="zhao-dispatch", values={"safe": "yes"})
         assert not refused.ok
-        result = answer_step(str(run_id), by="wang-chief", values={"safe": "yes"})
-        assert result.ok, result.message
+        pending, answer = doc.lines("answer")  # as the document answers: the CLI, with the CLI's settings
+        assert str(run_id) in production.run(doc.argv(pending))
+        production.run(doc.argv(answer.replace("INCIDENT_ID", str(run_id)).replace("PERSON", "wang-chief")
+                                .replace("field=value", "safe=yes")))
         final = wait_until("the incident to finish", lambda: (s := run_state(run_id)).is_final() and s, 120)
         assert final.is_completed(), production.log("worker-a")
         tasks = task_states(run_id)
@@ -131,7 +145,7 @@ def test_a_worker_killed_while_a_step_waits_loses_nothing(production, firewall):
         assert run_state(run.id).name == "Running", "nobody runs it: it is orphaned"
 
         recovered = subprocess.run([sys.executable, "-m", "cli.main", "recover", str(run.id)], cwd=ROOT,
-                                   env=production.env(PREFECT_HOME=str(production.home / "cli-home")),
+                                   env=production.env("cli"),
                                    capture_output=True, text=True, timeout=120)
         assert recovered.returncode == 0, recovered.stdout + recovered.stderr
         production.worker("worker-c", RUNBOOK_SUSPEND_WAITS="false")
@@ -154,7 +168,7 @@ def test_a_worker_killed_while_a_step_waits_loses_nothing(production, firewall):
 def test_the_watcher_escalates_and_expires_a_suspended_wait(production, firewall):
     _, base_url = firewall
     production.worker("worker-d")
-    production.watcher(1)
+    production.watcher()
     with production.settings():
         from flows.launch import start_incident
 
@@ -170,3 +184,21 @@ def test_the_watcher_escalates_and_expires_a_suspended_wait(production, firewall
     # then wakes the run for the expiry; the action before the wait ran once
     assert tasks["block-address"] == ["Completed", "Cached"], tasks
     assert record.kinds().count("escalation.tier") == 1 and record.kinds().index("escalation.tier") < record.kinds().index("step.expired")
+
+
+def test_each_part_stops_on_sigterm_and_the_watcher_says_it_is_alive(production):
+    """Section 5: an idle worker, the watcher and the receiver each exit within 10 s of SIGTERM."""
+    parts = {"worker-e": production.worker("worker-e"), "watcher": production.watcher()}
+    production.intake()
+    parts["intake"] = production.procs.all[-1]
+    wait_until("the worker to start", lambda: "started" in production.log("worker-e"), 60)
+    wait_until("a watcher pass", lambda: "pass done in" in production.log("watcher"), 60)
+    assert "escalation watcher started: a pass every 5 s" in production.log("watcher")
+    for name, proc in parts.items():
+        began = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the {name} did not stop within 10 s of SIGTERM:\n{production.log(name)}") from None
+        print(f"{name} stopped {time.monotonic() - began:.1f} s after SIGTERM")
