@@ -1,17 +1,18 @@
-"""`python -m bench [NAME...]`: every benchmark, or the ones named (speed, alerts, fuzz, watcher), each rewriting its own
-section of docs/BENCHMARKS.md (`--no-write`: print only)."""
+"""`python -m bench [NAME...]`: every benchmark, or the ones named (speed, alerts, fuzz, watcher, quick), each rewriting its
+own section of docs/BENCHMARKS.md (`--no-write`: print only). `python -m bench quick --json` prints the warm-start figures
+as one JSON object (about 4 minutes) and writes nothing."""
 
 from __future__ import annotations
 
 import sys
 
-from bench import alerts, fuzz, speed, watcher
+from bench import alerts, fuzz, quick, speed, watcher
 
-BENCHES = {"speed": speed.main, "alerts": alerts.main, "fuzz": fuzz.main, "watcher": watcher.main}
+BENCHES = {"speed": speed.main, "alerts": alerts.main, "fuzz": fuzz.main, "watcher": watcher.main, "quick": quick.main}
 
 if __name__ == "__main__":
-    flags = ["--no-write"] if "--no-write" in sys.argv[1:] else []
-    names = [a for a in sys.argv[1:] if not a.startswith("-")] or list(BENCHES)
+    flags = [a for a in sys.argv[1:] if a in ("--no-write", "--json")]
+    names = [a for a in sys.argv[1:] if not a.startswith("-")] or [n for n in BENCHES if n != "quick"]
     unknown = [n for n in names if n not in BENCHES]
     if unknown:
         raise SystemExit(f"no benchmark {', '.join(unknown)}; known: {', '.join(BENCHES)}")

@@ -1,0 +1,406 @@
+"""The warm-start figures in one run: ``python -m bench quick [--json]`` (about 4 minutes on two cores).
+
+One temporary Prefect server (SQLite), and on it, as `runbook up` has them:
+- the served runbooks (``python -m app.stack serve``: warm forked runs, told by the server's events),
+  the alert intake (``python -m app.stack intake``), a local endpoint standing in for the systems an
+  action calls and for the pager (a webhook channel);
+- bare Prefect next to it: a hand-written flow served by ``prefect.serve`` (runner poll 1 s), whose first
+  task makes the same POST.
+
+The runbook (``quick-bench``): an HTTP action, a page, a manual step (its wait suspends the run), a page.
+
+Figures (the JSON keys):
+- ``alert_to_first_action_p50_s`` / ``_p95_s``: Alertmanager-format alert POSTed to the intake -> the
+  endpoint receives the runbook's first action; ``bare_prefect_first_task_p50_s`` / ``_p95_s``:
+  ``run_deployment`` -> the bare flow's first task's POST arrives. One at a time, after a warm-up.
+- ``first_page_p50_s`` / ``first_page_p95_s``: the same alert -> its first page delivered to the webhook.
+- ``answer_to_next_page_p50_s``: the suspended manual step answered through the API the UI and the
+  CLI use -> the next page delivered (the run resumes in a new forked process).
+- ``step_overhead_ratio``: per step, a compiled runbook of HTTP actions over a hand-written flow of
+  tasks making the same POSTs (bench/speed.py's measure, run in-process).
+- ``burst_200_to_first_wait_s``: 200 alerts of 200 groups POSTed at once -> all 200 incidents wait at
+  their manual step (Suspended); ``burst_peak_memory_mb``: the stack's peak memory meanwhile (PSS of
+  the server, the served runner with its forkserver and runs, and the intake).
+- ``drain_alerts_per_s``, ``storm_incidents``, ``storm_groups``: the intake's drain (bench/alerts.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+
+from prefect import flow, task
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNBOOK = "quick-bench"
+SAMPLES = 10
+BURST = 200
+
+QUICK_RUNBOOK = """\
+id: quick-bench
+title: {zh: 快速基准, en: Quick benchmark}
+description: {zh: 基准用预案, en: Benchmark runbook}
+source: {plan: 9, title: 基准}
+concurrency_limit: 250
+parameters:
+  base_url: {type: string, label: {zh: 地址, en: Base URL}}
+  n: {type: string, label: {zh: 编号, en: Number}, default: "0"}
+roles:
+  chief-operator: {label: {zh: 主值, en: Chief operator}}
+  deputy-operator: {label: {zh: 副值, en: Deputy operator}}
+lead: chief-operator
+steps:
+  - id: first-action
+    kind: action
+    title: {zh: 第一个动作, en: First action}
+    http: {method: POST, url: "{{ params.base_url }}/first/{{ params.n }}", json: {}}
+  - id: first-page
+    kind: notify
+    title: {zh: 通知主值, en: Page the chief}
+    to: [chief-operator]
+    message: {zh: "基准 {{ params.n }}", en: "bench {{ params.n }}"}
+  - id: confirm
+    kind: manual
+    title: {zh: 确认, en: Confirm}
+    answerers: [chief-operator]
+  - id: next-page
+    kind: notify
+    title: {zh: 通知副值, en: Page the deputy}
+    to: [deputy-operator]
+    message: {zh: "基准 {{ params.n }} 已确认", en: "bench {{ params.n }} confirmed"}
+"""
+
+
+
+@task
+def bare_first(base_url: str, n: str) -> int:
+    return httpx.post(f"{base_url}/bare/{n}", json={}, timeout=10).status_code
+
+
+@flow(name="bare-incident")
+def bare_incident(base_url: str, n: str) -> None:
+    """Bare Prefect: the runbook's first action, written by hand."""
+    bare_first(base_url, n)
+
+
+SERVE_BARE = """
+from prefect import serve
+from prefect.deployments.runner import EntrypointType
+from bench.quick import bare_incident
+serve(bare_incident.to_deployment(name="bare", entrypoint_type=EntrypointType.MODULE_PATH), limit=None,
+      print_starting_message=False)
+"""
+
+
+class Arrivals:
+    """What the local endpoint received: path -> the times it arrived (time.time())."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[float]] = {}
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+
+    def add(self, path: str) -> None:
+        with self.changed:
+            self.seen.setdefault(path, []).append(time.time())
+            self.changed.notify_all()
+
+    def wait(self, path: str, timeout: float = 60) -> float:
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while not self.seen.get(path):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"nothing arrived at {path} within {timeout:.0f} s")
+                self.changed.wait(left)
+            return self.seen[path][0]
+
+    def count(self, prefix: str) -> int:
+        with self.lock:
+            return sum(len(v) for k, v in self.seen.items() if k.startswith(prefix))
+
+
+def endpoint(arrivals: Arrivals) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length)
+            path = self.path
+            if path.startswith("/page/"):  # the webhook channel: the page's text names the incident
+                text = json.loads(body or b"{}").get("text", "")
+                path = f"{path}/{text.split()[-1] if path.endswith('first') else text.split()[-2]}"
+            arrivals.add(path)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def write_config(home: Path, base_url: str) -> dict[str, str]:
+    runbooks = home / "runbooks"
+    runbooks.mkdir()
+    (runbooks / f"{RUNBOOK}.yaml").write_text(QUICK_RUNBOOK, encoding="utf-8")
+    (home / "contacts.yaml").write_text(textwrap.dedent(f"""\
+        people:
+          - id: chief
+            name: Chief
+            roles: [chief-operator]
+            channels: [{{channel: webhook, to: "{base_url}/page/first"}}]
+          - id: deputy
+            name: Deputy
+            roles: [deputy-operator]
+            channels: [{{channel: webhook, to: "{base_url}/page/next"}}]
+        """), encoding="utf-8")
+    (home / "routes.yaml").write_text("routes: []\n", encoding="utf-8")
+    return {"RUNBOOK_RUNBOOKS_DIR": str(runbooks), "RUNBOOK_CONTACTS_FILE": str(home / "contacts.yaml"),
+            "RUNBOOK_ROUTES_FILE": str(home / "routes.yaml")}
+
+
+def alert(base_url: str, n: str) -> dict:
+    labels = {"alertname": "QuickBench", "runbook": RUNBOOK, "base_url": base_url, "n": n}
+    return {"version": "4", "status": "firing", "receiver": "bench", "groupKey": f"quick-{n}", "groupLabels": labels,
+            "commonLabels": labels, "commonAnnotations": {}, "externalURL": "http://bench",
+            "alerts": [{"status": "firing", "labels": labels, "annotations": {"summary": f"bench {n}"},
+                        "startsAt": "2026-11-30T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": f"q{n}"}]}
+
+
+def pss_mb(roots: list[int]) -> float:
+    """Proportional memory of these processes and all their descendants (shared pages counted once overall)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    seen, todo, total = set(), list(roots), 0.0
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        todo += children.get(pid, [])
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def paused_runs(api: str) -> list[dict]:
+    from tests.alerts.procs import rest
+
+    found, offset = [], 0
+    while True:
+        r = rest("POST", f"{api}/flow_runs/filter", json={
+            "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}, "tags": {"all_": [f"runbook:{RUNBOOK}"]}},
+            "limit": 200, "offset": offset})
+        r.raise_for_status()
+        page = r.json()
+        found += page
+        if len(page) < 200:
+            return found
+        offset += 200
+
+
+class Stack:
+    def __init__(self, home: Path, api: str, env: dict[str, str]):
+        self.home, self.api, self.env = home, api, env
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, args: list[str]) -> None:
+        self.procs[name] = subprocess.Popen([sys.executable, *args], cwd=ROOT, env=self.env,
+                                            stdout=open(self.home / f"{name}.log", "w"), stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def stop(self) -> None:
+        from tests.alerts.procs import stop_process
+
+        for proc in self.procs.values():
+            stop_process(proc, timeout=20)
+
+
+def measure(home: Path, log=print) -> dict:
+    from bench.speed import child_env, per_step, start_server
+    from tests.alerts.procs import free_port, stop_process, wait_for
+
+    results: dict = {}
+    arrivals = Arrivals()
+    server = endpoint(arrivals)
+    base_url = f"http://127.0.0.1:{server.server_port}"
+    prefect_proc, api = start_server(home)
+    intake_port = free_port()
+    env = {**child_env(home, api), **write_config(home, base_url), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+           "RUNBOOK_WEBHOOK_TIMEOUT": "10"}
+    # this process answers steps too (as the CLI does): the same contacts and runbooks as the stack
+    os.environ.update({k: v for k, v in env.items() if k.startswith("RUNBOOK_")})
+    os.environ.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(home)})
+    from prefect.context import refresh_global_settings_context
+
+    from runbooks.settings import get_settings
+
+    get_settings.cache_clear()
+    refresh_global_settings_context()
+    stack = Stack(home, api, env)
+    try:
+        stack.start("serve", ["-m", "app.stack", "serve"])
+        stack.start("intake", ["-m", "app.stack", "intake", "127.0.0.1", str(intake_port)])
+        stack.start("bare", ["-c", SERVE_BARE])
+        intake = f"http://127.0.0.1:{intake_port}"
+
+        def ready() -> bool:
+            for name, proc in stack.procs.items():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited; see {home / (name + '.log')}")
+            try:
+                return (httpx.get(f"{intake}/healthz", timeout=2).status_code == 200
+                        and all(httpx.get(f"{api}/deployments/name/{d}", timeout=5).status_code == 200
+                                for d in (f"{RUNBOOK}/runbook", "bare-incident/bare")))
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, 180, "the served stack", every=0.5)
+        log("stack ready")
+        results.update(latencies(api, intake, base_url, arrivals, log))
+        results.update(bare(base_url, arrivals, log))
+        results.update(burst(api, intake, base_url, arrivals, [prefect_proc.pid] + [p.pid for p in stack.procs.values()
+                                                                                    if p is not stack.procs["bare"]], log))
+        steps = per_step(home, api, base_url, steps=10, repeats=3)
+        results["step_overhead_ratio"] = round(steps["compiled"] / steps["hand-written"], 2)
+        results["step_seconds_runbook"], results["step_seconds_hand_written"] = round(steps["compiled"], 4), round(steps["hand-written"], 4)
+        log(f"per step: {steps}")
+    finally:
+        stack.stop()
+        stop_process(prefect_proc, timeout=20)
+        server.shutdown()
+    results.update(drain(log))
+    return results
+
+
+def latencies(api: str, intake: str, base_url: str, arrivals: Arrivals, log) -> dict:
+    from flows.answers import answer_step
+    from tests.alerts.procs import wait_for
+
+    first, page, answered = [], [], []
+    for i in range(SAMPLES + 1):  # the first is a warm-up
+        n = f"s{i}"
+        began = time.time()
+        httpx.post(f"{intake}/alerts/alertmanager", json=alert(base_url, n), timeout=10).raise_for_status()
+        acted = arrivals.wait(f"/first/{n}") - began
+        paged = arrivals.wait(f"/page/first/{n}") - began
+        run = wait_for(lambda: next((r for r in paused_runs(api) if r["parameters"]["parameters"].get("n") == n), None),
+                       60, f"incident {n} to wait", every=0.1)
+        asked = time.time()
+        result = answer_step(run["id"], by="chief", values={})
+        assert result.ok, result.message
+        next_page = arrivals.wait(f"/page/next/{n}") - asked
+        if i:
+            first.append(acted), page.append(paged), answered.append(next_page)
+        log(f"sample {n}: first action {acted:.2f} s, first page {paged:.2f} s, answer -> next page {next_page:.2f} s")
+    return {"alert_to_first_action_p50_s": round(statistics.median(first), 3),
+            "alert_to_first_action_p95_s": round(percentile(first, 95), 3),
+            "first_page_p50_s": round(statistics.median(page), 3), "first_page_p95_s": round(percentile(page, 95), 3),
+            "answer_to_next_page_p50_s": round(statistics.median(answered), 3),
+            "answer_to_next_page_p95_s": round(percentile(answered, 95), 3)}
+
+
+def bare(base_url: str, arrivals: Arrivals, log) -> dict:
+    from prefect.deployments import run_deployment
+
+    samples = []
+    for i in range(SAMPLES + 1):
+        n = f"b{i}"
+        began = time.time()
+        run_deployment("bare-incident/bare", parameters={"base_url": base_url, "n": n}, timeout=0)
+        took = arrivals.wait(f"/bare/{n}") - began
+        if i:
+            samples.append(took)
+        log(f"bare sample {n}: first task {took:.2f} s")
+    return {"bare_prefect_first_task_p50_s": round(statistics.median(samples), 3),
+            "bare_prefect_first_task_p95_s": round(percentile(samples, 95), 3)}
+
+
+def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: list[int], log) -> dict:
+    already = len(paused_runs(api))
+    peak = [pss_mb(roots)]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.5):
+            peak.append(pss_mb(roots))
+
+    threading.Thread(target=sample, daemon=True).start()
+    began = time.time()
+    with httpx.Client(timeout=30) as client:
+        for i in range(BURST):
+            client.post(f"{intake}/alerts/alertmanager", json=alert(base_url, f"burst{i}")).raise_for_status()
+    posted = time.time() - began
+    waiting = 0
+    while time.time() - began < 300:
+        waiting = len(paused_runs(api)) - already
+        if waiting >= BURST:
+            break
+        time.sleep(0.5)
+    took = time.time() - began
+    done.set()
+    log(f"burst: {BURST} alerts posted in {posted:.1f} s; {waiting} waiting after {took:.1f} s; peak memory {max(peak):.0f} MB")
+    return {"burst_200_to_first_wait_s": round(took, 1) if waiting >= BURST else None, "burst_waiting": waiting,
+            "burst_peak_memory_mb": round(max(peak)), "burst_first_actions": arrivals.count("/first/burst")}
+
+
+def drain(log) -> dict:
+    try:
+        from bench.alerts import measure_drain
+    except ImportError:
+        return {"drain_alerts_per_s": None, "storm_incidents": None, "storm_groups": None}
+    found = measure_drain(600, 60)
+    log(f"drain: {found}")
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(argv or [])
+    as_json = "--json" in argv
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if as_json else print
+    tmp = tempfile.mkdtemp(prefix="bench-quick-")
+    started = time.time()
+    results = measure(Path(tmp), log)  # on failure the folder stays, with every part's log
+    shutil.rmtree(tmp, ignore_errors=True)
+    results["seconds"] = round(time.time() - started, 1)
+    results["load_average"] = round(os.getloadavg()[0], 2)
+    results["cpus"] = os.cpu_count()
+    print(json.dumps(results) if as_json else json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,176 @@
+"""Warm start (app/warm.py, app/worker.py): served and worker runs are forked from a warm parent, and still Prefect's.
+
+On the session's Prefect server: `python -m app.stack serve` (what `runbook up` runs) and `runbook worker --pool P`
+(what production runs), each over the fixture runbooks of tests/fixtures/warm. An incident acts, waits suspended for
+a person, is answered through the API the UI and the CLI use, resumes in a new forked process and completes; a
+warm run cancelled from the API stops. Every served drill of tests/runbooks runs on this warm path too.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+from prefect.states import Cancelling
+
+from flows.answers import answer_step
+from flows.launch import start_incident
+from tests.alerts.procs import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "warm"
+POOL = f"warm-{uuid.uuid4().hex[:8]}"
+
+
+class Endpoint(BaseHTTPRequestHandler):
+    calls: list[str] = []
+
+    def do_POST(self):  # noqa: N802
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        Endpoint.calls.append(self.path)
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen(args, cwd=ROOT, env={**os.environ, "RUNBOOK_RUNBOOKS_DIR": str(FIXTURES), **env},
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _deployed(name: str) -> bool:
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_deployment_by_name(name)
+            return True
+        except Exception:
+            return False
+
+
+@pytest.fixture(scope="module")
+def parts(tmp_path_factory):
+    """The fixture runbooks served warm, and a `runbook` worker on a pool with warm-drill deployed to it."""
+    logs = tmp_path_factory.mktemp("warm")
+    serve = _start([sys.executable, "-m", "app.stack", "serve"], logs / "serve.log", PREFECT_RUNNER_POLL_FREQUENCY="5")
+    # the worker polls seldom: what starts and resumes its runs at once is the server's events
+    worker = _start([str(Path(sys.executable).parent / "runbook"), "worker", "--pool", POOL], logs / "worker.log",
+                    PREFECT_WORKER_QUERY_SECONDS="15")
+    deploy = ("from prefect.deployments.runner import EntrypointType\nfrom flows.catalog import FLOWS\n"
+              f"FLOWS['warm-drill'].to_deployment(name='on-worker', work_pool_name='{POOL}',"
+              " entrypoint_type=EntrypointType.MODULE_PATH).apply()")
+    try:
+        wait_for(lambda: _deployed("warm-drill/runbook") and _deployed("warm-hold/runbook"), 180,
+                 "the fixture runbooks served", every=0.5)
+        wait_for(lambda: worker.poll() is not None or _pool_exists(), 120, "the worker's pool", every=0.5)
+        assert worker.poll() is None, (logs / "worker.log").read_text()[-3000:]
+        subprocess.run([sys.executable, "-c", deploy], cwd=ROOT, check=True, timeout=120,
+                       env={**os.environ, "RUNBOOK_RUNBOOKS_DIR": str(FIXTURES)})
+        yield {"serve": serve, "worker": worker, "logs": logs}
+    finally:
+        _stop(worker)
+        _stop(serve)
+
+
+def _pool_exists() -> bool:
+    with get_client(sync_client=True) as client:
+        try:
+            return client.read_work_pool(POOL).type == "runbook"
+        except Exception:
+            return False
+
+
+def state_of(run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(str(run_id))).state
+
+
+def process_of(run_id) -> int:
+    with get_client(sync_client=True) as client:
+        recorded = client.read_flow_run(UUID(str(run_id))).infrastructure_pid
+    assert recorded and ":" in recorded, recorded
+    return int(recorded.rpartition(":")[2])
+
+
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+def is_forkserver(pid: int) -> bool:
+    return b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def _act_wait_answer_complete(run_id, where: str) -> None:
+    wait_for(lambda: "/first" in Endpoint.calls, 60, f"the first action ({where})", every=0.2)
+    wait_for(lambda: state_of(run_id).name == "Suspended", 60, f"the wait to suspend ({where})", every=0.2)
+    result = answer_step(str(run_id), by="wang-chief", values={})
+    assert result.ok, result.message
+    final = wait_for(lambda: (s := state_of(run_id)).is_final() and s, 90, f"the incident to finish ({where})", every=0.2)
+    assert final.is_completed(), final.message
+    assert Endpoint.calls == ["/first", "/second"], "each action once, across the fork that acted and the one that resumed"
+
+
+def test_a_served_incident_is_forked_warm_waits_suspended_and_resumes_after_its_answer(parts, base_url):
+    Endpoint.calls = []
+    run = start_incident("warm-drill", {"base_url": base_url})
+    wait_for(lambda: "/first" in Endpoint.calls, 60, "the first action", every=0.2)
+    pid = process_of(run.id)
+    if Path(f"/proc/{pid}").exists():  # still running: its parent is the forkserver the serve process started
+        forkserver = parent_of(pid)
+        assert is_forkserver(forkserver) and parent_of(forkserver) == parts["serve"].pid
+    _act_wait_answer_complete(run.id, "served")
+
+
+def test_the_runbook_worker_runs_an_incident_of_its_pool_warm_and_resumes_it(parts, base_url):
+    Endpoint.calls = []
+    run = run_deployment("warm-drill/on-worker", parameters={"parameters": {"base_url": base_url}}, timeout=0)
+    _act_wait_answer_complete(run.id, "worker")
+    log = (parts["logs"] / "worker.log").read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_a_warm_run_cancelled_from_the_api_stops(parts, base_url):
+    Endpoint.calls = []
+    run = start_incident("warm-hold", {"base_url": base_url})
+    wait_for(lambda: "/first" in Endpoint.calls, 60, "the first action", every=0.2)
+    wait_for(lambda: state_of(run.id).is_running(), 30, "the run to hold", every=0.2)
+    pid = process_of(run.id)
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Cancelling(message="cancelled by the test"))
+    final = wait_for(lambda: (s := state_of(run.id)).is_final() and s, 60, "the run to stop", every=0.2)
+    assert final.is_cancelled(), final
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or b"(Z)" in Path(f"/proc/{pid}/stat").read_bytes()
+             or " Z " in Path(f"/proc/{pid}/stat").read_text(), 30, "its process to end", every=0.2)
