@@ -62,7 +62,7 @@ def _field(f: FormField) -> tuple[Any, Any]:
     if f.type == "choice":
         labels = choice_labels(f)
         values = {label: value for value, label in labels.items()}
-        typ: Any = Annotated[Literal[tuple(labels)], BeforeValidator(lambda v: values.get(v, v) if isinstance(v, str) else v)]
+        typ: Any = Annotated[Literal[tuple(labels.keys())], BeforeValidator(lambda v: values.get(v, v) if isinstance(v, str) else v)]
         # The form opens on the labels; the values stay valid for answers given by value (CLI, chat, scripts).
         schema.update(anyOf=[{"title": "选项 Choices", "type": "string", "enum": list(labels.values())},
                              {"title": "代码 Codes", "type": "string", "enum": list(labels)}])
