@@ -1,8 +1,9 @@
 """Turning spooled alerts into incidents: exactly one per alert group and episode.
 
 The web handlers only parse, route and spool (so the sender gets its 202 at
-once and nothing accepted is lost). ``Drainer`` hands the spool to Prefect in
-order, one alert at a time, in a background thread:
+once and nothing accepted is lost). ``Drainer`` hands the spool to Prefect in a
+background thread, a batch of alerts at a time: each group's alerts in spool
+order (firing before resolved), several groups side by side. For each alert:
 
 * firing, no incident for (runbook, group) yet -> start one (episode 1);
 * firing, its incident still open (any non-final Prefect state, including
@@ -16,16 +17,24 @@ order, one alert at a time, in a background thread:
   is still an event related to the incident, for the timeline.
 
 The idempotency key is (runbook, group, episode), so a replay after a crash
-(started in Prefect but not yet in the ledger) gets the same flow run back.
-When Prefect is unreachable the alert stays at the head of the spool and is
-retried with backoff; later alerts wait behind it so order is kept.
+(started in Prefect but not yet in the ledger, or handled but not yet marked
+done in the spool) gets the same flow run back. When Prefect is unreachable the
+alert stays pending and is retried with backoff; later alerts of its group wait
+behind it so their order is kept.
+
+Prefect is asked through one client for the intake's life (``launch.Launcher``:
+deployment ids kept by name, runs created directly from the deployment), and
+whether the batch's incidents are open is read in one request.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import sqlite3
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -35,7 +44,7 @@ import httpx
 
 from flows import launch
 from integrations.alerts.model import Alert
-from integrations.alerts.store import SpoolItem, Store
+from integrations.alerts.store import Incident, SpoolItem, Store
 
 log = logging.getLogger("runbook.intake")
 
@@ -66,38 +75,21 @@ def is_transient(exc: BaseException) -> bool:
 
 
 # ---------------------------------------------------------------- the defaults talk to Prefect
-# Looked up on the module at call time, so tests can replace them.
-
-def _start_incident(runbook_id: str, parameters: dict, **kwargs: Any) -> Any:
-    return launch.start_incident(runbook_id, parameters, **kwargs)
-
 
 def _deliver_resolution(flow_run_id: str, alert: dict) -> Any:
     return launch.deliver_resolution(flow_run_id, alert)
 
 
 def _run_is_open(flow_run_id: str) -> bool:
-    """Whether the incident is still open: its flow run is not Completed, Failed or Cancelled.
-
-    A Crashed run is open: its process died (Prefect unreachable, a machine lost) and the escalation
-    watcher sets it going again (flows/recovery.py), so a later alert of its group joins it."""
+    """Whether the incident is still open (``launch.incident_open``), with a client of its own."""
     from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
-            run = client.read_flow_run(UUID(flow_run_id))
+            return launch.incident_open(client.read_flow_run(UUID(flow_run_id)))
         except ObjectNotFound:
             return False
-    return run.state is None or run.state.is_crashed() or not run.state.is_final()
-
-
-def _prefect_health() -> BaseException | None:
-    """None when the Prefect API answers its health check, else what went wrong."""
-    from prefect import get_client
-
-    with get_client(sync_client=True) as client:
-        return client.api_healthcheck()
 
 
 def _emit(alert: Alert, outcome: str, flow_run_id: str | None, runbook: str | None) -> None:
@@ -128,17 +120,56 @@ class Outcome:
 
 
 class Intake:
-    """Handles one spooled alert. The four hooks are Prefect by default."""
+    """Handles one spooled alert. The hooks are Prefect by default, through one client (``launch.Launcher``).
+
+    Whether an incident is open is asked once per batch of alerts (``read_open``), not per alert:
+    within a batch (a second or so) an incident that closes meanwhile is seen as it was when the
+    batch began, as if its alerts had come a moment earlier."""
 
     def __init__(self, store: Store, *, start_incident: Callable | None = None, deliver_resolution: Callable | None = None,
                  run_is_open: Callable[[str], bool] | None = None, emit: Callable | None = None,
-                 health: Callable[[], BaseException | None] | None = None):
+                 health: Callable[[], BaseException | None] | None = None,
+                 open_runs: Callable[[list[str]], set[str]] | None = None):
         self.store = store
-        self.start_incident = start_incident or _start_incident
+        self.launcher = launch.Launcher()  # its client is opened on first use, so hooks given here never open one
+        self.start_incident = start_incident or self.launcher.start_incident
         self.deliver_resolution = deliver_resolution or _deliver_resolution
-        self.run_is_open = run_is_open or _run_is_open
+        self.run_is_open = run_is_open or self.launcher.run_is_open
+        self.open_runs = open_runs or (self.launcher.open_runs if run_is_open is None else None)
         self.emit = emit or _emit
-        self.health = health or _prefect_health
+        self.health = health or self.launcher.health
+        self._open: dict[str, bool] = {}   # flow run id -> open, for the current batch
+
+    def close(self) -> None:
+        self.launcher.close()
+
+    def read_open(self, items: list[dict[str, Any]]) -> None:
+        """Before a batch: whether each incident these alerts may join is open, in one request.
+        Best effort: what could not be read is asked per alert, and its error handled there."""
+        self._open = {}
+        if self.open_runs is None:
+            return
+        try:
+            run_ids = {known.flow_run_id for known in map(self._known, items) if known is not None}
+            if run_ids:
+                open_ids = self.open_runs(sorted(run_ids))
+                self._open = {run_id: run_id in open_ids for run_id in run_ids}
+        except Exception as exc:
+            log.debug("could not read the incidents' states ahead of the batch: %s", exc)
+
+    def forget_open(self) -> None:
+        self._open = {}
+
+    def _known(self, item: dict[str, Any]) -> Incident | None:
+        alert, decision = Alert.model_validate(item["alert"]), item["decision"]
+        if decision.get("follow_group"):
+            return self.store.incident_by_group(alert.group)
+        return self.store.incident(decision["runbook"], alert.group)
+
+    def _is_open(self, flow_run_id: str) -> bool:
+        if flow_run_id not in self._open:
+            self._open[flow_run_id] = self.run_is_open(flow_run_id)
+        return self._open[flow_run_id]
 
     def handle(self, item: dict[str, Any]) -> Outcome:
         alert = Alert.model_validate(item["alert"])
@@ -161,8 +192,9 @@ class Intake:
         runbook, group = decision["runbook"], alert.group
         starts = utc_text(alert.starts_at)
         known = self.store.incident(runbook, group)
-        if known and self.run_is_open(known.flow_run_id):
-            self.store.saw_start(runbook, group, starts)
+        if known and self._is_open(known.flow_run_id):
+            if known.last_starts_at is None or (starts is not None and starts > known.last_starts_at):
+                self.store.saw_start(runbook, group, starts)  # only when newer: each write waits for the disk
             self.store.set_member(known, alert.fingerprint, starts, firing=True)
             return Outcome("joined", known.flow_run_id)
         if known and starts is not None and known.last_starts_at is not None and starts <= known.last_starts_at:
@@ -175,6 +207,8 @@ class Intake:
             alert=alert.model_dump(mode="json"), incident=incident_label(alert, group),
         )
         run_id = str(getattr(run, "id", run))
+        if getattr(run, "state", None) is not None:  # the run as the server has it (the same key may give an old one)
+            self._open[run_id] = launch.incident_open(run)
         self.store.open_episode(runbook, group, episode, run_id, starts)
         self.store.set_member(self.store.incident(runbook, group), alert.fingerprint, starts, firing=True)
         log.info("alert %s started %s (episode %d): flow run %s", alert.name, runbook, episode, run_id)
@@ -187,13 +221,13 @@ class Intake:
         known = self.store.incident(runbook, alert.group)
         if known is None:
             return Outcome("acknowledged-without-incident")
-        return Outcome("acknowledged" if self.run_is_open(known.flow_run_id) else "incident-closed", known.flow_run_id)
+        return Outcome("acknowledged" if self._is_open(known.flow_run_id) else "incident-closed", known.flow_run_id)
 
     def _resolved(self, alert: Alert, runbook: str) -> Outcome:
         known = self.store.incident(runbook, alert.group)
         if known is None:
             return Outcome("no-incident")
-        if not self.run_is_open(known.flow_run_id):
+        if not self._is_open(known.flow_run_id):
             return Outcome("incident-closed", known.flow_run_id)
         if not self.store.set_member(known, alert.fingerprint, utc_text(alert.starts_at), firing=False):
             return Outcome("resolved-outside-incident", known.flow_run_id)
@@ -206,20 +240,102 @@ class Intake:
         return Outcome("resolution-delivered", known.flow_run_id)
 
 
+def lane_key(item: SpoolItem) -> str:
+    """Alerts of one group keep their order; an item that cannot be read is a lane of its own (it fails there)."""
+    try:
+        return Alert.model_validate(item.item["alert"]).group
+    except Exception:
+        return f"spool-item:{item.id}"
+
+
+@dataclass
+class Result:
+    """What became of one spool item in a batch."""
+    item: SpoolItem
+    kind: str                   # done | set-aside | retry | waiting (for Prefect)
+    outcome: str
+
+    @property
+    def state(self) -> str | None:
+        """The spool row's new state; None keeps it pending."""
+        return {"done": "done", "set-aside": "failed"}.get(self.kind)
+
+
+class SpoolBatches:
+    """The drainer's reads and writes of the spool (Store's table), many rows at a time.
+
+    Store reads and writes a row per connection, and each of its writes waits for the disk; here a
+    batch of pending alerts is read at once and what became of them written in one transaction
+    (synchronous=FULL, as Store). The connection stays open for the drainer's life, which also
+    spares Store's short connections the checkpoint SQLite runs when a database's last one closes.
+    A row is marked done only after its alert was handled; a process that dies before leaves it
+    pending, to be handled again (the same idempotency key gives the same run)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._db is None:
+            db = sqlite3.connect(self.store.path, timeout=self.store.busy_timeout, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.row_factory = sqlite3.Row
+            self._db = db
+        return self._db
+
+    def pending(self, limit: int) -> list[SpoolItem]:
+        with self._lock:
+            rows = self._connection().execute("SELECT * FROM spool WHERE state = 'pending' ORDER BY id LIMIT ?",
+                                              (limit,)).fetchall()
+        return [SpoolItem(r["id"], r["received_at"], json.loads(r["item"]), r["attempts"]) for r in rows]
+
+    def record(self, results: list[Result]) -> None:
+        if not results:
+            return
+        with self._lock:
+            db = self._connection()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for r in results:
+                    db.execute("UPDATE spool SET state = COALESCE(?, state), outcome = ?, attempts = attempts + 1 "
+                               "WHERE id = ?", (r.state, r.outcome, r.item.id))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        with self._lock:
+            db, self._db = self._db, None
+        if db is not None:
+            db.close()
+
+
 class Drainer:
-    """Background thread that empties the spool into Prefect, in order.
+    """Background thread that empties the spool into Prefect.
+
+    It takes up to ``batch`` pending alerts at a time and hands each group's alerts over in spool
+    order (firing before resolved), up to ``lanes`` groups side by side: across groups order does
+    not matter, each is its own incident. An alert that cannot be handed over holds back the later
+    alerts of its group only; they are tried again together after a backoff.
 
     ``wake()`` after appending; ``stop()`` on shutdown (what is left stays spooled
     and is drained by the next start)."""
 
     def __init__(self, intake: Intake, *, max_attempts: int = 3, first_delay: float = 0.5, max_delay: float = 30.0,
-                 check_every: float = 30.0):
+                 check_every: float = 30.0, batch: int = 200, lanes: int = 4):
         self.intake, self.store = intake, intake.store
+        self.spool = SpoolBatches(intake.store)
         self.max_attempts, self.first_delay, self.max_delay = max_attempts, first_delay, max_delay
         self.check_every = check_every  # while idle, how often Prefect's health is asked
+        self.batch, self.lanes = batch, lanes
+        self._pool: ThreadPoolExecutor | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.handled = 0                 # alerts handled (or set aside) by the last drain()
         self.prefect_reachable = False   # not known to be reachable until a check or a handed-over alert says so
         self.prefect_checked_at: datetime | None = None
 
@@ -251,41 +367,80 @@ class Drainer:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout)
+        if self._pool:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+        self.spool.close()
+        self.intake.close()
 
     def drain_once(self) -> bool:
-        """Handle the spool's head. False when there is nothing to do or Prefect is unreachable."""
-        item = self.store.next_pending()
-        if item is None:
-            return False
-        try:
-            outcome = self.intake.handle(item.item)
-        except Exception as exc:
-            return self._failed(item, exc)
-        self._saw_prefect(True)
-        self.store.finish(item.id, "done", str(outcome))
-        return True
+        """Handle the spool's head alone. False when there is nothing to do or it waits to be tried again."""
+        return self.drain(1)
 
-    def _failed(self, item: SpoolItem, exc: Exception) -> bool:
-        if is_transient(exc):
-            if self.prefect_reachable:
-                log.warning("Prefect is unreachable (%s); %d alert(s) stay spooled and are retried", exc, self.store.pending_count())
-            self._saw_prefect(False)
-            self.store.retried(item.id, f"waiting for Prefect: {exc}")
+    def drain(self, limit: int | None = None) -> bool:
+        """Handle up to ``limit`` (default ``batch``) pending alerts. True when every one was handled or set
+        aside; False when there was nothing to do or one waits to be tried again (Prefect unreachable)."""
+        self.handled = 0
+        items = self.spool.pending(limit or self.batch)
+        if not items:
             return False
+        lanes: dict[str, list[SpoolItem]] = {}
+        for item in items:
+            lanes.setdefault(lane_key(item), []).append(item)
+        halt = threading.Event()  # set when Prefect is unreachable: the other lanes stop asking
+        self.intake.read_open([item.item for item in items])
+        try:
+            if self.lanes > 1 and len(lanes) > 1:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="alert-drain-lane")
+                done = list(self._pool.map(lambda lane: self._lane(lane, halt), lanes.values()))
+            else:
+                done = [self._lane(lane, halt) for lane in lanes.values()]
+        finally:
+            self.intake.forget_open()
+        results = [r for lane in done for r in lane]
+        self.spool.record(results)
+        self.handled = sum(r.kind in ("done", "set-aside") for r in results)
+        if any(r.kind == "waiting" for r in results):
+            if self.prefect_reachable:
+                log.warning("Prefect is unreachable (%s); %d alert(s) stay spooled and are retried",
+                            next(r.outcome for r in results if r.kind == "waiting"), self.store.pending_count())
+            self._saw_prefect(False)
+        elif any(r.kind == "done" for r in results):
+            self._saw_prefect(True)
+        return all(r.kind in ("done", "set-aside") for r in results)
+
+    def _lane(self, items: list[SpoolItem], halt: threading.Event) -> list[Result]:
+        """One group's alerts in order; the first that fails holds back the rest (they stay pending as they are)."""
+        results = []
+        for item in items:
+            if halt.is_set() or self._stop.is_set():
+                break
+            try:
+                results.append(Result(item, "done", str(self.intake.handle(item.item))))
+            except Exception as exc:
+                results.append(self._failed(item, exc))
+                if results[-1].kind == "waiting":
+                    halt.set()
+                if results[-1].kind != "set-aside":
+                    break
+        return results
+
+    def _failed(self, item: SpoolItem, exc: Exception) -> Result:
+        if is_transient(exc):
+            return Result(item, "waiting", f"waiting for Prefect: {exc}")
         if item.attempts + 1 >= self.max_attempts:
             log.error("alert spool item %d failed %d times, giving up: %s", item.id, item.attempts + 1, exc)
-            self.store.finish(item.id, "failed", f"{type(exc).__name__}: {exc}")
-            return True
+            return Result(item, "set-aside", f"{type(exc).__name__}: {exc}")
         log.warning("alert spool item %d failed (%s); will retry", item.id, exc)
-        self.store.retried(item.id, f"{type(exc).__name__}: {exc}")
-        return False
+        return Result(item, "retry", f"{type(exc).__name__}: {exc}")
 
     def _run(self) -> None:
         delay = self.first_delay
         self.check_prefect()
         while not self._stop.is_set():
             try:
-                progressed = self.drain_once()
+                progressed = self.drain()
             except Exception:  # the store itself failed (disk full?); keep the thread alive
                 log.exception("alert spool drainer failed")
                 progressed = False
@@ -301,4 +456,5 @@ class Drainer:
             self._wake.clear()
             if not woken and not pending and not self._stop.is_set():
                 self.check_prefect()
-            delay = min(delay * 2, self.max_delay) if pending else self.first_delay
+            # a round that handed some alerts over starts the backoff afresh; one that handed none over doubles it
+            delay = min(delay * 2, self.max_delay) if pending and not self.handled else self.first_delay

@@ -1,15 +1,29 @@
-"""Starting incidents on the served deployments, and telling them their alert resolved."""
+"""Starting incidents on the served deployments, and telling them their alert resolved.
+
+``start_incident`` is for one incident at a time (the CLI, tests, recovery): Prefect's
+``run_deployment``, a client of its own per call. ``Launcher`` is for a caller that starts
+many (the alert intake's drainer): one client kept open, the deployments' ids kept by name,
+the same idempotency semantics (the same key gives the same run).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from typing import Any, Iterable
+from uuid import UUID
 
+import httpx
+from prefect import get_client
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectNotFound
 
 from tasks.inputs import deliver_resolution, read_resolution  # noqa: F401  (the intake hands resolutions over here)
 
 DEPLOYMENT = "runbook"
+PAGE = 200  # flow runs read per request (the server's default limit)
 
 
 def deployment_name(runbook_id: str) -> str:
@@ -21,6 +35,18 @@ def python_name(runbook_id: str) -> str:
     return runbook_id.replace("-", "_")
 
 
+def run_parameters(parameters: dict[str, Any] | None = None, *, severity: str | None = None, drill: bool = False,
+                   alert: dict | None = None, incident: str | None = None, time_scale: float = 1.0, auto: bool = False,
+                   answers: dict | None = None) -> dict[str, Any]:
+    """The flow parameters of an incident's run (docs/ARCHITECTURE.md, "Flows")."""
+    return {"parameters": parameters or {}, "severity": severity, "drill": drill, "alert": alert,
+            "incident": incident, "time_scale": time_scale, "auto": auto, "answers": answers}
+
+
+def run_tags(runbook_id: str, drill: bool) -> list[str]:
+    return [f"runbook:{runbook_id}"] + (["drill"] if drill else [])
+
+
 def start_incident(runbook_id: str, parameters: dict[str, Any] | None = None, *, severity: str | None = None,
                    drill: bool = False, idempotency_key: str | None = None, alert: dict | None = None,
                    incident: str | None = None, time_scale: float = 1.0, auto: bool = False,
@@ -28,9 +54,106 @@ def start_incident(runbook_id: str, parameters: dict[str, Any] | None = None, *,
     """Create a run of the runbook's deployment and return at once; the same idempotency key gives the same run."""
     return run_deployment(
         deployment_name(runbook_id),
-        parameters={"parameters": parameters or {}, "severity": severity, "drill": drill, "alert": alert,
-                    "incident": incident, "time_scale": time_scale, "auto": auto, "answers": answers},
+        parameters=run_parameters(parameters, severity=severity, drill=drill, alert=alert, incident=incident,
+                                  time_scale=time_scale, auto=auto, answers=answers),
         idempotency_key=idempotency_key,
-        tags=[f"runbook:{runbook_id}"] + (["drill"] if drill else []),
+        tags=run_tags(runbook_id, drill),
         timeout=0,
     )
+
+
+def incident_open(run: FlowRun) -> bool:
+    """Whether an incident's run is still open: not Completed, Failed or Cancelled.
+
+    A Crashed run is open: its process died (Prefect unreachable, a machine lost) and the escalation
+    watcher sets it going again (flows/recovery.py), so a later alert of its group joins it."""
+    return run.state is None or run.state.is_crashed() or not run.state.is_final()
+
+
+class FailFast(httpx.HTTPTransport):
+    """A connection Prefect refuses (or that times out) raises at once, as for a client that never connected.
+
+    Prefect's client retries a refused connection for about a minute (5 tries, 2 to 32 s apart) once it
+    has connected; a long-lived client's caller with a backoff of its own (the intake's drainer) must
+    learn at once that Prefect is away. Answers Prefect's client retries (503 while its database is
+    busy) are still retried."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return super().handle_request(request)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ConnectionError(f"cannot reach Prefect at {request.url.host}:{request.url.port}: {exc}") from exc
+
+
+class Launcher:
+    """Starts incidents, and reads whether they are open, through one Prefect client kept open.
+
+    The client is made on first use (with the settings of the thread that first uses it) and
+    shared by threads (httpx's client is thread-safe); ``close()`` ends it. A deployment's id is
+    read by name once; when the server answers 404 for it (the deployment was made again, under
+    a new id) it is read again and the run created once more, with the same idempotency key."""
+
+    def __init__(self) -> None:
+        self._client: SyncPrefectClient | None = None
+        self._ids: dict[str, UUID] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> SyncPrefectClient:
+        with self._lock:
+            if self._client is None:
+                client = get_client(httpx_settings={"transport": FailFast()}, sync_client=True)
+                client.__enter__()
+                self._client = client
+            return self._client
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.__exit__(None, None, None)
+
+    def deployment_id(self, runbook_id: str, *, again: bool = False) -> UUID:
+        """The id of the runbook's deployment; raises ObjectNotFound when there is none."""
+        if again or runbook_id not in self._ids:
+            self._ids[runbook_id] = self.client.read_deployment_by_name(deployment_name(runbook_id)).id
+        return self._ids[runbook_id]
+
+    def start_incident(self, runbook_id: str, parameters: dict[str, Any] | None = None, *, severity: str | None = None,
+                       drill: bool = False, idempotency_key: str | None = None, alert: dict | None = None,
+                       incident: str | None = None, time_scale: float = 1.0, auto: bool = False,
+                       answers: dict | None = None) -> FlowRun:
+        """As ``start_incident``: a Scheduled run of the runbook's deployment; the same key gives the same run."""
+        values = run_parameters(parameters, severity=severity, drill=drill, alert=alert, incident=incident,
+                                time_scale=time_scale, auto=auto, answers=answers)
+
+        def create(deployment_id: UUID) -> FlowRun:
+            return self.client.create_flow_run_from_deployment(deployment_id, parameters=values, idempotency_key=idempotency_key,
+                                                               tags=run_tags(runbook_id, drill))
+
+        try:
+            return create(self.deployment_id(runbook_id))
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code != 404:
+                raise
+        return create(self.deployment_id(runbook_id, again=True))
+
+    def run_is_open(self, flow_run_id: str) -> bool:
+        try:
+            return incident_open(self.client.read_flow_run(UUID(flow_run_id)))
+        except ObjectNotFound:
+            return False
+
+    def open_runs(self, flow_run_ids: Iterable[str]) -> set[str]:
+        """Which of these incidents are open, in one request per 200 (a run that no longer exists is closed)."""
+        ids = sorted(set(flow_run_ids))
+        open_ids: set[str] = set()
+        for start in range(0, len(ids), PAGE):
+            page = [UUID(i) for i in ids[start:start + PAGE]]
+            runs = self.client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page))
+            open_ids.update(str(run.id) for run in runs if incident_open(run))
+        return open_ids
+
+    def health(self) -> BaseException | None:
+        """None when the Prefect API answers its health check, else what went wrong."""
+        return self.client.api_healthcheck()

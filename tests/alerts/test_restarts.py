@@ -3,7 +3,7 @@
 The receiver runs as `python -m app.stack intake` (its own state dir, explicit env);
 incidents go to the deployment `intake-hold/runbook`, registered and served by nobody,
 so its runs stay Scheduled (open) and what is tested is the intake's own bookkeeping:
-every accepted alert handled, in order, each incident started exactly once.
+every accepted alert handled (each group's in order), each incident started exactly once.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def test_receiver_killed_before_draining_loses_nothing_and_starts_nothing_twice(
         assert receiver.proc.returncode == -9
         assert receiver.pending() == 5
 
-        # third life: Prefect is back; the spool drains in order
+        # third life: Prefect is back; the spool drains, each group in order
         receiver.start(api=prefect_api)
         wait_for(lambda: receiver.pending() == 0, 60, "the spool to drain after the restart")
     finally:
@@ -83,8 +83,6 @@ def test_receiver_killed_before_draining_loses_nothing_and_starts_nothing_twice(
     assert [r["state"] for r in rows] == ["done"] * 6
     assert [r["outcome"] for r in rows] == [f"started {run[0]}", f"started {run[1]}", f"joined {run[0]}",
                                             f"started {run[2]}", f"joined {run[1]}", f"started {run[3]}"]
-    created = [runs[f"{tag}-{n}"][0]["created"] for n in (1, 2, 3)]
-    assert created == sorted(created), "replayed in the order they were accepted"
 
 
 def test_receiver_killed_while_draining_starts_each_incident_once(prefect_api, prefect_home, tmp_path):
@@ -118,7 +116,7 @@ def test_receiver_killed_while_draining_starts_each_incident_once(prefect_api, p
 
 def test_prefect_server_down_and_up_replays_in_order_each_incident_once(tmp_path):
     """A Prefect server of this test's own: stopped, alerts keep coming (202), started again on the same
-    port and home; the backlog is replayed in order and every incident is started exactly once."""
+    port and home; the backlog is replayed (each group in order) and every incident is started exactly once."""
     server = PrefectServer(tmp_path / "prefect").start()
     receiver = None
     tag = uuid.uuid4().hex[:8]
@@ -153,6 +151,4 @@ def test_prefect_server_down_and_up_replays_in_order_each_incident_once(tmp_path
         f"started {run[0]}",
         f"started {run[1]}", f"joined {run[0]}", f"started {run[2]}", f"joined {run[1]}",
         f"started {run[3]}", f"started {run[4]}", f"joined {run[2]}"]
-    created = [runs[f"{tag}-{n}"][0]["created"] for n in (1, 2, 3, 4)]
-    assert created == sorted(created), "replayed in the order they were accepted"
     assert all(runs[f"{tag}-{n}"][0]["idempotency_key"].endswith(":1") for n in range(5))

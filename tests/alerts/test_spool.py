@@ -1,5 +1,5 @@
 """Durability: accepted alerts are on disk before the 202, survive restarts, wait out a Prefect
-outage and are replayed in order, none started twice."""
+outage and are replayed (each group's alerts in order), none started twice."""
 
 from __future__ import annotations
 
@@ -41,7 +41,8 @@ def test_prefect_outage_then_replay_in_order(make_client, prefect_fake):
     prefect_fake.down = False
     client.app.state.drainer.wake()
     drained(client)
-    assert [r["parameters"]["site"] for r in prefect_fake.runs] == [f"s{n}" for n in range(5)]
+    # one incident per group; groups are handed over side by side, so their order across groups is not kept
+    assert sorted(r["parameters"]["site"] for r in prefect_fake.runs) == [f"s{n}" for n in range(5)]
     assert client.get("/healthz").json()["prefect_reachable"] is True
 
 
@@ -59,7 +60,7 @@ def test_restart_keeps_what_was_accepted(make_client, make_settings, prefect_fak
     prefect_fake.down = False
     second = make_client(settings)  # same state dir, Prefect is back
     drained(second)
-    assert [r["parameters"]["site"] for r in prefect_fake.runs] == ["s0", "s1", "s2", "s3"]
+    assert sorted(r["parameters"]["site"] for r in prefect_fake.runs) == ["s0", "s1", "s2", "s3"]
     # re-sends of the same groups after the restart join the open incidents
     for n in range(4):
         second.post("/alerts/generic", json=notification(n))
