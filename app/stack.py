@@ -23,6 +23,7 @@ from app.warm import WarmRunner
 from flows.deploy import served_deployment
 from flows.recovery import watch
 from flows.server import forget_stack, record_stack
+from runbooks.settings import get_settings
 
 RUNNER_POLL_SECONDS = "1"  # a triggered run starts within about 1-2 s instead of up to 10
 
@@ -31,7 +32,7 @@ def serve_runbooks(limit: int | None = None) -> None:
     """Serve every runbook as the deployment `<id>/runbook` until stopped, each run started warm (app/warm.py)."""
     from flows.catalog import FLOWS, RUNBOOKS  # imported here: building every flow is for the serving process only
 
-    runner = WarmRunner(limit=limit)  # made first: its forkserver must fork before any thread
+    runner = WarmRunner(limit=limit or get_settings().serve_limit)  # its forkserver starts importing now, beside the deployments
     for rid, flow in FLOWS.items():
         runner.add_catalog_deployment(served_deployment(flow, RUNBOOKS[rid]))
     asyncio.run(runner.start())

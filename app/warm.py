@@ -9,8 +9,8 @@ run, load its flow through its deployment (an import already done), run it. Stat
 cancellation (the runner's control channel and SIGTERM), heartbeats and crash detection stay
 Prefect's: the runner and the worker watch the forked process as they watch their own.
 
-The forkserver's parent runs no threads and no event loop (forking one that does is unsafe),
-so it is started before the runner or worker starts theirs.
+The forkserver is a fresh interpreter of its own that runs no threads and no event loop
+(forking a process that does is unsafe): the runner's and worker's threads are never forked.
 
 Being told instead of polling: a runner polls for scheduled runs every second. `WarmRunner`
 also listens to the server's event stream and polls at once when a run of its deployments is
@@ -229,7 +229,7 @@ class WarmRunner(Runner):
     """Prefect's Runner, starting its runs warm and told about new ones by the server's events."""
 
     def __init__(self, *args: Any, preload: list[str] | None = None, **kwargs: Any) -> None:
-        self._forkserver = forkserver(preload)  # before the runner starts a thread or a loop
+        self._forkserver = forkserver(preload)  # a fresh interpreter of its own: it imports while the runner starts
         self._flow_names: dict[UUID, str] = {}
         super().__init__(*args, **kwargs)
 
