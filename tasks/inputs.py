@@ -169,9 +169,6 @@ class StepRecords(WritableFileSystem):
     here that is the input `done-<step id>` of that run. Every worker sees it whatever its own disk,
     a recovered incident that lands on another machine finds its finished steps Cached, and the
     record goes with the run. The first record of a step stays (the server keeps one value per key).
-
-    # SECURITY: a record names its own serializer, and whoever may write a run's inputs could write one
-    # that says pickle; only JSON records are read (step_task writes JSON), anything else counts as none.
     """
 
     _block_type_name = "Runbook step records"
@@ -184,6 +181,8 @@ class StepRecords(WritableFileSystem):
             value = read_input(client, run_id, key)
         if value is None:
             raise FileNotFoundError(path)
+        # SECURITY: a record names its own serializer, and whoever may write a run's inputs could write one
+        # that says pickle; only JSON records are read (step_task writes JSON), anything else counts as none.
         try:
             serializer = json.loads(value)["metadata"]["serializer"]["type"]
         except (ValueError, KeyError, TypeError):
