@@ -86,6 +86,9 @@ class Incident:
         # [{"what", "at", "claim"}], asked when a wait suspends so the escalation watcher can wake the run in time.
         self.rules_done: set[str] = set()
         self.upcoming: Callable[[], list[dict[str, Any]]] = lambda: []
+        # True in the attempt that started the incident (it won the `started` claim): no step can have acted before
+        # it, so an acting step need not look for its record first (tasks/steps.py).
+        self.first_attempt = False
 
     # ---- time
 

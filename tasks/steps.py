@@ -8,6 +8,7 @@ of their own (branch, approval, parallel, waits with an expiry branch).
 from __future__ import annotations
 
 import functools
+import threading
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -71,7 +72,9 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
         key = f"{inc.id}:{step.id}"
         fn = _marked(fn, step, inc)
         once: dict[str, Any] = dict(cache_key_fn=lambda context, parameters: key, persist_result=True,
-                                    result_storage=step_records(), result_serializer="json")
+                                    result_storage=step_records(), result_serializer="json",
+                                    # the attempt that started the incident has nothing to find: it only records
+                                    refresh_cache=inc.first_attempt)
         if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
             once["tags"] = [f"site:{inc.site.name}"]
     else:
@@ -94,26 +97,33 @@ def _journaled(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callabl
 
 
 def _marked(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[..., Any]:
-    """Mark the step begun (`began-<step>`, this task run's id) before it acts.
+    """Mark the step begun (`began-<step>`, this task run's id) as it acts, beside it rather than before it.
 
     A later attempt of the run that finds the mark of another task run, and no done record (else it
     would be Cached), knows an earlier process died while the step acted: it acts again, erring on
     the side of doing it twice rather than never, and puts that on the journal for the responders.
+    The mark is written from a thread of its own, so the action does not wait for the server; a
+    process that dies within that moment leaves no mark, and its next attempt acts again unannounced.
     """
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
-        mark, this = f"began-{step.id}", str(TaskRunContext.get().task_run.id)
-        try:
-            with get_client(sync_client=True) as client:
-                earlier = None if create_once(client, inc.id, mark, this) else read_input(client, inc.id, mark)
-        except Exception:  # Prefect unreachable: the step still acts; only the mark is missing
-            earlier = None
-        if earlier not in (None, this):
-            inc.record("step.interrupted", "an earlier attempt began this step and died before recording it done; "
-                       "it runs again, so its action may have reached the far side twice", step=step.id)
+        this = str(TaskRunContext.get().task_run.id)
+        threading.Thread(target=_mark_begun, args=(inc, step, this), daemon=True, name=f"began-{step.id}").start()
         return fn(*args, **kwargs)
 
     return run
+
+
+def _mark_begun(inc: Incident, step: StepBase, this: str) -> None:
+    mark = f"began-{step.id}"
+    try:
+        with get_client(sync_client=True) as client:
+            earlier = None if create_once(client, inc.id, mark, this) else read_input(client, inc.id, mark)
+    except Exception:  # Prefect unreachable: the step still acts; only the mark is missing
+        return
+    if earlier not in (None, this):
+        inc.record("step.interrupted", "an earlier attempt began this step and died before recording it done; "
+                   "it runs again, so its action may have reached the far side twice", step=step.id)
 
 
 def note(step: StepBase, inc: Incident, record: dict[str, Any]) -> dict[str, Any]:
