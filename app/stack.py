@@ -25,7 +25,8 @@ from flows.recovery import watch
 from flows.server import forget_stack, record_stack
 from runbooks.settings import get_settings
 
-RUNNER_POLL_SECONDS = "1"  # a triggered run starts within about 1-2 s instead of up to 10
+RUNNER_POLL_SECONDS = "1"  # the fallback: the runner is told of new runs by the server's events (app/warm.py)
+HEARTBEAT_SECONDS = "30"  # Prefect's least; the watcher takes a run silent for 50 s as dead
 
 
 def serve_runbooks(limit: int | None = None) -> None:
@@ -71,7 +72,9 @@ class Stack:
     def env(self) -> dict[str, str]:
         env = {**os.environ, "PREFECT_API_URL": self.api_url, "PREFECT_UI_API_URL": self.api_url,
                "PREFECT_UI_URL": self.ui_url, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-               "PREFECT_RUNNER_POLL_FREQUENCY": RUNNER_POLL_SECONDS}
+               "PREFECT_RUNNER_POLL_FREQUENCY": RUNNER_POLL_SECONDS,
+               # a run whose process vanished without a Crashed state is found by its silence (flows/recovery.py)
+               "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": HEARTBEAT_SECONDS}
         if self.home:
             env["PREFECT_HOME"] = str(self.home)
         return env
