@@ -31,6 +31,7 @@ _SCHEMAS: dict[str, dict[str, Any]] = {"yes_no": {"type": "boolean"}, "text": {"
                                        "integer": {"type": "integer"}, "datetime": {"type": "string", "format": "date-time"},
                                        "choice": {}}
 OPTIONS = {"approval": ["approve", "reject"], "ack": ["ack"]}  # what a page offers to answer, by kind of wait
+DECISIONS = {"approve": "批准 / Approve", "reject": "驳回 / Reject"}
 
 
 def form_model(step, *, kind: str) -> type[RunInput]:
@@ -39,7 +40,8 @@ def form_model(step, *, kind: str) -> type[RunInput]:
         ANSWERED_BY: (str, Field(title="回答人 Answered by", description="Your name or id in the contacts directory.")),
     }
     if kind == "approval":
-        fields["decision"] = (Literal["approve", "reject"], Field(title="决定 Decision"))
+        typ, shown = _choice(DECISIONS)
+        fields["decision"] = (typ, Field(json_schema_extra=_shown_as({"title": "决定 Decision", **shown})))
         fields["comment"] = (Optional[str], Field(None, json_schema_extra=_shown_as({"title": "意见 Comment", "type": "string"})))
     if kind == "ack":
         fields["acknowledged"] = (bool, Field(True, title="已收到 Acknowledged"))
@@ -61,11 +63,8 @@ def _field(f: FormField) -> tuple[Any, Any]:
     default = f.default
     if f.type == "choice":
         labels = choice_labels(f)
-        values = {label: value for value, label in labels.items()}
-        typ: Any = Annotated[Literal[tuple(labels.keys())], BeforeValidator(lambda v: values.get(v, v) if isinstance(v, str) else v)]
-        # The form opens on the labels; the values stay valid for answers given by value (CLI, chat, scripts).
-        schema.update(anyOf=[{"title": "选项 Choices", "type": "string", "enum": list(labels.values())},
-                             {"title": "代码 Codes", "type": "string", "enum": list(labels)}])
+        typ, shown = _choice(labels)
+        schema.update(shown)
         default = labels.get(default, default)
     elif f.type == "datetime":
         typ = Annotated[datetime, AfterValidator(_in_site_zone)]
@@ -78,6 +77,15 @@ def _field(f: FormField) -> tuple[Any, Any]:
     if f.required and f.default is None:
         return typ, Field(json_schema_extra=_shown_as(schema))
     return Optional[typ], Field(f.default, json_schema_extra=_shown_as(schema))
+
+
+def _choice(labels: dict[str, str]) -> tuple[Any, dict[str, Any]]:
+    """A choice (value -> label): its type, which takes a label or a value and keeps the value, and its schema,
+    whose first branch the form opens on (the labels); the values stay valid for answers given by value."""
+    values = {label: value for value, label in labels.items()}
+    typ = Annotated[Literal[tuple(labels.keys())], BeforeValidator(lambda v: values.get(v, v) if isinstance(v, str) else v)]
+    return typ, {"anyOf": [{"title": "选项 Choices", "type": "string", "enum": list(labels.values())},
+                           {"title": "代码 Codes", "type": "string", "enum": list(labels)}]}
 
 
 def _in_site_zone(at: datetime) -> datetime:

@@ -45,6 +45,14 @@ def test_a_choice_shows_its_labels_first_and_takes_a_label_or_a_value():
         validate_answer(model, {"answered_by": "x", "station": "A", "symptom": "No network"})
 
 
+def test_an_approval_lists_its_decisions_by_label():
+    model = form_model(HOSPITAL.step("record-report"), kind="approval")
+    decision = create_v2_schema(model.__name__, model_base=model)["properties"]["decision"]
+    assert decision["anyOf"][0]["enum"] == ["批准 / Approve", "驳回 / Reject"] and decision["title"] == "决定 Decision"
+    assert validate_answer(model, {"answered_by": "x", "station": "A", "decision": "驳回 / Reject"})["decision"] == "reject"
+    assert validate_answer(model, {"answered_by": "x", "station": "A", "decision": "approve"})["decision"] == "approve"
+
+
 def test_the_server_accepts_the_forms_spelling_and_the_value_and_refuses_others():
     schema = _schema("record-report")
     ok = {"answered_by": "x", "station": "A"}
