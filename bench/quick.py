@@ -365,7 +365,7 @@ def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: list[
             client.post(f"{intake}/alerts/alertmanager", json=alert(base_url, f"burst{i}")).raise_for_status()
     posted = time.time() - began
     waiting = 0
-    while time.time() - began < 300:
+    while time.time() - began < 150:
         waiting = len(paused_runs(api)) - already
         if waiting >= BURST:
             break
@@ -387,7 +387,44 @@ def drain(log) -> dict:
     return found
 
 
+BEGIN, END = "<!-- quick:begin -->", "<!-- quick:end -->"
+
+TARGETS = [  # (what, our key, bare Prefect's key, target)
+    ("Alert to first action, p50", "alert_to_first_action_p50_s", "bare_prefect_first_task_p50_s", "<= 1.0 s and <= half of bare"),
+    ("Alert to first action, p95", "alert_to_first_action_p95_s", "bare_prefect_first_task_p95_s", "<= 2.0 s"),
+    ("Alert to first page delivered, p50", "first_page_p50_s", None, ""),
+    ("Alert to first page delivered, p95", "first_page_p95_s", None, "<= 2.5 s"),
+    ("Answer to next page, p50 (a resume)", "answer_to_next_page_p50_s", None, "<= 1.0 s"),
+    ("Answer to next page, p95", "answer_to_next_page_p95_s", None, ""),
+    ("Per step, runbook action (s)", "step_seconds_runbook", "step_seconds_hand_written", "<= 1.2x hand-written"),
+    ("Intake drain (alerts/s)", "drain_alerts_per_s", "bare_prefect_runs_per_s", ">= 200"),
+    ("200 alerts of 200 groups at once: all waiting (s)", "burst_200_to_first_wait_s", None, "<= 60 s"),
+    ("... the stack's peak memory meanwhile (MB, PSS)", "burst_peak_memory_mb", None, "< 1536"),
+]
+
+
+def render(results: dict) -> str:
+    def show(value) -> str:
+        return "—" if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
+
+    lines = [BEGIN, "## Warm start (`python -m bench quick`)", "",
+             "Alert to action on the served stack (`app.stack serve`, warm forked runs, told by the server's events) next to",
+             "bare Prefect (a hand-written flow served by `prefect.serve`, runner poll 1 s) in the same run, against one",
+             "temporary Prefect server on SQLite. How each figure is taken: the docstring of `bench/quick.py`.", "",
+             f"Machine: {results.get('cpus')} CPUs; load average {show(results.get('load_average'))} when it ended; "
+             f"the run took {show(results.get('seconds'))} s.", "",
+             "| figure | response-runbooks | bare Prefect | target |", "|---|---|---|---|"]
+    for what, ours, bare, target in TARGETS:
+        lines.append(f"| {what} | {show(results.get(ours))} | {show(results.get(bare)) if bare else ''} | {target} |")
+    lines += ["", f"Step overhead ratio: {show(results.get('step_overhead_ratio'))}; storm: "
+              f"{show(results.get('storm_incidents'))} incidents for {show(results.get('storm_groups'))} groups; "
+              f"burst: {show(results.get('burst_waiting'))} of 200 waiting at the end.", END]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from bench import sections
+
     argv = list(argv or [])
     as_json = "--json" in argv
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if as_json else print
@@ -398,7 +435,12 @@ def main(argv: list[str] | None = None) -> int:
     results["seconds"] = round(time.time() - started, 1)
     results["load_average"] = round(os.getloadavg()[0], 2)
     results["cpus"] = os.cpu_count()
-    print(json.dumps(results) if as_json else json.dumps(results, indent=2))
+    if as_json:
+        print(json.dumps(results))
+        return 0
+    print(json.dumps(results, indent=2))
+    if "--no-write" not in argv:
+        sections.write_section(render(results), BEGIN, END)
     return 0
 
 
