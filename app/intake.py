@@ -139,6 +139,7 @@ class Intake:
         self.emit = emit or _emit
         self.health = health or self.launcher.health
         self._open: dict[str, bool] = {}   # flow run id -> open, for the current batch
+        self._members: dict[tuple, tuple] = {}  # (runbook, group, episode, fingerprint) -> (starts, firing) written this batch
 
     def close(self) -> None:
         self.launcher.close()
@@ -146,11 +147,12 @@ class Intake:
     def read_open(self, items: list[dict[str, Any]]) -> None:
         """Before a batch: whether each incident these alerts may join is open, in one request.
         Best effort: what could not be read is asked per alert, and its error handled there."""
-        self._open = {}
+        self._open, self._members = {}, {}
         if self.open_runs is None:
             return
         try:
-            run_ids = {known.flow_run_id for known in map(self._known, items) if known is not None}
+            ledger = {self._ledger_key(item) for item in items}
+            run_ids = {known.flow_run_id for known in map(self._known, ledger) if known is not None}
             if run_ids:
                 open_ids = self.open_runs(sorted(run_ids))
                 self._open = {run_id: run_id in open_ids for run_id in run_ids}
@@ -158,13 +160,29 @@ class Intake:
             log.debug("could not read the incidents' states ahead of the batch: %s", exc)
 
     def forget_open(self) -> None:
-        self._open = {}
+        self._open, self._members = {}, {}
 
-    def _known(self, item: dict[str, Any]) -> Incident | None:
+    @staticmethod
+    def _ledger_key(item: dict[str, Any]) -> tuple[str | None, str]:
+        """(runbook, group) of the incident an alert may join; runbook None: any runbook's (it follows its group)."""
         alert, decision = Alert.model_validate(item["alert"]), item["decision"]
-        if decision.get("follow_group"):
-            return self.store.incident_by_group(alert.group)
-        return self.store.incident(decision["runbook"], alert.group)
+        return (None if decision.get("follow_group") else decision["runbook"]), alert.group
+
+    def _known(self, key: tuple[str | None, str]) -> Incident | None:
+        runbook, group = key
+        return self.store.incident_by_group(group) if runbook is None else self.store.incident(runbook, group)
+
+    def _set_member(self, known: Incident, fingerprint: str, starts: str | None, firing: bool) -> bool:
+        """``Store.set_member``, unless this batch already wrote just that for the alert: then it would change
+        nothing (a group's alerts are handled by one lane, and only the drainer writes the ledger), and each
+        write waits for the disk."""
+        key, value = (known.runbook, known.grp, known.episode, fingerprint), (starts, firing)
+        if self._members.get(key) == value:
+            return True
+        taken = self.store.set_member(known, fingerprint, starts, firing)
+        if taken:
+            self._members[key] = value
+        return taken
 
     def _is_open(self, flow_run_id: str) -> bool:
         if flow_run_id not in self._open:
@@ -195,7 +213,7 @@ class Intake:
         if known and self._is_open(known.flow_run_id):
             if known.last_starts_at is None or (starts is not None and starts > known.last_starts_at):
                 self.store.saw_start(runbook, group, starts)  # only when newer: each write waits for the disk
-            self.store.set_member(known, alert.fingerprint, starts, firing=True)
+            self._set_member(known, alert.fingerprint, starts, firing=True)
             return Outcome("joined", known.flow_run_id)
         if known and starts is not None and known.last_starts_at is not None and starts <= known.last_starts_at:
             return Outcome("repeat-of-closed", known.flow_run_id)
@@ -210,7 +228,7 @@ class Intake:
         if getattr(run, "state", None) is not None:  # the run as the server has it (the same key may give an old one)
             self._open[run_id] = launch.incident_open(run)
         self.store.open_episode(runbook, group, episode, run_id, starts)
-        self.store.set_member(self.store.incident(runbook, group), alert.fingerprint, starts, firing=True)
+        self._set_member(Incident(runbook, group, episode, run_id, "", starts), alert.fingerprint, starts, firing=True)
         log.info("alert %s started %s (episode %d): flow run %s", alert.name, runbook, episode, run_id)
         return Outcome("started", run_id)
 
@@ -229,7 +247,7 @@ class Intake:
             return Outcome("no-incident")
         if not self._is_open(known.flow_run_id):
             return Outcome("incident-closed", known.flow_run_id)
-        if not self.store.set_member(known, alert.fingerprint, utc_text(alert.starts_at), firing=False):
+        if not self._set_member(known, alert.fingerprint, utc_text(alert.starts_at), firing=False):
             return Outcome("resolved-outside-incident", known.flow_run_id)
         if self.store.still_firing(known):
             return Outcome("partly-resolved", known.flow_run_id)
