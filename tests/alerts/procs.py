@@ -84,9 +84,10 @@ def base_env(api_url: str, home: Path, **extra: str) -> dict[str, str]:
 class PrefectServer:
     """`prefect server start` on a fixed port with its own home; stop() and start() again keep its database."""
 
-    def __init__(self, home: Path, port: int | None = None):
+    def __init__(self, home: Path, port: int | None = None, **env: str):
         self.home, self.port = Path(home), port or free_port()
         self.home.mkdir(parents=True, exist_ok=True)
+        self.env = env  # extra PREFECT_* settings of the server
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -96,7 +97,7 @@ class PrefectServer:
     def start(self, timeout: float = 90) -> "PrefectServer":
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update({"PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                    "PREFECT_UI_API_URL": self.api, "PREFECT_SERVER_UI_ENABLED": "false"})
+                    "PREFECT_UI_API_URL": self.api, "PREFECT_SERVER_UI_ENABLED": "false", **self.env})
         log = open(self.home / "server.log", "a")
         self.proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
                                       "--port", str(self.port)], env=env, stdout=log, stderr=subprocess.STDOUT,
