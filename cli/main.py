@@ -270,7 +270,7 @@ def fire(
     time_scale: float = typer.Option(1.0, help="Divide every wait, timer, threshold and deadline by this."),
     auto: bool = typer.Option(False, help="Answer every manual step with its default; approve as 'drill'."),
 ) -> None:
-    """Start an incident on the served runbooks (`runbook up` must be running)."""
+    """Start an incident on the Prefect server's deployment of the runbook (any stack: `runbook up`, or production)."""
     rb = _one(runbook_id)
     parameters = _pairs(param, "parameter")
     scripted = _answers_file(answers)
@@ -280,7 +280,8 @@ def fire(
         started = start_incident(rb.id, parameters, severity=severity, drill=drill, idempotency_key=key, incident=incident,
                                  time_scale=time_scale, auto=auto, answers=scripted)
     except ObjectNotFound:
-        err.print(f"[red]the server has no deployment {deployment_name(rb.id)}[/red]: is `runbook up` serving the runbooks there?")
+        err.print(f"[red]the server has no deployment {deployment_name(rb.id)}[/red]: deploy the runbooks there "
+                  "(`prefect deploy --all`, docs/production.md) or serve them (`runbook up`)")
         raise typer.Exit(1)
     console.print(f"started flow run {started.id} ({escape(started.name)})", soft_wrap=True)
 
