@@ -21,6 +21,7 @@ from flows.record.progress import flush_progress, follow_progress
 from flows.record.publish import publish_incident
 from flows.time_rules import settle_at_close, start_thread, upcoming, watch_time_rules
 from integrations.contacts import load_directory
+from integrations.localtime import site_zone
 from integrations.site import load_site
 from runbooks.model import Choice, FormField, ManualStep, Runbook, Text
 from runbooks.parameters import ParameterError, validate_parameters
@@ -179,7 +180,7 @@ def flow_options(runbook: Runbook) -> dict[str, Any]:
 def _run_name(runbook: Runbook) -> Callable[[], str]:
     def name() -> str:
         params = flow_run.parameters or {}
-        label = params.get("incident") or datetime.now().strftime("%m-%d %H:%M:%S")
+        label = params.get("incident") or datetime.now(site_zone()).strftime("%m-%d %H:%M:%S")
         drill = "[演练 DRILL] " if params.get("drill") else ""
         return f"{drill}{runbook.id} · {label}"
 

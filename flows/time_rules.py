@@ -15,6 +15,7 @@ import weakref
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
+from integrations.localtime import local_time
 from runbooks.durations import human
 from runbooks.model import Deadline, Threshold
 from runbooks.workdays import CHINA, add_working_days
@@ -124,7 +125,7 @@ def watch_time_rules(inc: Incident) -> None:
                 deadlines[dl.id] = "missed"
                 inc.rules_done.add(dl.id)
                 if inc.claim(f"deadline-missed-{dl.id}"):  # recorded and paged by an earlier attempt if the run restarted
-                    inc.record("deadline.missed", f"{dl.title.both()}: due {when.isoformat(timespec='seconds')}",
+                    inc.record("deadline.missed", f"{dl.title.both()}: due {local_time(when, inc.site.time_zone)}",
                                step=dl.id, due=when.isoformat())
                     run_side_steps(inc, dl.on_miss)
         if closing:

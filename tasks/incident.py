@@ -21,6 +21,7 @@ from prefect.events import emit_event
 from prefect.settings import PREFECT_UI_URL
 
 from integrations.contacts import Directory, Person
+from integrations.localtime import local_time
 from integrations.notify import Delivery, Message, deliver
 from integrations.site import Site
 from runbooks.expressions import evaluate, render
@@ -114,7 +115,7 @@ class Incident:
             "alert": self.alert or {},
             "incident": {
                 "id": self.id, "runbook": self.runbook.id, "drill": self.drill, "label": self.label,
-                "started": self.started.isoformat(timespec="seconds"),
+                "started": local_time(self.started, self.site.time_zone),  # read by people: drafted reports, pages
                 "elapsed_minutes": round(self.plan_elapsed().total_seconds() / 60, 1),
                 "severity_label": self.level_label(), "run_url": self.run_url,
             },
