@@ -17,11 +17,11 @@ def probe_runbook() -> str:
     return make_probe()
 
 
-def make_probe() -> str:
+def make_probe(runbook_id: str | None = None) -> str:
     """An unserved deployment `<id>/runbook` with the runbook flows' parameters: runs stay Scheduled (open)."""
     from prefect import flow
 
-    runbook_id = f"intake-probe-{uuid.uuid4().hex[:8]}"
+    runbook_id = runbook_id or f"intake-probe-{uuid.uuid4().hex[:8]}"
 
     @flow(name=runbook_id)
     def probe(parameters: dict | None = None, severity: str | None = None, drill: bool = False, time_scale: float = 1.0,
@@ -143,6 +143,57 @@ def test_no_resolution_yet_reads_as_none(probe_runbook):
     deliver_resolution(run.id, {"status": "resolved", "fingerprint": "f1"})
     deliver_resolution(run.id, {"status": "resolved", "fingerprint": "f2"})  # the first one counts
     assert read_resolution(run.id) == {"status": "resolved", "fingerprint": "f1"}
+
+
+def test_launcher_keeps_the_key_semantics_and_finds_a_deployment_made_again(fresh_probe):
+    """The drainer's Launcher: one client, the deployment's id kept; the same key gives the same run,
+    and a deployment deleted and made again (a new id, the server answers 404) is looked up again."""
+    from prefect import get_client
+
+    from flows.launch import Launcher
+
+    launcher = Launcher()
+    try:
+        key = uuid.uuid4().hex
+        first = launcher.start_incident(fresh_probe, {"site": "x"}, severity="1", idempotency_key=key, incident="probe #1")
+        assert launcher.start_incident(fresh_probe, {"site": "y"}, idempotency_key=key).id == first.id
+        assert first.parameters["parameters"] == {"site": "x"} and first.parameters["severity"] == "1"
+        assert f"runbook:{fresh_probe}" in first.tags and first.state.is_scheduled()
+        gone = str(uuid.uuid4())
+        assert launcher.open_runs([str(first.id), gone]) == {str(first.id)}
+        assert launcher.run_is_open(str(first.id)) and not launcher.run_is_open(gone)
+
+        old_id = launcher.deployment_id(fresh_probe)
+        with get_client(sync_client=True) as client:
+            client.delete_deployment(old_id)
+        make_probe(fresh_probe)
+        second = launcher.start_incident(fresh_probe, {"site": "z"}, idempotency_key=uuid.uuid4().hex)
+        assert second.deployment_id != old_id and launcher.deployment_id(fresh_probe) == second.deployment_id
+    finally:
+        launcher.close()
+
+
+def test_launcher_fails_fast_when_prefect_goes_away(probe_runbook):
+    """Once connected, Prefect's client retries a refused connection for about a minute; the Launcher's raises
+    at once (the drainer backs off itself and reports Prefect unreachable)."""
+    import time
+
+    import httpx
+
+    from app.intake import is_transient
+    from flows.launch import Launcher
+    from tests.alerts.procs import free_port
+
+    launcher = Launcher()
+    try:
+        assert launcher.health() is None  # connected once
+        launcher.client._client.base_url = httpx.URL(f"http://127.0.0.1:{free_port()}/api/")  # Prefect is gone
+        began = time.monotonic()
+        with pytest.raises(Exception) as caught:
+            launcher.run_is_open(str(uuid.uuid4()))
+        assert is_transient(caught.value) and time.monotonic() - began < 5
+    finally:
+        launcher.close()
 
 
 # ---------------------------------------------------------------- PagerDuty and the default route, for real
