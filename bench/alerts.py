@@ -336,7 +336,7 @@ def render_drain(results: list[dict[str, Any]], took: float) -> str:
 
     machine = f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, Prefect {prefect.__version__}"
     rows = [f"| {r['alerts']} alerts, {r['storm_groups']} groups | **{r['drain_alerts_per_s']:.0f}** "
-            f"({r['drain_seconds']:.2f} s) | {r['storm_incidents']} "
+            f"({r['drain_seconds']:.2f} s) | {r['storm_incidents'] / r['drain_seconds']:.1f} | {r['storm_incidents']} "
             f"({'one per group' if r['storm_incidents'] == r['storm_groups'] == r['groups_with_one_incident'] else 'NOT one per group'}) "
             f"| {r['alerts_done']} of {r['alerts']} | {r['bare_prefect_runs_per_s']:.1f} ({r['bare_prefect_runs']} runs in "
             f"{r['bare_prefect_seconds']:.1f} s) | {r['load_before']:.1f} / {r['load_after']:.1f} |" for r in results]
@@ -344,7 +344,7 @@ def render_drain(results: list[dict[str, Any]], took: float) -> str:
         DRAIN_BEGIN,
         "## Alert intake: drain",
         "",
-        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python -m bench alerts --drain-only` ({took:.0f} s) on "
+        f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python -m bench.alerts --drain-only` ({took:.0f} s) on "
         f"{machine}; a Prefect server of its own on SQLite (Late marking off: the runs' deployments are served by "
         "nobody), the receiver `python -m app.stack intake`, everything on loopback.",
         "",
@@ -353,16 +353,19 @@ def render_drain(results: list[dict[str, Any]], took: float) -> str:
         "Bare Prefect is `run_deployment(..., idempotency_key=<group>, timeout=0)` in a loop, creating the same number "
         "of runs (one per group) on the same server right after.",
         "",
-        "| storm | drain: alerts/s (time) | incidents started | alerts handled | bare Prefect: runs/s | 1-min load before / after |",
-        "|---|---|---|---|---|---|",
+        "| storm | drain: alerts/s (time) | drain: runs created/s | incidents started | alerts handled "
+        "| bare Prefect: runs/s | 1-min load before / after |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
         "How: `app/intake.py` reads up to 200 pending alerts at a time, hands each group's over in spool order on up to "
         "4 lanes side by side, asks whether the batch's incidents are open in one request and marks the batch done in "
         "one transaction; `flows/launch.py` `Launcher` keeps one client and the deployment ids. Target: at least 200 "
-        "alerts/s. Load above 2 on this 2-CPU machine makes every figure here slower (other test runs share it).",
+        "alerts/s. Each group costs the server one flow run to create (and each alert one `runbook.alert.*` event to "
+        "take in): compare the drain's runs created per second with bare Prefect's on the same server. Load above 2 "
+        "on this 2-CPU machine makes every figure here slower (other test runs share it).",
         "",
-        "Reproduce: `.venv/bin/python -m bench alerts --drain-only` (`--drain N:G` for other sizes, repeatable); "
+        "Reproduce: `.venv/bin/python -m bench.alerts --drain-only` (`--drain N:G` for other sizes, repeatable); "
         "from code, `bench.alerts.measure_drain(n_alerts, n_groups)` returns the figures as a dict.",
         DRAIN_END,
     ])
