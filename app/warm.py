@@ -78,6 +78,9 @@ def run_flow_run(flow_run: "FlowRun | str", flow_name: str | None, env: dict[str
     os.environ.update(env)
     if cwd:
         os.chdir(cwd)
+    from runbooks.settings import get_settings  # read by the forkserver: this run's environment and folder may differ
+
+    get_settings.cache_clear()
     run_id = UUID(flow_run if isinstance(flow_run, str) else str(flow_run.id))
     configure_from_env()
     _observe_suspension_in_the_background()
@@ -136,9 +139,8 @@ def _observe_suspension_in_the_background() -> None:
     engine.observe_flow_run_suspension = observe
 
 
-# settings of the processes around a run (server, worker, runner, UI): a run's environment may carry them, they
-# change nothing in the run
-_NOT_THE_RUNS = ("PREFECT_SERVER_", "PREFECT_WORKER_", "PREFECT_RUNNER_", "PREFECT_UI_")
+# settings of the server and the worker: a run's environment may carry them, they change nothing in the run
+_NOT_THE_RUNS = ("PREFECT_SERVER_", "PREFECT_WORKER_")
 
 
 def _changed_settings(env: dict[str, str]) -> set[str]:
@@ -166,8 +168,9 @@ class WarmStarter:
     def __init__(self, *, context: multiprocessing.context.ForkServerContext, deployment_name: str | None = None,
                  heartbeat_seconds: int | None = None, control_channel: "ControlChannel | None" = None,
                  env: dict[str, str | None] | None = None, cwd: Path | str | None = None,
-                 flow_name: str | None = None, hand_over_run: bool = True) -> None:
+                 flow_name: str | None = None, hand_over_run: bool = True, record_pid: bool = True) -> None:
         self._context = context
+        self._record_pid = record_pid
         self._flow_name = flow_name
         self._hand_over_run = hand_over_run
         self._deployment_name = deployment_name
@@ -178,7 +181,8 @@ class WarmStarter:
 
     def _environment(self, flow_run: "FlowRun") -> tuple[dict[str, str], bool]:
         """What `python -m prefect.engine` would be started with, as EngineCommandStarter builds it."""
-        env: dict[str, Any] = {**self._env, **get_current_settings().to_environment_variables(exclude_unset=True)}
+        # the job's own environment (a work pool's `env` job variable) wins over the worker's settings, as in Prefect
+        env: dict[str, Any] = {**get_current_settings().to_environment_variables(exclude_unset=True), **self._env}
         env.update({"PREFECT__FLOW_RUN_ID": str(flow_run.id), "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false"})
         if self._deployment_name:
             env["PREFECT__DEPLOYMENT_NAME"] = self._deployment_name
@@ -202,11 +206,13 @@ class WarmStarter:
             run = flow_run if self._hand_over_run else str(flow_run.id)
             process = self._context.Process(target=run_flow_run, name=f"flow-run-{flow_run.id}",
                                             args=(run, self._flow_name, env, str(self._cwd) if self._cwd else None))
-            await anyio.to_thread.run_sync(process.start)
+            # a limiter of its own each: anyio's shared one (40 threads) would cap the runs alive at once
+            await anyio.to_thread.run_sync(process.start, limiter=anyio.CapacityLimiter(1))
             task_status.started(ProcessHandle(process))
             handed_off = True
-            await _record_pid(flow_run, process.pid)
-            await anyio.to_thread.run_sync(process.join)
+            if self._record_pid:  # a worker records it itself
+                await _record_pid(flow_run, process.pid)
+            await anyio.to_thread.run_sync(process.join, limiter=anyio.CapacityLimiter(1))
         except BaseException:
             if registered and not handed_off and self._control_channel is not None:
                 self._control_channel.unregister(flow_run.id)
@@ -266,24 +272,39 @@ SCHEDULED_TYPES = {"SCHEDULED"}
 
 async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Callable[[], Awaitable[Any]],
                                     stopping: Callable[[], bool], fallback_seconds: float) -> None:
-    """Call `poll()` whenever the server says a run is scheduled (new, or a suspended one resumed) whose related
-    resources (`prefect.deployment.<id>`, `prefect.work-pool.<id>`, ...) are `mine`."""
+    """Call `poll()` when the server says a run is scheduled (new, or a suspended one resumed) whose related
+    resources (`prefect.deployment.<id>`, `prefect.work-pool.<id>`, ...) are `mine`. Events that arrive while a
+    poll runs make one more poll, not one each: a storm of alerts does not become a storm of queries."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
+    wanted = {"now": anyio.Event()}
+
+    async def poller() -> None:
+        while True:
+            await wanted["now"].wait()
+            wanted["now"] = anyio.Event()
+            try:
+                await poll()
+            except Exception as exc:  # noqa: BLE001  (the regular poll carries on)
+                logger.warning("polling for scheduled runs failed: %s", exc)
+
     event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run."]))
-    while not stopping():
-        try:
-            async with get_events_subscriber(filter=event_filter) as subscriber:
-                async for event in subscriber:
-                    state = (event.payload or {}).get("validated_state") or {}
-                    if state.get("type") in SCHEDULED_TYPES and mine({r.id for r in event.related}):
-                        await poll()
-        except anyio.get_cancelled_exc_class():
-            raise
-        except Exception as exc:  # the poll carries on; try the stream again shortly
-            logger.warning("event stream unavailable (%s); polling every %s s until it is back", exc, fallback_seconds)
-            await anyio.sleep(5)
+    async with anyio.create_task_group() as group:
+        group.start_soon(poller)
+        while not stopping():
+            try:
+                async with get_events_subscriber(filter=event_filter) as subscriber:
+                    async for event in subscriber:
+                        state = (event.payload or {}).get("validated_state") or {}
+                        if state.get("type") in SCHEDULED_TYPES and mine({r.id for r in event.related}):
+                            wanted["now"].set()
+            except anyio.get_cancelled_exc_class():
+                raise
+            except Exception as exc:  # the poll carries on; try the stream again shortly
+                logger.warning("event stream unavailable (%s); polling every %s s until it is back", exc, fallback_seconds)
+                await anyio.sleep(5)
+        group.cancel_scope.cancel()
 
 
 def deployments_of(runner: Runner) -> Callable[[set[str]], bool]:

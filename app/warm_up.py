@@ -8,14 +8,22 @@ Prefect's once-per-process check that the server speaks its API version.
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
-from flows.catalog import FLOWS  # noqa: F401  (every runbook's flow, built)
+import logging
+
 from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.settings import get_settings
 
-_settings = get_settings()
-load_directory(_settings.contacts_file)
-load_site(_settings.site_file)
+# Python's forkserver survives only an ImportError while it preloads: anything else here (a broken contacts file)
+# would end it, and every run after it. Each run reads what failed again and fails with its own error instead.
+try:
+    from flows.catalog import FLOWS  # noqa: F401  (every runbook's flow, built)
+
+    _settings = get_settings()
+    load_directory(_settings.contacts_file)
+    load_site(_settings.site_file)
+except Exception as exc:  # noqa: BLE001
+    logging.getLogger("runbook.warm").warning("the warm parent could not read everything ahead (%s); runs read it", exc)
 
 if PREFECT_API_URL.value():
     try:

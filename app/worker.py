@@ -63,13 +63,15 @@ class RunbookWorker(ProcessWorker):
 
     async def run(self, flow_run: "FlowRun", configuration: ProcessJobConfiguration,
                   task_status: anyio.abc.TaskStatus[int] | None = None) -> ProcessWorkerResult:
+        if configuration._command_configured:  # a pool or deployment that names its own command gets it, as in Prefect
+            return await super().run(flow_run, configuration, task_status)
         if task_status is None:
             task_status = anyio.TASK_STATUS_IGNORED
         env = dict(configuration.env or {})
         async with FlowRunExecutorContext() as ctx:
             starter = WarmStarter(context=self._forkserver, env=env, cwd=configuration.working_dir,
                                   control_channel=ctx.control_channel, flow_name=env.get("PREFECT__FLOW_NAME"),
-                                  deployment_name=env.get("PREFECT__DEPLOYMENT_NAME"))
+                                  deployment_name=env.get("PREFECT__DEPLOYMENT_NAME"), record_pid=False)
             executor = ctx.create_executor(flow_run, starter, resolve_flow=load_flow_from_flow_run, propose_submitting=False)
             execution = None
 

@@ -53,8 +53,10 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
                    run_url=run_url(run_id), started=_run_started(FlowRunContext.get().flow_run))
     if severity is None and runbook.severity and runbook.severity.before_grading == "none":
         inc.severity = None  # no level until a grade step gives one (runbooks/model.py Severity.before_grading)
-    inc.first_attempt = inc.claim("started")
-    if inc.first_attempt:
+    started = inc.claim("started", unsure=None)
+    # only a claim the server granted proves no attempt acted before: an unsure one looks for step records
+    inc.first_attempt = started is True
+    if started is not False:
         inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
                    actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,
                    severity=inc.severity, label=incident)

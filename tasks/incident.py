@@ -163,8 +163,9 @@ class Incident:
         _emit(self, entry)
         return entry
 
-    def claim(self, name: str) -> bool:
-        """True the first time this run does `name`; False when an earlier attempt of the run already did.
+    def claim(self, name: str, unsure: bool | None = True) -> bool | None:
+        """True the first time this run does `name`; False when an earlier attempt of the run already did;
+        `unsure` when the server could not say (by default True: a page twice rather than never).
 
         Time rules fire beside the main line as plain calls, not cached tasks, so a run that restarts
         would page again without this. The claim is a flow run input, which the server keeps once per key.
@@ -174,7 +175,7 @@ class Incident:
                 return create_once(client, self.id, f"once-{name}", datetime.now(timezone.utc).isoformat())
         except Exception as exc:
             logger.warning("could not record that %s happened (%s); doing it anyway", name, exc)
-            return True
+            return unsure
 
     def first_time(self, name: str) -> datetime:
         """When this incident first got to `name`, over every attempt of its run (kept on the flow run, `once-<name>`)."""
