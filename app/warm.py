@@ -60,18 +60,16 @@ def forkserver(preload: list[str] | None = None) -> multiprocessing.context.Fork
     return _context
 
 
-def run_flow_run(flow_run: "FlowRun | str", flow_name: str | None, env: dict[str, str], cwd: str | None) -> None:
+def run_flow_run(flow_run: "FlowRun", flow_name: str | None, env: dict[str, str], cwd: str | None) -> None:
     """In the forked child: what `python -m prefect.engine` does for one flow run, minus the imports.
 
-    The runner hands over the run it read and the name of its flow (a runbook of the preloaded
-    catalog), which saves reading both again; a worker may hand only the run's id.
+    The runner or worker hands over the run it read and the name of its flow (a runbook of the
+    preloaded catalog), which saves reading both again.
     """
-    from uuid import UUID
-
     from prefect._internal.control_listener import configure_from_env
     from prefect.context import SettingsContext, get_settings_context
     from prefect.engine import _drive_run_flow_result, handle_engine_signals
-    from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+    from prefect.flow_engine import flow_run_logger, load_flow, run_flow
     from prefect.settings import Settings
 
     changed = _changed_settings(env)
@@ -81,7 +79,7 @@ def run_flow_run(flow_run: "FlowRun | str", flow_name: str | None, env: dict[str
     from runbooks.settings import get_settings  # read by the forkserver: this run's environment and folder may differ
 
     get_settings.cache_clear()
-    run_id = UUID(flow_run if isinstance(flow_run, str) else str(flow_run.id))
+    run_id = flow_run.id
     configure_from_env()
     _observe_suspension_in_the_background()
     # Prefect read its settings when the forkserver imported it; rebuilding them (0.2 s) is only
@@ -89,8 +87,6 @@ def run_flow_run(flow_run: "FlowRun | str", flow_name: str | None, env: dict[str
     settings = Settings() if changed else get_settings_context().settings
     with SettingsContext(profile=get_settings_context().profile, settings=settings):
         with handle_engine_signals(run_id):
-            if isinstance(flow_run, str):
-                flow_run = load_flow_run(flow_run_id=run_id)
             run_logger = flow_run_logger(flow_run=flow_run)
             try:
                 flow = _catalog_flow(flow_name) or load_flow(flow_run)
@@ -168,11 +164,10 @@ class WarmStarter:
     def __init__(self, *, context: multiprocessing.context.ForkServerContext, deployment_name: str | None = None,
                  heartbeat_seconds: int | None = None, control_channel: "ControlChannel | None" = None,
                  env: dict[str, str | None] | None = None, cwd: Path | str | None = None,
-                 flow_name: str | None = None, hand_over_run: bool = True, record_pid: bool = True) -> None:
+                 flow_name: str | None = None, record_pid: bool = True) -> None:
         self._context = context
         self._record_pid = record_pid
         self._flow_name = flow_name
-        self._hand_over_run = hand_over_run
         self._deployment_name = deployment_name
         self._heartbeat_seconds = heartbeat_seconds
         self._control_channel = control_channel
@@ -203,9 +198,8 @@ class WarmStarter:
         env, registered = self._environment(flow_run)
         handed_off = False
         try:
-            run = flow_run if self._hand_over_run else str(flow_run.id)
             process = self._context.Process(target=run_flow_run, name=f"flow-run-{flow_run.id}",
-                                            args=(run, self._flow_name, env, str(self._cwd) if self._cwd else None))
+                                            args=(flow_run, self._flow_name, env, str(self._cwd) if self._cwd else None))
             # a limiter of its own each: anyio's shared one (40 threads) would cap the runs alive at once
             await anyio.to_thread.run_sync(process.start, limiter=anyio.CapacityLimiter(1))
             task_status.started(ProcessHandle(process))

@@ -9,7 +9,6 @@ warm run cancelled from the API stops. Every served drill of tests/runbooks runs
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -26,7 +25,7 @@ from prefect.states import Cancelling
 
 from flows.answers import answer_step
 from flows.launch import start_incident
-from tests.alerts.procs import wait_for
+from tests.alerts.procs import stop_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "warm"
@@ -62,16 +61,6 @@ def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
                             stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-
-
 def _deployed(name: str) -> bool:
     with get_client(sync_client=True) as client:
         try:
@@ -101,8 +90,8 @@ def parts(tmp_path_factory):
                        env={**os.environ, "RUNBOOK_RUNBOOKS_DIR": str(FIXTURES)})
         yield {"serve": serve, "worker": worker, "logs": logs}
     finally:
-        _stop(worker)
-        _stop(serve)
+        stop_process(worker)
+        stop_process(serve)
 
 
 def _pool_exists() -> bool:
