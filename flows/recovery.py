@@ -20,7 +20,9 @@ Each pass reads every waiting incident, paging through the API:
   then healed as above, in the same pass.
 
 Each state a watcher acts on is claimed first (`once-heal-<state id>`), so of several
-watchers that read the same dead or crashed run only one sets it going again.
+watchers that read the same dead or crashed run only one sets it going again. A watcher
+looks after the incidents of the runbooks in its own RUNBOOK_RUNBOOKS_DIR only: another
+stack's incidents on the same Prefect server are that stack's watcher's to heal.
 
 `recover_run(id)` does the same by hand (`runbook recover`) for a run whose process is
 gone, Crashed or left Running/Pending/Paused by a machine that died: finished steps come
@@ -110,7 +112,7 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
     woken = []
     for run in runs_in(client, StateType.PAUSED):
         details = run.state.state_details
-        if not details.pause_reschedule or not details.run_input_keyset:
+        if not details.pause_reschedule or not details.run_input_keyset or not _mine(run):
             continue  # a blocking pause escalates in its own process
         first = next_due(run.state.message)
         if first is not None and first > now or run.state.message == "no timer":
@@ -118,7 +120,11 @@ def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
         who = read_json(client, run.id, who_key(details.run_input_keyset))
         if who is None:
             continue
-        page_due_tiers(client, run, who, now)
+        try:
+            page_due_tiers(client, run, who, now)
+        except NotRecoverable as exc:  # one broken runbook does not hold up the other incidents' timers
+            log.error("cannot page the due tiers of %s: %s", run.name, exc)
+            continue
         reason = due(who, now, lambda claim: read_input(client, run.id, f"once-{claim}") is not None)
         if reason is None:
             continue
@@ -153,20 +159,25 @@ def heal_crashed(client) -> list[tuple[str, str]]:
     limit = get_settings().max_recoveries
     healed = []
     for run in runs_in(client, StateType.CRASHED, deployed=True):
-        if not _incident(run) or read_input(client, run.id, "once-recovery-gave-up") is not None:
+        if not _mine(run) or read_input(client, run.id, "once-recovery-gave-up") is not None:
+            continue
+        try:
+            incident = detached(run)  # before the run is touched: a runbook that does not load is reported, not half healed
+        except NotRecoverable as exc:
+            log.error("cannot heal %s: %s", run.name, exc)
             continue
         if not _take(client, run):
             continue  # another watcher has this crash in hand
         attempt = next((n for n in range(1, limit + 1) if create_once(client, run.id, f"once-recovery-{n}", _now())), None)
         if attempt is None:
             if create_once(client, run.id, "once-recovery-gave-up", _now()):
-                _give_up(run, limit)
+                _give_up(incident, run, limit)
             continue
         result = client.set_flow_run_state(run.id, Scheduled(name="Recovering", message=f"crashed; recovery {attempt} of {limit}"),
                                            force=True)
         if result.status.value == "ACCEPT":
             healed.append((str(run.id), f"recovery {attempt}"))
-            detached(run).record("incident.recovered", f"its process died ({run.state.message or 'crashed'}); started again, "
+            incident.record("incident.recovered", f"its process died ({run.state.message or 'crashed'}); started again, "
                                  f"recovery {attempt} of {limit}", actor="watcher", attempt=attempt)
             log.info("recovered %s (crashed): attempt %d of %d", run.name, attempt, limit)
     return healed
@@ -183,7 +194,7 @@ def declare_dead(client, now: datetime | None = None) -> list[tuple[str, str]]:
     now = now or datetime.now(timezone.utc)
     since = now - timedelta(seconds=limit)
     suspects = [run for run in runs_in(client, StateType.RUNNING, StateType.PENDING, deployed=True)
-                if _incident(run) and run.state.timestamp < since]
+                if _mine(run) and run.state.timestamp < since]
     alive = heartbeating(client, [run.id for run in suspects if run.state.type == StateType.RUNNING], since)
     dead = []
     for run in suspects:
@@ -230,13 +241,20 @@ def _incident(run: FlowRun) -> bool:
     return any(tag.startswith("runbook:") for tag in run.tags or []) and not run.parent_task_run_id
 
 
+def _mine(run: FlowRun) -> bool:
+    """An incident's own run whose runbook this watcher has (in its RUNBOOK_RUNBOOKS_DIR)."""
+    if not _incident(run):
+        return False
+    runbook_id = next(tag.split(":", 1)[1] for tag in run.tags if tag.startswith("runbook:"))
+    return (get_settings().runbooks_dir / f"{runbook_id}.yaml").is_file()
+
+
 def _take(client, run: FlowRun) -> bool:
     """Claim the run's present state for this watcher; False when another watcher has it in hand."""
     return create_once(client, run.id, f"once-heal-{run.state.id}", _now())
 
 
-def _give_up(run: FlowRun, limit: int) -> None:
-    inc = detached(run)
+def _give_up(inc: Incident, run: FlowRun, limit: int) -> None:
     text = (f"事件已崩溃 {limit} 次，不再自动恢复，请人工处理 / The incident crashed {limit} times and is no longer "
             f"restarted by itself; look at it and use `runbook recover {run.id}` when it can go on.")
     inc.record("incident.recovery-stopped", text, actor="watcher", recoveries=limit)

@@ -37,12 +37,14 @@ def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    """The fixture runbooks served, and two escalation watchers polling every second."""
+    """The fixture runbooks served, and two escalation watchers polling every second; beside them the watcher
+    of another stack on the same Prefect server (the project's own runbooks), which must leave these alone."""
     logs = tmp_path_factory.mktemp("durable")
     env = {"RUNBOOK_RUNBOOKS_DIR": str(FIXTURES), "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
     procs = [_start(["serve"], logs / "serve.log", **env),
              _start(["watcher", "1"], logs / "watcher-1.log", **env),
-             _start(["watcher", "1"], logs / "watcher-2.log", **env)]
+             _start(["watcher", "1"], logs / "watcher-2.log", **env),
+             _start(["watcher", "1"], logs / "watcher-other.log", **{**env, "RUNBOOK_RUNBOOKS_DIR": str(ROOT / "runbooks")})]
     deadline = time.monotonic() + 90
     with get_client(sync_client=True) as client:
         for name in ("clock-drill", "wait-kill", "slot-drill"):
