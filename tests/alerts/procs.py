@@ -214,6 +214,46 @@ class Receiver:
         return Store(self.state_dir).pending_count()
 
 
+class SlowLink:
+    """A TCP relay to a server that holds each chunk a client sends for `delay` seconds: every request
+    through it is slow, so a test can act while a drain is half done. `api` is the server's API through it."""
+
+    def __init__(self, api: str, delay: float):
+        target = httpx.URL(api)
+        self.target, self.delay, self.path = (target.host, target.port), delay, target.path
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.api = f"http://127.0.0.1:{self.listener.getsockname()[1]}{self.path}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                return
+            threading.Thread(target=self._pipe, args=(client, upstream, self.delay), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, 0.0), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        try:
+            while chunk := source.recv(65536):
+                time.sleep(delay)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 class Recorder:
     """What the fixture runbook's first step reports (`POST <recorder>/started`), with when it arrived."""
 
