@@ -145,6 +145,21 @@ def wait_for_step(step: str, *, label: str | None = None, run_id: str | None = N
     raise AssertionError(f"no run waited at step {step} within {seconds} s")
 
 
+def wait_for_task_done(flow_run_id: str, task: str, seconds: float = 30) -> None:
+    """Until the flow run's task run of that name has completed (a step done, seen from outside)."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
+
+    deadline = time.monotonic() + seconds
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[UUID(flow_run_id)])),
+                                         task_run_filter=TaskRunFilter(name=TaskRunFilterName(any_=[task])))
+            if any(r.state and r.state.is_completed() for r in runs):
+                return
+            time.sleep(0.2)
+    raise AssertionError(f"step {task} of run {flow_run_id} was not done within {seconds} s")
+
+
 def pause_key(run_id: str) -> str | None:
     with get_client(sync_client=True) as client:
         state = client.read_flow_run(UUID(run_id)).state

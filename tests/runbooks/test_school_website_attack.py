@@ -82,7 +82,7 @@ def test_content_clean_up_and_attack_handling_run_side_by_side():
     from flows.answers import answer_step
     from flows.catalog import FLOWS
     from flows.record.archive import find_record
-    from tests.drill import Background, wait_for_step, waiting
+    from tests.drill import Background, wait_for_step, wait_for_task_done, waiting
 
     answers = {  # everything but the content sweep and the attacker's address, which people answer below
         "discover": {"bad_content": True, "attack": True, "directory": "/news", "description": "篡改并有异常登录"},
@@ -99,6 +99,8 @@ def test_content_clean_up_and_attack_handling_run_side_by_side():
     assert waiting("delete-and-sweep"), "the content sweep is still open while the attacker is traced"
     assert answer_step(trace.flow_run_id, by="dai-action-lead", step="trace-source-ip",
                        values={"source_ip": "203.0.113.9", "attack_class": "sql-injection", "seriousness": "minor"}).ok
+    wait_for_task_done(trace.flow_run_id, "block-source-ip", seconds=60)                # blocked...
+    assert waiting("delete-and-sweep"), "...while the content sweep still waits for its answer"
     assert answer_step(sweep.flow_run_id, by="chen-av", step="delete-and-sweep", values={"deleted": True, "site_clean": True}).ok
     state = run.join(180)
     record = find_record(str(state.state_details.flow_run_id))
