@@ -144,7 +144,10 @@ def test_feishu_per_second_and_per_minute_limits_hold_for_threads(monkeypatch, f
     finally:
         server.close()
 
-    assert len(out) == 20 and all([d.outcome for d in records] == ["sent"] for records in out.values())
+    # every page went; a retry after a post that failed for another reason (a loaded machine's timeout) is
+    # not what this test is about, the robot never saying "too fast" is
+    assert len(out) == 20 and all(records[-1].outcome == "sent" for records in out.values()), \
+        {label: [(d.outcome, d.error) for d in records] for label, records in out.items() if len(records) > 1}
     assert server.refused == [] and server.peak[(5, 0.25)] <= 5
     arrived = [label_of(seen) for _, seen in server.posted]
     for n in range(4):  # each sender's pages in its own order
