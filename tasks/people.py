@@ -14,7 +14,8 @@ Restarts: the asks, answers and expiry markers are flow run inputs
 top (crash + `runbook recover`, or a suspended wait resumed) replays them in
 order (`replay`) instead of asking again. From a deployment a wait suspends
 the run (its process exits); the escalation watcher wakes it when a tier or
-the expiry is due (flows/recovery.py).
+the expiry is due (flows/recovery.py). A long `wait` step suspends the same way
+(`suspend_until`), woken at its end.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from prefect.input.run_input import keyset_from_paused_state
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 
+from integrations.localtime import local_time
 from integrations.notify import answered
 from runbooks.durations import human
 from runbooks.settings import get_settings
@@ -265,6 +267,34 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
             answer["waited_seconds"] = round(time.time() - started, 2)
             return answer
     raise RuntimeError("too many refused answers")
+
+
+class WaitForm(RunInput):
+    """The Resume form of a suspended `wait` step: nothing to answer; the run goes on by itself at the wait's end."""
+
+
+def suspend_until(incident: Incident, step, began: float, until: float, *, description: str) -> None:
+    """Free the run's process until `until` (epoch s): a `wait` step's long wait (tasks/wait.py).
+
+    Suspends the run the way a wait for people does (its `who` record, read by the escalation watcher), with
+    one timer more: the wait's end, claimed `waited-<step>` by the run that gets past it. The incident's
+    thresholds and deadlines are in the record too, so the watcher wakes the run for them meanwhile and the
+    woken run suspends again with what is left. Each suspension of the step takes the next free pause key
+    (a key fires once per run). Raises Pause, which ends the process.
+    """
+    run_id = _run_id()
+    timers = [{"what": f"wait {step.id} ends", "at": _at(until), "claim": f"waited-{step.id}"}] + incident.upcoming()
+    who = {"runbook": incident.runbook.id, "incident": incident.id, "step": step.id, "kind": "wait",
+           "title": step.title.both(), "may_answer": [], "waiting_since": _at(began), "asked_at": _at(time.time()),
+           "suspended": True, "until": _at(until), "tiers": [], "wait_key": wait_key(step.id, began), "paged": [],
+           "last_page": _at(began), "expires_at": None, "timers": timers}
+    with get_client(sync_client=True) as client:
+        fired = client.read_flow_run(run_id).empirical_policy.pause_keys or set()
+        ask = next(n for n in range(1, 10_000) if pause_key(step.id, n) not in fired)
+        state, _ = _pause(client, run_id, pause_key(step.id, ask), WaitForm, description, who=who, reschedule=True)
+    incident.record("step.waiting", f"waiting until {local_time(_at(until), incident.site.time_zone)} — suspended",
+                    step=step.id, pause_key=pause_key(step.id, ask))
+    raise Pause(state=state)
 
 
 def wait_key(step_id: str, started: float) -> str:

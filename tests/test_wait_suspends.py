@@ -1,0 +1,184 @@
+"""A long `wait` step on a deployment frees its process: the run is Suspended until the wait's end.
+
+On the served path (`python -m app.stack serve`, runs forked warm) with an escalation watcher polling every
+second: the watcher wakes the run for a threshold and a deadline that fall inside the wait (the woken run fires
+them and suspends again) and at the wait's end, when the step completes and the runbook goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from prefect.client.orchestration import get_client
+
+from flows.catalog import make_flow
+from flows.launch import start_incident
+from flows.record.archive import find_record
+from flows.record.timeline import journal_from_events
+from runbooks.loader import load_file
+from tasks.inputs import read_input
+from tests.alerts.procs import wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "tests" / "fixtures" / "waits"
+SUSPEND_AFTER = 10  # real seconds left above which a wait suspends (30 by default): a 30 s wait suspends, as do its rests
+
+
+def _start(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "app.stack", *args], cwd=ROOT, env={**os.environ, **env},
+                            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("waits")
+    env = {"RUNBOOK_RUNBOOKS_DIR": str(FIXTURES), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+           "RUNBOOK_SUSPEND_WAIT_AFTER": str(SUSPEND_AFTER)}
+    procs = [_start(["serve"], logs / "serve.log", **env), _start(["watcher", "1"], logs / "watcher.log", **env)]
+    try:
+        with get_client(sync_client=True) as client:
+            def deployed():
+                try:
+                    return client.read_deployment_by_name("long-wait/runbook")
+                except Exception:
+                    return None
+            wait_for(deployed, 90, "the fixture runbook's deployment", every=0.5)
+        yield logs
+    finally:
+        for proc in procs:
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Endpoint(BaseHTTPRequestHandler):
+    calls: list[tuple[str, float]] = []
+
+    def do_POST(self):  # noqa: N802
+        Endpoint.calls.append((self.path, time.time()))
+        body = json.dumps({"ok": True}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def paths() -> list[str]:
+    return [p for p, _ in Endpoint.calls]
+
+
+def state_of(run_id):
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(str(run_id))).state
+
+
+def kinds(run_id) -> list[tuple[str, str | None]]:
+    return [(e.kind, e.step) for e in journal_from_events(str(run_id))]
+
+
+def flow_process(run_id) -> int | None:
+    """The live process running a flow run: recorded on the run (`host:pid`) by the warm runner, else the process
+    that has the run id in its environment (how Prefect's own starters hand it over)."""
+    with get_client(sync_client=True) as client:
+        recorded = client.read_flow_run(UUID(str(run_id))).infrastructure_pid
+    if recorded and recorded.rpartition(":")[2].isdigit():
+        pid = int(recorded.rpartition(":")[2])
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return pid
+        except (OSError, IndexError):
+            pass
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def suspended_with_no_process(run_id) -> bool:
+    return state_of(run_id).name == "Suspended" and flow_process(run_id) is None
+
+
+def test_a_long_wait_frees_its_process_and_its_time_rules_fire_meanwhile(served):
+    """An hour's wait at time scale 120 (30 s): a 10-minute threshold (5 s) and a 20-minute deadline (10 s) inside it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Endpoint.calls = []
+    try:
+        run = start_incident("long-wait", {"base_url": f"http://127.0.0.1:{server.server_port}"}, time_scale=120)
+        wait_for(lambda: suspended_with_no_process(run.id), 60, "the wait to suspend and its process to exit", every=0.25)
+        assert paths() == ["/first"]
+        with get_client(sync_client=True) as client:
+            began = datetime.fromisoformat(read_input(client, run.id, "once-wait-observe")).timestamp()
+        end = began + 30
+
+        # the threshold and the missed deadline fire (the watcher wakes the run; the woken run fires them and
+        # suspends again with the wait's rest: no process while it waits)
+        wait_for(lambda: {"/threshold", "/late"} <= set(paths()), 40, "the threshold's and the deadline's calls", every=0.25)
+        wait_for(lambda: suspended_with_no_process(run.id), 20, "the run to suspend again", every=0.25)
+        assert "/second" not in paths() and time.time() < end - 3, "the time rules fired inside the wait"
+
+        final = wait_for(lambda: (s := state_of(run.id)).is_final() and s, 60, "the incident to finish", every=0.5)
+        assert final.is_completed(), final.message
+    finally:
+        server.shutdown()
+    assert sorted(paths()) == ["/first", "/late", "/second", "/threshold"], "each action once: " + repr(paths())
+    second = next(t for p, t in Endpoint.calls if p == "/second")
+    print(f"the second action came {second - end:.1f} s after the wait's end")
+    assert end <= second < end + 15, f"the second action came {second - end:.1f} s after the wait's end"
+
+    with get_client(sync_client=True) as client:
+        record = read_input(client, run.id, "done-observe")
+        states = [s.name for s in client.read_flow_run_states(run.id)]
+    assert '"waited_seconds": 30.0' in record.replace('\\"', '"'), record
+    assert states.count("Suspended") >= 3, f"suspended at the start and again after each wake-up: {states}"
+    journal = wait_for(lambda: (j := kinds(run.id)) and ("incident.closed", None) in j and j, 20, "the journal's close")
+    assert journal.count(("incident.started", None)) == 1, "one incident, woken, not started again"
+    assert journal.count(("threshold.fired", "ten-minutes")) == 1 and journal.count(("deadline.missed", "second-within-20")) == 1
+    assert ("step.done", "observe") in journal
+
+
+def test_a_wait_run_locally_sleeps_in_its_process(monkeypatch):
+    """`runbook run` (no deployment): nothing could run the flow again, so even a wait over the threshold sleeps."""
+    monkeypatch.setattr("tasks.wait.SUSPEND_AFTER", 0.0)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    Endpoint.calls = []
+    try:
+        flow = make_flow(load_file(FIXTURES / "long-wait.yaml"))
+        started = time.monotonic()
+        state = flow(parameters={"base_url": f"http://127.0.0.1:{server.server_port}"}, time_scale=1800, return_state=True)
+        took = time.monotonic() - started
+    finally:
+        server.shutdown()
+    assert state.is_completed(), state.message
+    calls = [(p, t) for p, t in Endpoint.calls if p in ("/first", "/second")]  # the time rules fire too, at this scale
+    assert [p for p, _ in calls] == ["/first", "/second"]
+    first, second = (t for _, t in calls)
+    assert 2.0 <= second - first < 6, f"the 2 s wait took {second - first:.2f} s"
+    record = find_record(str(state.state_details.flow_run_id))
+    assert record.steps["observe"]["waited_seconds"] == 2.0 and "step.waiting" not in record.kinds()
+    assert took < 20
