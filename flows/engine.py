@@ -27,6 +27,7 @@ from runbooks.model import Choice, FormField, ManualStep, Runbook, Text
 from runbooks.parameters import ParameterError, validate_parameters
 from runbooks.settings import get_settings
 from tasks.incident import Incident, IncidentEnded, alert_summary, run_url
+from tasks.inputs import WRITER
 from tasks.kinds import HANDLERS
 from tasks.people import ask
 from tasks.steps import StepFailed, plain, summary
@@ -83,6 +84,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     finally:
         inc.closed.set()
         watcher.join(timeout=30)
+        WRITER.flush()  # the steps' done records are on the server before anything else may run the incident
     settle_at_close(inc)
     inc.record("incident.closed", message, actor="runbook", outcome=outcome)
     publish_incident(inc, outcome, message)

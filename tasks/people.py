@@ -44,7 +44,7 @@ from runbooks.settings import get_settings
 from tasks.forms import ANSWERED_BY, default_answer, form_model, options, reason, validate_answer
 from tasks.incident import Incident, IncidentEnded
 from tasks.steps import StepFailed, plain, summary
-from tasks.inputs import (KEYSET_PREFIXES, ask_base, ask_key, mark_expired, next_due_message, pause_key, put_input,
+from tasks.inputs import (KEYSET_PREFIXES, WRITER, ask_base, ask_key, mark_expired, next_due_message, pause_key, put_input,
                           read_input, who_key)
 
 
@@ -344,6 +344,8 @@ def _pause(client, run_id, key: str, model: type[RunInput], description: str, wh
     keyset = keyset_from_paused_state(state)
     state.state_details.run_input_keyset = keyset
     put_input(client, run_id, who_key(keyset), json.dumps(who, ensure_ascii=False))
+    if reschedule:  # once suspended the run may be resumed at once, by another process: it must find every done step
+        WRITER.flush()
     result = propose_state_sync(client=client, state=state, flow_run_id=run_id)
     if not result.is_paused():
         raise RuntimeError(f"the run could not pause for {key}: server answered {result.type.value}")

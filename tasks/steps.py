@@ -8,7 +8,7 @@ of their own (branch, approval, parallel, waits with an expiry branch).
 from __future__ import annotations
 
 import functools
-import threading
+import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -16,10 +16,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
 from prefect.context import TaskRunContext
+from prefect.exceptions import ObjectNotFound
 
 from runbooks.model import KINDS, StepBase
 from tasks.incident import Incident
-from tasks.inputs import create_once, read_input, step_records
+from tasks.inputs import WRITER, create_once, read_input, step_records
 
 Walk = Callable[[Incident, list], None]
 Handler = Callable[[Incident, Any, Walk], dict]
@@ -62,8 +63,9 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
     Given `inc`, a kind that acts on the world is done once per incident: its result is persisted under
     "<flow run id>:<step id>" on the Prefect server (tasks/inputs.py: StepRecords), so a run that starts again
     from the top (a suspended wait resumed, a crashed run recovered, on this machine or another) finds it
-    Cached instead of acting twice. The record is written once the step has acted: a process that dies in
-    between leaves the step to act again, and the journal says so (`step.interrupted`).
+    Cached instead of acting twice. The record is written once the step has acted, by the process's record
+    writer (the next step does not wait for it; the flow flushes it before its process lets the run go): a
+    process that dies in between leaves the step to act again, and the journal says so (`step.interrupted`).
     Each failed try is on the incident's journal (`step.try-failed`, with its error), whatever the log level.
     """
     if inc is not None:
@@ -76,12 +78,38 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
                                     # the attempt that started the incident has nothing to find: it only records
                                     refresh_cache=inc.first_attempt)
         if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
-            once["tags"] = [f"site:{inc.site.name}"]
+            once["tags"] = site_tags(inc.site.name)
     else:
         once = dict(cache_policy=NO_CACHE, persist_result=False)
     return task(fn, name=step.id, task_run_name=step.id, **once,
                 retries=getattr(step, "retries", 0), retry_delay_seconds=getattr(step, "retry_delay", timedelta()).total_seconds(),
                 timeout_seconds=step.timeout.total_seconds() if getattr(step, "timeout", None) else None)
+
+
+SITE_LIMIT_CHECK_SECONDS = 30.0
+_site_limited: dict[str, tuple[float, bool]] = {}  # site name -> (when looked up, a tag limit exists)
+
+
+def site_tags(site: str) -> list[str]:
+    """`["site:<site>"]` when a concurrency limit of that tag exists (docs/production.md), else no tag.
+
+    Prefect asks the server for a slot of every tag a task run has, and gives it back after: two calls
+    a step, limit or not. So the tag goes only where a limit is, looked up at most every 30 s by each
+    process; a limit created during an incident applies within that. If the lookup fails, the tag goes.
+    """
+    tag = f"site:{site}"
+    checked = _site_limited.get(site)
+    if checked is None or time.monotonic() - checked[0] > SITE_LIMIT_CHECK_SECONDS:
+        try:
+            with get_client(sync_client=True) as client:
+                client.read_concurrency_limit_by_tag(tag)
+            limited = True
+        except ObjectNotFound:
+            limited = False
+        except Exception:
+            limited = True
+        checked = _site_limited[site] = (time.monotonic(), limited)
+    return [tag] if checked[1] else []
 
 
 def _journaled(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[..., Any]:
@@ -102,25 +130,22 @@ def _marked(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[.
     A later attempt of the run that finds the mark of another task run, and no done record (else it
     would be Cached), knows an earlier process died while the step acted: it acts again, erring on
     the side of doing it twice rather than never, and puts that on the journal for the responders.
-    The mark is written from a thread of its own, so the action does not wait for the server; a
-    process that dies within that moment leaves no mark, and its next attempt acts again unannounced.
+    The mark goes to the process's record writer (tasks/inputs.py: WRITER), so the action does not wait
+    for the server; a process that dies before it is written leaves no mark, and its next attempt acts
+    again unannounced.
     """
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         this = str(TaskRunContext.get().task_run.id)
-        threading.Thread(target=_mark_begun, args=(inc, step, this), daemon=True, name=f"began-{step.id}").start()
+        WRITER.later(lambda client: _mark_begun(client, inc, step, this))
         return fn(*args, **kwargs)
 
     return run
 
 
-def _mark_begun(inc: Incident, step: StepBase, this: str) -> None:
+def _mark_begun(client, inc: Incident, step: StepBase, this: str) -> None:
     mark = f"began-{step.id}"
-    try:
-        with get_client(sync_client=True) as client:
-            earlier = None if create_once(client, inc.id, mark, this) else read_input(client, inc.id, mark)
-    except Exception:  # Prefect unreachable: the step still acts; only the mark is missing
-        return
+    earlier = None if create_once(client, inc.id, mark, this) else read_input(client, inc.id, mark)
     if earlier not in (None, this):
         inc.record("step.interrupted", "an earlier attempt began this step and died before recording it done; "
                    "it runs again, so its action may have reached the far side twice", step=step.id)

@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Crashed
 
 from flows.launch import start_incident
-from tasks.inputs import step_records
+from tasks.inputs import WRITER, step_records
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # what the served stack and every worker set
@@ -110,9 +110,11 @@ def test_a_step_record_is_an_input_of_the_incidents_run_and_only_a_json_one_is_r
         run = client.create_flow_run(bare)
         json_record = b'{"metadata": {"serializer": {"type": "json"}, "storage_key": "k"}, "result": "{}"}'
         records.write_path(f"{run.id}:block-address", json_record)
+        assert WRITER.flush(), "handed to the process's record writer, written before the process lets its run go"
         assert client.read_flow_run_input(run.id, "done-block-address") == json_record.decode()
         assert records.read_path(f"{run.id}:block-address") == json_record
         records.write_path(f"{run.id}:block-address", b"a second record")  # the first one stays
+        WRITER.flush()
         assert records.read_path(f"{run.id}:block-address") == json_record
         client.create_flow_run_input(run.id, "done-page-chief", '{"metadata": {"serializer": {"type": "pickle"}}, "result": "gA=="}')
         for step in ("page-chief", "never-ran"):
