@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from uuid import UUID
@@ -239,3 +240,21 @@ def run_root(flow_run_id: str) -> str:
         while run.parent_task_run_id is not None:
             run = client.read_flow_run(client.read_task_run(run.parent_task_run_id).flow_run_id)
     return str(run.id)
+
+
+def test_action_steps_carry_the_site_tag_only_where_a_site_limit_exists():
+    """The tag makes Prefect ask the server for a slot on every action; without a limit it is two calls for nothing."""
+    from prefect.client.orchestration import get_client
+
+    from tasks import steps
+
+    site = f"limit-probe-{uuid.uuid4().hex[:6]}"
+    assert steps.site_tags(site) == []
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=f"site:{site}", concurrency_limit=2)
+        try:
+            assert steps.site_tags(site) == [], "looked up at most every 30 s"
+            steps._site_limited.pop(site)
+            assert steps.site_tags(site) == [f"site:{site}"]
+        finally:
+            client.delete_concurrency_limit_by_tag(f"site:{site}")
