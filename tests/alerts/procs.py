@@ -378,3 +378,33 @@ def am_alert(labels: dict[str, str], starts: str, *, status: str = "firing", end
     fp = fingerprint or hashlib.sha256(json.dumps(labels, sort_keys=True).encode()).hexdigest()[:16]
     return {"status": status, "labels": labels, "annotations": annotations or {}, "startsAt": starts,
             "endsAt": ends or "0001-01-01T00:00:00Z", "generatorURL": "http://prometheus.test/graph", "fingerprint": fp}
+
+
+class Watcher:
+    """`python -m app.stack watcher SECONDS`: the escalation watcher, healing the crashed and silent incidents
+    of the runbooks in its RUNBOOK_RUNBOOKS_DIR on the server at `api`."""
+
+    def __init__(self, api: str, home: Path, runbooks_dir: Path = INTAKE_RUNBOOKS, every: float = 1,
+                 log: Path | None = None, **env: str):
+        self.env = base_env(api, home, RUNBOOK_RUNBOOKS_DIR=str(runbooks_dir), **env)
+        self.every = every
+        self.log = log or Path(home) / "watcher.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Watcher":
+        with open(self.log, "a") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "app.stack", "watcher", f"{self.every:g}"], cwd=ROOT,
+                                         env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_for(lambda: "escalation watcher started" in self.log.read_text(errors="replace"), 60, "the watcher to start",
+                 every=0.2)
+        return self
+
+    def stop(self) -> None:
+        stop_process(self.proc)
+
+
+def flow_run_states(api: str, run_id: str) -> list[dict[str, Any]]:
+    """A flow run's states, oldest first."""
+    r = rest("GET", f"{api}/flow_run_states/", params={"flow_run_id": str(run_id)})
+    r.raise_for_status()
+    return sorted(r.json(), key=lambda s: s["timestamp"])

@@ -64,6 +64,11 @@ class Postgres:
 @pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL cluster on a free port: trust on its socket, a password over TCP (as Debian's)."""
+    yield from cluster()
+
+
+def cluster():
+    """The cluster `postgres` gives, for a module that needs one of its own (its own `prefect` role and database)."""
     bindir = pg_bin()
     if bindir is None:
         pytest.skip("PostgreSQL binaries not found (apt-get install -y postgresql)")
@@ -140,13 +145,15 @@ HOSTILE_PASSWORD = "p@ss/w+rd=:%x"  # what a generator may give; it must reach P
 class Production:
     """docs/production.md, walked: the database, the server, the deployments, and the parts a test starts."""
 
-    def __init__(self, pg: Postgres):
+    def __init__(self, pg: Postgres, runbooks: Path | None = None):
         self.pg = pg
         self.home = Path(tempfile.mkdtemp(prefix="runbook-prod-"))
         self.procs = Procs(self.home)
         self.port = free_port()
         self.api = f"http://127.0.0.1:{self.port}/api"
         self.incidents = self.home / "incidents"  # one archive folder every worker shares
+        self.runbooks = runbooks or FIXTURES
+        self.overrides: dict[str, str] = {}  # a test's own value of a setting the document's tables name
         self.database_url = ""
         self.intake_url = ""
 
@@ -159,7 +166,7 @@ class Production:
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "RUNBOOK_INCIDENTS_DIR": str(self.incidents),
             "RUNBOOK_STATE_DIR": str(self.home / "var"), "RUNBOOK_CONTACTS_FILE": str(ROOT / "config" / "contacts.yaml"),
             "RUNBOOK_SITE_FILE": str(ROOT / "config" / "site.yaml"), "RUNBOOK_ROUTES_FILE": str(ROOT / "config" / "routes.yaml"),
-            "PREFECT_WORKER_QUERY_SECONDS": "1", "RUNBOOK_INTAKE_TOKEN": TOKEN,
+            "PREFECT_WORKER_QUERY_SECONDS": "1", "RUNBOOK_INTAKE_TOKEN": TOKEN, **self.overrides,
         }
 
     def env(self, part: str, name: str | None = None, **extra: str) -> dict[str, str]:
@@ -170,7 +177,7 @@ class Production:
         assert not unknown, f"docs/production.md lists {unknown} for the {part}; give them a value in Production.values()"
         env.update({k: values[k] for k in doc.settings(part)})
         env.update({  # the test's own: its runbooks, one Prefect home per process, faster polling and logs
-            "RUNBOOK_RUNBOOKS_DIR": str(FIXTURES), "PREFECT_HOME": str(self.home / f"{name or part}-home"),
+            "RUNBOOK_RUNBOOKS_DIR": str(self.runbooks), "PREFECT_HOME": str(self.home / f"{name or part}-home"),
             "PREFECT_WORKER_PREFETCH_SECONDS": "1", "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.5", "PYTHONPATH": str(ROOT),
         })
         env.update(extra)
@@ -253,8 +260,8 @@ class Production:
         headers = {k: v.replace("$RUNBOOK_INTAKE_TOKEN", TOKEN) for k, v in sent.headers.items()}
         return httpx.request(sent.method, url, json=body, headers=headers, timeout=10)
 
-    def watcher(self) -> subprocess.Popen:
-        return self.procs.start("watcher", doc.command("watcher"), self.env("watcher"))
+    def watcher(self, **extra: str) -> subprocess.Popen:
+        return self.procs.start("watcher", doc.command("watcher"), self.env("watcher", **extra))
 
     def settings(self):
         """Talk to this server from the test process."""
@@ -269,7 +276,12 @@ class Production:
 
 @pytest.fixture(scope="module")
 def production_stack(postgres):
-    prod = Production(postgres)
+    yield from stack(postgres)
+
+
+def stack(postgres: Postgres, runbooks: Path | None = None):
+    """`production_stack`, for a module that deploys runbooks of its own (RUNBOOK_RUNBOOKS_DIR of every part)."""
+    prod = Production(postgres, runbooks)
     try:
         prod.create_database()
         prod.start_server()
