@@ -1,8 +1,9 @@
 """Imported by the warm forkserver (app/warm.py): does once what every incident does when it starts.
 
 Each forked run inherits the parsed contacts and site and the built runbook flows (a file
-changed since is read again by the run, runbooks/yamlfile.py, so nothing goes stale), and
-Prefect's once-per-process check that the server speaks its API version.
+changed since is read again by the run, runbooks/yamlfile.py, so nothing goes stale),
+Prefect's once-per-process check that the server speaks its API version, and the step
+records block (with the Prefect collections its first load imports).
 """
 
 from prefect.client.orchestration import get_client
@@ -30,4 +31,13 @@ if PREFECT_API_URL.value():
         with get_client(sync_client=True) as client:  # closed again: no connection is inherited by the forks
             client.raise_for_api_version_mismatch_once()
     except Exception:  # noqa: BLE001  (each run checks for itself then, as Prefect does)
+        pass
+    try:
+        # The block the steps' done records go through (tasks/inputs.py), read over the sync client like the
+        # check above: loading it the first time also imports every Prefect collection (this project's runbook
+        # worker among them), 0.9 s that each run would otherwise spend before its first step.
+        from tasks.inputs import step_records
+
+        step_records()
+    except Exception:  # noqa: BLE001  (each run loads it for itself then)
         pass
