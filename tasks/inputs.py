@@ -113,6 +113,12 @@ def read_input(client, run_id, key: str) -> str | None:
         raise
 
 
+def inputs_under(client, run_id, prefix: str) -> dict[str, str]:
+    """Every input of the run whose key starts with `prefix`, raw, in one request."""
+    found = client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=10_000, exclude_keys=set())
+    return {i.key: i.value for i in found if i.key.startswith(prefix)}  # the server matches with LIKE: `_` is a wildcard
+
+
 def read_json(client, run_id, key: str) -> Any:
     """An input decoded from JSON, or None when there is none or it is not JSON."""
     raw = read_input(client, run_id, key)

@@ -44,8 +44,8 @@ from runbooks.settings import get_settings
 from tasks.forms import ANSWERED_BY, default_answer, form_model, options, reason, validate_answer
 from tasks.incident import Incident, IncidentEnded
 from tasks.steps import StepFailed, plain, summary
-from tasks.inputs import (KEYSET_PREFIXES, WRITER, ask_base, ask_key, mark_expired, next_due_message, pause_key, put_input,
-                          read_input, who_key)
+from tasks.inputs import (KEYSET_PREFIXES, WRITER, ask_base, inputs_under, mark_expired, next_due_message, pause_key,
+                          put_input, read_input, who_key)
 
 
 FIRST_TIME = "_first_time"  # on a replayed answer: whether this attempt is the first to see it
@@ -75,20 +75,20 @@ _carried: dict[tuple[str, str], dict | None] = {}
 def _earlier_asks(client, run_id, step_id: str, first: int) -> dict[int, dict[str, str]]:
     """The inputs this run already has for a step, by ask number from `first` on: who / response / expired.
 
-    Keys are `paused-<step>-<n>-<part>`, or `suspended-...` for a suspended ask (Prefect names the keyset after the state)."""
+    Keys are `paused-<step>-<n>-<part>`, or `suspended-...` for a suspended ask (Prefect names the keyset after
+    the state); read in one request per prefix, not one per key, as every resumed run replays every wait."""
+    found: dict[int, dict[str, str]] = {}
+    for prefix in KEYSET_PREFIXES:
+        for key, value in inputs_under(client, run_id, f"{prefix}-{step_id}-").items():
+            n, _, part = key.removeprefix(f"{prefix}-{step_id}-").partition("-")
+            if n.isdigit() and part in ("who", "response", "expired"):
+                found.setdefault(int(n), {})[part] = value
     asks: dict[int, dict[str, str]] = {}
     n = first
-    while True:
-        parts = {}
-        for part in ("who", "response", "expired"):
-            for prefix in KEYSET_PREFIXES:
-                value = read_input(client, run_id, ask_key(step_id, n, part, prefix))
-                if value is not None:
-                    parts[part] = value
-        if not parts:
-            return asks
-        asks[n] = parts
+    while n in found:  # the asks in a row from `first`, as a run makes them
+        asks[n] = found[n]
         n += 1
+    return asks
 
 
 def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None:
