@@ -1,21 +1,18 @@
 """Asking people: the waits of manual checklists, approvals, acknowledgements and failure decisions.
 
-The run pauses with a form (a Prefect `RunInput`) that the UI renders from its
-JSON schema, under the step's Markdown instructions. While it waits, the same
-loop pages the escalation tiers and reminders and watches the expiry, so an
-unanswered step takes its expiry branch instead of failing in Prefect's pause
+The run pauses with a form (a Prefect `RunInput`) that the UI renders from its JSON schema, under the
+step's Markdown instructions. While it waits, the same loop pages the escalation tiers and reminders and
+watches the expiry, so an unanswered step takes its expiry branch instead of failing in Prefect's pause
 timeout (after which a run can never pause again).
 
 Each ask has its own pause key `<step-id>-<n>`: an answer that is refused (wrong
 person, a rule the server cannot check) makes the step ask again under `n+1`.
 
-Restarts: the asks, answers and expiry markers are flow run inputs
-(`paused-<step>-<n>-who|response|expired`), so a run that starts again from the
-top (crash + `runbook recover`, or a suspended wait resumed) replays them in
-order (`replay`) instead of asking again. From a deployment a wait suspends
-the run (its process exits); the escalation watcher wakes it when a tier or
-the expiry is due (flows/recovery.py). A long `wait` step suspends the same way
-(`suspend_until`), woken at its end.
+Restarts: the asks, answers and expiry markers are flow run inputs (`paused-<step>-<n>-who|response|expired`),
+so a run that starts again from the top (crash + `runbook recover`, or a suspended wait resumed) replays them
+in order (`replay`) instead of asking again. From a deployment a wait suspends the run (its process exits);
+the escalation watcher wakes it when a tier or the expiry is due (flows/recovery.py). A long `wait` step
+suspends the same way (tasks/wait.py), woken at its end.
 """
 
 from __future__ import annotations
@@ -37,7 +34,6 @@ from prefect.input.run_input import keyset_from_paused_state
 from prefect.states import Paused, Running
 from prefect.utilities.engine import propose_state_sync
 
-from integrations.localtime import local_time
 from integrations.notify import answered
 from runbooks.durations import human
 from runbooks.settings import get_settings
@@ -59,7 +55,7 @@ class Refused(Exception):
     """This answer, or this person, may not answer the step."""
 
 
-def _run_id():
+def run_id_here():
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         raise RuntimeError("a step can only wait for an answer inside a flow run")
@@ -98,7 +94,7 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
     must not ask again what was answered: the answers are flow run inputs and outlive the process.
     Raises Expired when the ask was marked expired. None when the step must (still) ask.
     """
-    run_id = _run_id()
+    run_id = run_id_here()
     slot = (str(run_id), step.id)
     model = form_model(step, kind=kind)
     n = _next_ask.get(slot, 1)
@@ -136,7 +132,7 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
 
 def is_new_wait(step) -> bool:
     """False when `replay` found an unanswered ask of this step from before a restart (its first page went out)."""
-    return _carried.get((str(_run_id()), step.id)) is None
+    return _carried.get((str(run_id_here()), step.id)) is None
 
 
 def suspends_waits() -> bool:
@@ -150,7 +146,7 @@ def suspends_waits() -> bool:
     return os.environ.get("RUNBOOK_SUSPEND_WAITS", "true").strip().lower() not in ("0", "false", "no", "off")
 
 
-def _at(epoch: float) -> str:
+def at_text(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
 
 
@@ -167,7 +163,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
     Call `replay` first. When `suspends_waits()`, the run is suspended instead (its process exits) and the
     escalation watcher (flows/recovery.py) wakes it when a tier or the expiry is due.
     """
-    run_id = _run_id()
+    run_id = run_id_here()
     slot = (str(run_id), step.id)
     model = form_model(step, kind=kind)
     poll = get_settings().answer_poll_seconds
@@ -199,13 +195,13 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
 
     def timers() -> list[dict]:
         """Everything due while the run is suspended, for the escalation watcher (flows/recovery.py)."""
-        out = [{"what": f"tier {i + 1}", "at": _at(started + after)} for i, (after, _, _) in enumerate(tiers) if i not in paged]
+        out = [{"what": f"tier {i + 1}", "at": at_text(started + after)} for i, (after, _, _) in enumerate(tiers) if i not in paged]
         if remind_every and current_tier:
             at = last_page + remind_every
-            out.append({"what": "reminder", "at": _at(at),
+            out.append({"what": "reminder", "at": at_text(at),
                         "claim": f"reminder-{pause_key(step.id, int((at - started) // remind_every))}"})
         if expires is not None:
-            out.append({"what": "expiry", "at": _at(started + expires)})
+            out.append({"what": "expiry", "at": at_text(started + expires)})
         return out + incident.upcoming()
 
     def expire(client, ask: int, *, paused: bool) -> Expired:
@@ -225,14 +221,14 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                     raise expire(client, ask, paused=False)
             who = {"runbook": incident.runbook.id, "incident": incident.id, "step": step.id, "kind": kind,
                    "title": step.title.both(), "may_answer": [p.id for p in allowed],
-                   "waiting_since": _at(started), "asked_at": _at(time.time()), "suspended": suspend,
-                   "tiers": [{"at": _at(started + after), "roles": roles, "text": text, "plan_seconds": after * incident.time_scale}
+                   "waiting_since": at_text(started), "asked_at": at_text(time.time()), "suspended": suspend,
+                   "tiers": [{"at": at_text(started + after), "roles": roles, "text": text, "plan_seconds": after * incident.time_scale}
                              for after, roles, text in tiers],
                    "wait_key": wait_key(step.id, started),
-                   "paged": sorted(paged), "last_page": _at(last_page),
-                   "expires_at": _at(started + expires) if expires is not None else None,
+                   "paged": sorted(paged), "last_page": at_text(last_page),
+                   "expires_at": at_text(started + expires) if expires is not None else None,
                    "timers": timers() if suspend else []}
-            state, keyset = _pause(client, run_id, pause_key(step.id, ask), model, notice + description, who=who, reschedule=suspend)
+            state, keyset = pause_run(client, run_id, pause_key(step.id, ask), model, notice + description, who=who, reschedule=suspend)
             incident.record("step.waiting", f"waiting for an answer (ask {ask})" + (" — suspended" if suspend else ""),
                             step=step.id, may_answer=[p.id for p in allowed], pause_key=pause_key(step.id, ask))
             if suspend:
@@ -267,34 +263,6 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
             answer["waited_seconds"] = round(time.time() - started, 2)
             return answer
     raise RuntimeError("too many refused answers")
-
-
-class WaitForm(RunInput):
-    """The Resume form of a suspended `wait` step: nothing to answer; the run goes on by itself at the wait's end."""
-
-
-def suspend_until(incident: Incident, step, began: float, until: float, *, description: str) -> None:
-    """Free the run's process until `until` (epoch s): a `wait` step's long wait (tasks/wait.py).
-
-    Suspends the run the way a wait for people does (its `who` record, read by the escalation watcher), with
-    one timer more: the wait's end, claimed `waited-<step>` by the run that gets past it. The incident's
-    thresholds and deadlines are in the record too, so the watcher wakes the run for them meanwhile and the
-    woken run suspends again with what is left. Each suspension of the step takes the next free pause key
-    (a key fires once per run). Raises Pause, which ends the process.
-    """
-    run_id = _run_id()
-    timers = [{"what": f"wait {step.id} ends", "at": _at(until), "claim": f"waited-{step.id}"}] + incident.upcoming()
-    who = {"runbook": incident.runbook.id, "incident": incident.id, "step": step.id, "kind": "wait",
-           "title": step.title.both(), "may_answer": [], "waiting_since": _at(began), "asked_at": _at(time.time()),
-           "suspended": True, "until": _at(until), "tiers": [], "wait_key": wait_key(step.id, began), "paged": [],
-           "last_page": _at(began), "expires_at": None, "timers": timers}
-    with get_client(sync_client=True) as client:
-        fired = client.read_flow_run(run_id).empirical_policy.pause_keys or set()
-        ask = next(n for n in range(1, 10_000) if pause_key(step.id, n) not in fired)
-        state, _ = _pause(client, run_id, pause_key(step.id, ask), WaitForm, description, who=who, reschedule=True)
-    incident.record("step.waiting", f"waiting until {local_time(_at(until), incident.site.time_zone)} — suspended",
-                    step=step.id, pause_key=pause_key(step.id, ask))
-    raise Pause(state=state)
 
 
 def wait_key(step_id: str, started: float) -> str:
@@ -338,7 +306,7 @@ def check_identity(answered_by: str, allowed: list, incident) -> str:
     return person.id
 
 
-def _pause(client, run_id, key: str, model: type[RunInput], description: str, who: dict, reschedule: bool = False):
+def pause_run(client, run_id, key: str, model: type[RunInput], description: str, who: dict, reschedule: bool = False):
     state = Paused(timeout_seconds=None, reschedule=reschedule, pause_key=key, name="Suspended" if reschedule else "Paused",
                    message=next_due_message(who.get("timers", [])) if reschedule else None)
     keyset = keyset_from_paused_state(state)

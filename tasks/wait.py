@@ -17,12 +17,14 @@ import time
 from datetime import datetime, timezone
 
 from prefect.client.orchestration import get_client
+from prefect.exceptions import Pause
+from prefect.input import RunInput
 
 from integrations.localtime import local_time
 from runbooks.model import WaitStep
 from tasks.incident import Incident
-from tasks.inputs import read_input
-from tasks.people import suspend_until, suspends_waits
+from tasks.inputs import pause_key, read_input
+from tasks.people import at_text, pause_run, run_id_here, suspends_waits, wait_key
 from tasks.steps import Walk, runs, step_task
 
 # Real seconds left above which a wait on a deployment frees its process (RUNBOOK_SUSPEND_WAIT_AFTER overrides).
@@ -60,3 +62,31 @@ def _describe(inc: Incident, step: WaitStep, end: float) -> str:
     return (f"### {inc.text(step.title, 'zh')} / {inc.text(step.title, 'en')}\n\n"
             f"等待至 {at}，届时自动继续；现在恢复不会缩短等待。\n\n"
             f"Waiting until {at}; the run goes on by itself then. Resuming it now does not shorten the wait.")
+
+
+class WaitForm(RunInput):
+    """The Resume form of a suspended `wait` step: nothing to answer; the run goes on by itself at the wait's end."""
+
+
+def suspend_until(incident: Incident, step: WaitStep, began: float, until: float, *, description: str) -> None:
+    """Free the run's process until `until` (epoch s): a `wait` step's long wait.
+
+    Suspends the run the way a wait for people does (its `who` record, read by the escalation watcher), with
+    one timer more: the wait's end, claimed `waited-<step>` by the run that gets past it. The incident's
+    thresholds and deadlines are in the record too, so the watcher wakes the run for them meanwhile and the
+    woken run suspends again with what is left. Each suspension of the step takes the next free pause key
+    (a key fires once per run). Raises Pause, which ends the process.
+    """
+    run_id = run_id_here()
+    timers = [{"what": f"wait {step.id} ends", "at": at_text(until), "claim": f"waited-{step.id}"}] + incident.upcoming()
+    who = {"runbook": incident.runbook.id, "incident": incident.id, "step": step.id, "kind": "wait",
+           "title": step.title.both(), "may_answer": [], "waiting_since": at_text(began), "asked_at": at_text(time.time()),
+           "suspended": True, "until": at_text(until), "tiers": [], "wait_key": wait_key(step.id, began), "paged": [],
+           "last_page": at_text(began), "expires_at": None, "timers": timers}
+    with get_client(sync_client=True) as client:
+        fired = client.read_flow_run(run_id).empirical_policy.pause_keys or set()
+        ask = next(n for n in range(1, 10_000) if pause_key(step.id, n) not in fired)
+        state, _ = pause_run(client, run_id, pause_key(step.id, ask), WaitForm, description, who=who, reschedule=True)
+    incident.record("step.waiting", f"waiting until {local_time(at_text(until), incident.site.time_zone)} — suspended",
+                    step=step.id, pause_key=pause_key(step.id, ask))
+    raise Pause(state=state)
