@@ -250,6 +250,9 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
                                 flow_run_id=str(run_id))
         meta = _waiting(client, run)
         waiting = meta.get("step") or _step_of(run)
+        if meta.get("kind") == "wait":
+            return AnswerResult(ok=False, message=f"run {run.name} waits at step '{waiting}' until {meta.get('until')}: there is "
+                                                  "nothing to answer; it goes on by itself then", flow_run_id=str(run_id), step=waiting)
         if step and step != waiting:
             return AnswerResult(ok=False, message=f"run {run.name} is waiting at step '{waiting}', not '{step}'", flow_run_id=str(run_id), step=waiting)
         allowed = meta.get("may_answer") or []
@@ -285,6 +288,8 @@ def pending_steps() -> list[PendingStep]:
     with get_client(sync_client=True) as client:
         for run in all_flow_runs(client, FlowRunFilter(state=PAUSED)):
             meta = _waiting(client, run)
+            if meta.get("kind") == "wait":
+                continue  # a suspended `wait` step: it waits for its time, not for a person
             step_id = meta.get("step") or _step_of(run) or "?"
             incident = incident_of(client, run, known)
             out.append(PendingStep(flow_run_id=str(run.id), run_name=run.name, incident_id=str(incident.id), incident_name=incident.name,
