@@ -9,6 +9,7 @@ records block (with the Prefect collections its first load imports).
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
+import gc
 import logging
 
 from integrations.contacts import load_directory
@@ -41,3 +42,7 @@ if PREFECT_API_URL.value():
         step_records()
     except Exception:  # noqa: BLE001  (each run loads it for itself then)
         pass
+
+# What the forkserver has built stays out of the collector's sight from here: a forked run's collections would
+# otherwise touch (and so copy) the parent's pages, and each run's memory grow towards its RSS while it waits.
+gc.freeze()
