@@ -23,6 +23,7 @@ from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, cr
 from prefect.input import RunInput
 
 from integrations.localtime import site_zone, zone_name
+from runbooks.durations import human
 from runbooks.model import FormField
 
 ANSWERED_BY = "answered_by"
@@ -132,3 +133,22 @@ def reason(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         return "; ".join(f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors(include_url=False))
     return str(exc)
+
+
+def describe(inc, step, *, kind: str, allowed: list) -> str:
+    """The Markdown shown above the form in the Prefect UI."""
+    lines = []
+    if inc.drill:
+        lines.append("> **演练 DRILL** — 这是一次演练 / this is a drill.\n")
+    lines.append(f"### {inc.text(step.title, 'zh')} / {inc.text(step.title, 'en')}")
+    lines.append(f"*{inc.runbook.title.both()}*" + (f" · 级别 Severity: **{inc.level_label()}**" if inc.severity else ""))
+    if step.instructions:
+        lines += ["", inc.text(step.instructions, "zh"), "", inc.text(step.instructions, "en")]
+    if kind == "ack":
+        lines += ["", inc.both(step.message)]
+    if allowed:
+        lines += ["", "**可回答 May answer:** " + ", ".join(f"{p.name} (`{p.id}`)" for p in allowed)]
+    lines += ["", "请在 *回答人 Answered by* 中填写您的姓名或编号 / Put your name or id in *Answered by*."]
+    if step.expires:
+        lines.append(f"\n未在 {human(step.expires, 'zh')} 内回答将按超时处理 / Unanswered after {human(step.expires)}, the step expires.")
+    return "\n".join(lines)

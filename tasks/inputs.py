@@ -27,6 +27,7 @@ from uuid import UUID
 import httpx
 
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilter, FlowRunFilterParentFlowRunId
 from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import WritableFileSystem
 from prefect.settings import PREFECT_API_URL
@@ -117,6 +118,21 @@ def inputs_under(client, run_id, prefix: str) -> dict[str, str]:
     """Every input of the run whose key starts with `prefix`, raw, in one request."""
     found = client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=10_000, exclude_keys=set())
     return {i.key: i.value for i in found if i.key.startswith(prefix)}  # the server matches with LIKE: `_` is a wildcard
+
+
+def earlier_track_runs(client, run) -> list[UUID]:
+    """If this run is a parallel track's, the earlier runs of the same track of the same incident, oldest first.
+
+    Prefect carries a track's run over to the next attempt of its incident only while the task run that
+    tracks it has not ended; after a crash the next attempt starts the track in a new run, and the answers
+    given in the track are inputs of the earlier one. No request for an incident's own run (it has no parent).
+    """
+    if run.parent_task_run_id is None:
+        return []
+    parent = client.read_task_run(run.parent_task_run_id).flow_run_id
+    siblings = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])),
+                                     flow_filter=FlowFilter(id=FlowFilterId(any_=[run.flow_id])), limit=200)
+    return [r.id for r in sorted(siblings, key=lambda r: r.created) if r.id != run.id and r.created < run.created]
 
 
 def read_json(client, run_id, key: str) -> Any:

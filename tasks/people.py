@@ -37,10 +37,10 @@ from prefect.utilities.engine import propose_state_sync
 from integrations.notify import answered
 from runbooks.durations import human
 from runbooks.settings import get_settings
-from tasks.forms import ANSWERED_BY, default_answer, form_model, options, reason, validate_answer
+from tasks.forms import ANSWERED_BY, default_answer, describe, form_model, options, reason, validate_answer
 from tasks.incident import Incident, IncidentEnded
 from tasks.steps import StepFailed, plain, summary
-from tasks.inputs import (KEYSET_PREFIXES, WRITER, ask_base, inputs_under, mark_expired, next_due_message, pause_key,
+from tasks.inputs import (KEYSET_PREFIXES, WRITER, ask_base, earlier_track_runs, inputs_under, mark_expired, next_due_message, pause_key,
                           put_input, read_input, who_key)
 
 
@@ -55,11 +55,15 @@ class Refused(Exception):
     """This answer, or this person, may not answer the step."""
 
 
-def run_id_here():
+def _run():
     ctx = FlowRunContext.get()
     if ctx is None or ctx.flow_run is None:
         raise RuntimeError("a step can only wait for an answer inside a flow run")
-    return ctx.flow_run.id
+    return ctx.flow_run
+
+
+def run_id_here():
+    return _run().id
 
 
 # Where each step of each run is in its asks: the next ask number, and the last unanswered ask's `who`
@@ -90,41 +94,41 @@ def _earlier_asks(client, run_id, step_id: str, first: int) -> dict[int, dict[st
 def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None:
     """The answer this run already got for the step's next ask, if it got one before a crash or a suspension.
 
-    A run that starts again from the top (a worker died, `runbook recover`, a suspended wait resumed)
-    must not ask again what was answered: the answers are flow run inputs and outlive the process.
-    Raises Expired when the ask was marked expired. None when the step must (still) ask.
-    """
+    A run that starts again from the top (a worker died, `runbook recover`, a suspended wait resumed) must
+    not ask again what was answered: the answers are flow run inputs and outlive the process (a track's may
+    be on an earlier run of the track: tasks/inputs.py earlier_track_runs). Raises Expired when the ask was
+    marked expired. None when the step must (still) ask."""
     run_id = run_id_here()
     slot = (str(run_id), step.id)
     model = form_model(step, kind=kind)
     n = _next_ask.get(slot, 1)
     with get_client(sync_client=True) as client:
-        asks = _earlier_asks(client, run_id, step.id, n)
+        earlier = [] if slot in _next_ask else [_earlier_asks(client, r, step.id, 1) for r in earlier_track_runs(client, _run())]
+        sources = [(asks, 1, False) for asks in earlier] + [(_earlier_asks(client, run_id, step.id, n), n, True)]
     carried = None
-    while n in asks:
-        parts = asks[n]
-        if "who" in parts:
-            carried = json.loads(parts["who"])
-        if "response" in parts:
-            try:
-                answer = validate_answer(model, json.loads(parts["response"]))
-                check_identity(answer[ANSWERED_BY], allowed, incident)
-            except (ValidationError, Refused, ValueError) as exc:
-                # Refused (straight through Prefect's API, as the UI resumes): on the journal once, and the step
-                # waits on with its clock and pages as they were (`carried`), paging nobody again.
-                refuse(incident, step, n, parts["response"], exc, via="prefect-api")
-                n += 1
-                continue
-            _next_ask[slot] = n + 1
-            _carried[slot] = None
-            answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-            answer[FIRST_TIME] = incident.claim(f"answered-{pause_key(step.id, n)}")  # later attempts replay it quietly
-            return answer
-        if "expired" in parts:
-            _next_ask[slot] = n + 1
-            _carried[slot] = None
-            raise Expired(parts["expired"])
-        n += 1  # asked and never answered: ask again under a fresh key (a pause key fires only once per run)
+    for asks, k, here in sources:
+        while k in asks:
+            parts = asks[k]
+            carried = json.loads(parts["who"]) if "who" in parts else carried
+            if "response" in parts:
+                try:
+                    answer = validate_answer(model, json.loads(parts["response"]))
+                    check_identity(answer[ANSWERED_BY], allowed, incident)
+                except (ValidationError, Refused, ValueError) as exc:
+                    # Refused (straight through Prefect's API, as the UI resumes): on the journal once, and the step
+                    # waits on with its clock and pages as they were (`carried`), paging nobody again.
+                    refuse(incident, step, k, parts["response"], exc, via="prefect-api")
+                    k += 1
+                    continue
+                _next_ask[slot], _carried[slot] = (k + 1 if here else n), None
+                answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+                answer[FIRST_TIME] = incident.claim(f"answered-{pause_key(step.id, k)}")  # later attempts replay it quietly
+                return answer
+            if "expired" in parts:
+                _next_ask[slot], _carried[slot] = (k + 1 if here else n), None
+                raise Expired(parts["expired"])
+            k += 1  # asked and never answered: ask again under a fresh key (a pause key fires only once per run)
+        n = k if here else n
     _next_ask[slot] = n
     _carried[slot] = carried
     return None
@@ -379,22 +383,3 @@ def ask(inc: Incident, step, *, kind: str) -> dict:
         expires=inc.seconds(step.expires) if step.expires else None,
         first=(list(step.to), inc.both(step.message)) if kind == "ack" else ((first, description) if first else None),
     )
-
-
-def describe(inc: Incident, step, *, kind: str, allowed: list) -> str:
-    """The Markdown shown above the form in the Prefect UI."""
-    lines = []
-    if inc.drill:
-        lines.append("> **演练 DRILL** — 这是一次演练 / this is a drill.\n")
-    lines.append(f"### {inc.text(step.title, 'zh')} / {inc.text(step.title, 'en')}")
-    lines.append(f"*{inc.runbook.title.both()}*" + (f" · 级别 Severity: **{inc.level_label()}**" if inc.severity else ""))
-    if step.instructions:
-        lines += ["", inc.text(step.instructions, "zh"), "", inc.text(step.instructions, "en")]
-    if kind == "ack":
-        lines += ["", inc.both(step.message)]
-    if allowed:
-        lines += ["", "**可回答 May answer:** " + ", ".join(f"{p.name} (`{p.id}`)" for p in allowed)]
-    lines += ["", "请在 *回答人 Answered by* 中填写您的姓名或编号 / Put your name or id in *Answered by*."]
-    if step.expires:
-        lines.append(f"\n未在 {human(step.expires, 'zh')} 内回答将按超时处理 / Unanswered after {human(step.expires)}, the step expires.")
-    return "\n".join(lines)
