@@ -284,11 +284,6 @@ def test_only_the_worker_killed_while_tracks_wait_its_orphan_finishes_alone(prod
     assert "Crashed" not in seen["states"], f"the orphan was alive and heartbeating: {seen['states']}"
 
 
-@pytest.mark.xfail(run=False, reason=(
-    "product bug (seen in 2 of 2 runs): once the recovered incident suspends at restart-pumps and is resumed, its "
-    "first parallel step starts new track runs whose replay finds no earlier asks (they are inputs of the old track "
-    "runs), so open-series-valve, confirm-phoned and check-diesel-pump are asked and paged a second time and the "
-    "incident waits there; run with --runxfail once tasks/parallel.py reattaches or replays the earlier tracks"))
 def test_worker_and_flow_process_killed_while_tracks_wait_the_watcher_heals_it(production, pagers):
     run_id, record, seen = kill_during_tracks(production, pagers, flow_process_too=True)
     check_once(record, seen["report"], pagers)
