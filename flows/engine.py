@@ -184,8 +184,9 @@ def flow_options(runbook: Runbook) -> dict[str, Any]:
 def _run_name(runbook: Runbook) -> Callable[[], str]:
     def name() -> str:
         params = flow_run.parameters or {}
-        label = params.get("incident") or datetime.now(site_zone()).strftime("%m-%d %H:%M:%S")
-        drill = "[演练 DRILL] " if params.get("drill") else ""
-        return f"{drill}{runbook.id} · {label}"
+        prefix = f"{'[演练 DRILL] ' if params.get('drill') else ''}{runbook.id} · "
+        if not params.get("incident") and (flow_run.name or "").startswith(prefix):
+            return flow_run.name  # Prefect names the run again at every attempt: it keeps the time it first started
+        return prefix + (params.get("incident") or datetime.now(site_zone()).strftime("%m-%d %H:%M:%S"))
 
     return name
