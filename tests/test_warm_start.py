@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -107,6 +108,11 @@ def state_of(run_id):
         return client.read_flow_run(UUID(str(run_id))).state
 
 
+def name_of(run_id) -> str:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(UUID(str(run_id))).name
+
+
 def process_of(run_id) -> int:
     with get_client(sync_client=True) as client:
         recorded = client.read_flow_run(UUID(str(run_id))).infrastructure_pid
@@ -125,10 +131,13 @@ def is_forkserver(pid: int) -> bool:
 def _act_wait_answer_complete(run_id, where: str) -> None:
     wait_for(lambda: "/first" in Endpoint.calls, 60, f"the first action ({where})", every=0.2)
     wait_for(lambda: state_of(run_id).name == "Suspended", 60, f"the wait to suspend ({where})", every=0.2)
+    name = name_of(run_id)
+    time.sleep(1.1)  # a name made of the time would change by now
     result = answer_step(str(run_id), by="wang-chief", values={})
     assert result.ok, result.message
     final = wait_for(lambda: (s := state_of(run_id)).is_final() and s, 90, f"the incident to finish ({where})", every=0.2)
     assert final.is_completed(), final.message
+    assert name_of(run_id) == name, "the resumed attempt keeps the incident's name"
     assert Endpoint.calls == ["/first", "/second"], "each action once, across the fork that acted and the one that resumed"
 
 
