@@ -116,20 +116,9 @@ def runs(api: str, **flt) -> list[dict]:
 
 
 def process_of(run: dict) -> int | None:
-    """The live process of a run: recorded on it (`host:pid`, the warm runner), else the one whose environment names
-    it (Prefect's own process starter)."""
-    recorded = run.get("infrastructure_pid") or ""
-    if recorded.rpartition(":")[2].isdigit() and Path(f"/proc/{recorded.rpartition(':')[2]}").exists():
-        return int(recorded.rpartition(":")[2])
-    marker = f"PREFECT__FLOW_RUN_ID={run['id']}".encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
+    from tests.alerts.procs import run_process
+
+    return run_process(run["id"], run.get("infrastructure_pid"))
 
 
 def figures(pids: list[int]) -> dict[str, float]:

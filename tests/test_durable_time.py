@@ -24,7 +24,7 @@ from prefect.client.orchestration import get_client
 from flows.answers import answer_step
 from flows.launch import start_incident
 from flows.record.timeline import journal_from_events
-from tests.alerts.procs import wait_for
+from tests.alerts.procs import run_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "durable"
@@ -120,23 +120,8 @@ class Endpoint(BaseHTTPRequestHandler):
 
 
 def flow_process(run_id) -> int | None:
-    """The pid of the process running a flow run: recorded on the run (`host:pid`) by the warm runner, else the
-    process that has the run id in its environment (how Prefect's own starters hand it over)."""
     with get_client(sync_client=True) as client:
-        recorded = client.read_flow_run(UUID(str(run_id))).infrastructure_pid
-    if recorded and recorded.rpartition(":")[2].isdigit():
-        pid = int(recorded.rpartition(":")[2])
-        if Path(f"/proc/{pid}").exists():
-            return pid
-    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
+        return run_process(str(run_id), client.read_flow_run(UUID(str(run_id))).infrastructure_pid)
 
 
 def test_an_incident_killed_during_a_wait_heals_itself_and_acts_once(served):

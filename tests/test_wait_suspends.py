@@ -29,7 +29,7 @@ from flows.record.archive import find_record
 from flows.record.timeline import journal_from_events
 from runbooks.loader import load_file
 from tasks.inputs import read_input
-from tests.alerts.procs import wait_for
+from tests.alerts.procs import run_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "waits"
@@ -96,26 +96,8 @@ def kinds(run_id) -> list[tuple[str, str | None]]:
 
 
 def flow_process(run_id) -> int | None:
-    """The live process running a flow run: recorded on the run (`host:pid`) by the warm runner, else the process
-    that has the run id in its environment (how Prefect's own starters hand it over)."""
     with get_client(sync_client=True) as client:
-        recorded = client.read_flow_run(UUID(str(run_id))).infrastructure_pid
-    if recorded and recorded.rpartition(":")[2].isdigit():
-        pid = int(recorded.rpartition(":")[2])
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                return pid
-        except (OSError, IndexError):
-            pass
-    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if marker in (entry / "environ").read_bytes().split(b"\0"):
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
+        return run_process(str(run_id), client.read_flow_run(UUID(str(run_id))).infrastructure_pid)
 
 
 def suspended_with_no_process(run_id) -> bool:

@@ -81,6 +81,28 @@ def base_env(api_url: str, home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def run_process(run_id: str, recorded: str | None) -> int | None:
+    """The live process running a flow run: the one recorded on the run (`infrastructure_pid`, `host:pid` from the
+    warm runner or a plain pid from a worker), else the process whose environment names the run (how Prefect's own
+    starters hand it over). A zombie (exited, not yet reaped) counts as gone."""
+    pid = (recorded or "").rpartition(":")[2]
+    if pid.isdigit():
+        try:
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return int(pid)
+        except (OSError, IndexError):
+            pass
+    marker = f"PREFECT__FLOW_RUN_ID={run_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
 class PrefectServer:
     """`prefect server start` on a fixed port with its own home; stop() and start() again keep its database."""
 
