@@ -31,9 +31,11 @@ back Cached (tasks/steps.py: step_task) and the answers replay (tasks/people.py:
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 from uuid import UUID
@@ -59,6 +61,7 @@ log = logging.getLogger("runbook.recovery")
 
 RECOVERABLE = {StateType.CRASHED, StateType.RUNNING, StateType.PENDING, StateType.PAUSED, StateType.FAILED}
 PAGE = 200  # the API's largest page of flow runs
+LANES = 8  # suspended runs with something due looked after side by side in a pass (wake_due)
 
 
 class NotRecoverable(Exception):
@@ -106,35 +109,66 @@ def due(who: dict, now: datetime, done=lambda claim: False) -> str | None:
     return None
 
 
-def wake_due(client, now: datetime | None = None) -> list[tuple[str, str]]:
-    """One pass over the suspended runs; wakes those with something due. Returns [(run id, reason)]."""
+def wake_due(client, now: datetime | None = None, lanes: int = LANES) -> list[tuple[str, str]]:
+    """One pass over the suspended runs; pages their due tiers and wakes those with anything else due.
+    Returns [(run id, reason)] of the runs woken.
+
+    The runs with something due are looked after on up to `lanes` threads side by side, each with a client
+    of its own: each due tier is a few server calls and a page, so one after the other, 250 incidents whose
+    tiers come due together would be paged over a minute. Each tier is still paged once (its claim)."""
     now = now or datetime.now(timezone.utc)
-    woken = []
-    for run in runs_in(client, StateType.PAUSED):
-        details = run.state.state_details
-        if not details.pause_reschedule or not details.run_input_keyset or not _mine(run):
-            continue  # a blocking pause escalates in its own process
-        first = next_due(run.state.message)
-        if first is not None and first > now or run.state.message == "no timer":
-            continue  # nothing due yet: its record need not be read
-        who = read_json(client, run.id, who_key(details.run_input_keyset))
-        if who is None:
-            continue
-        try:
-            page_due_tiers(client, run, who, now)
-        except NotRecoverable as exc:  # one broken runbook does not hold up the other incidents' timers
-            log.error("cannot page the due tiers of %s: %s", run.name, exc)
-            continue
-        reason = due(who, now, lambda claim: read_input(client, run.id, f"once-{claim}") is not None)
-        if reason is None:
-            continue
-        if reason == "expired":
-            mark_expired(client, run.id, base_of(details.run_input_keyset), f"no answer by {who['expires_at']}")
-        result = client.set_flow_run_state(run.id, Scheduled(name="Resuming", message=f"escalation watcher: {reason}"))
-        if result.status.value == "ACCEPT":
-            woken.append((str(run.id), reason))
-            log.info("woke %s (%s, step %s): %s", run.name, who.get("runbook"), who.get("step"), reason)
-    return woken
+    todo = [run for run in runs_in(client, StateType.PAUSED) if _something_due(run, now)]
+    if lanes <= 1 or len(todo) <= 1:
+        found = [_look_after(client, run, now) for run in todo]
+    else:
+        found = _side_by_side(todo, lanes, lambda own, run: _look_after(own, run, now))
+    return [w for w in found if w is not None]
+
+
+def _something_due(run: FlowRun, now: datetime) -> bool:
+    """Whether a paused run is a suspended wait of ours whose first timer (in its state message) is due."""
+    details = run.state.state_details
+    if not details.pause_reschedule or not details.run_input_keyset or not _mine(run):
+        return False  # a blocking pause escalates in its own process
+    first = next_due(run.state.message)
+    return not (first is not None and first > now or run.state.message == "no timer")  # else its record need not be read
+
+
+def _look_after(client, run: FlowRun, now: datetime) -> tuple[str, str] | None:
+    """Page a suspended run's due tiers; wake it when anything else is due: (run id, reason) when woken."""
+    details = run.state.state_details
+    who = read_json(client, run.id, who_key(details.run_input_keyset))
+    if who is None:
+        return None
+    try:
+        page_due_tiers(client, run, who, now)
+    except NotRecoverable as exc:  # one broken runbook does not hold up the other incidents' timers
+        log.error("cannot page the due tiers of %s: %s", run.name, exc)
+        return None
+    reason = due(who, now, lambda claim: read_input(client, run.id, f"once-{claim}") is not None)
+    if reason is None:
+        return None
+    if reason == "expired":
+        mark_expired(client, run.id, base_of(details.run_input_keyset), f"no answer by {who['expires_at']}")
+    result = client.set_flow_run_state(run.id, Scheduled(name="Resuming", message=f"escalation watcher: {reason}"))
+    if result.status.value != "ACCEPT":
+        return None
+    log.info("woke %s (%s, step %s): %s", run.name, who.get("runbook"), who.get("step"), reason)
+    return str(run.id), reason
+
+
+def _side_by_side(runs: list[FlowRun], lanes: int, work) -> list:
+    """`work(client, run)` for every run, dealt round the lanes: a thread each, with a Prefect client of its own."""
+
+    def lane(share: list[FlowRun]) -> list:
+        with get_client(sync_client=True) as own:
+            return [work(own, run) for run in share]
+
+    shares = [runs[i::lanes] for i in range(min(lanes, len(runs)))]
+    with ThreadPoolExecutor(len(shares), thread_name_prefix="watcher-lane") as pool:
+        # each lane in a copy of this context: the caller's Prefect settings (e.g. a temporary API URL) hold there too
+        futures = [pool.submit(contextvars.copy_context().run, lane, share) for share in shares]
+        return [result for future in futures for result in future.result()]
 
 
 def page_due_tiers(client, run: FlowRun, who: dict, now: datetime) -> None:

@@ -1,0 +1,134 @@
+"""The watcher pages the due tiers of several suspended runs side by side, each tier once (flows/recovery.py: wake_due)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+RUNBOOK = """\
+id: watcher-paging
+title: {zh: 升级, en: Paging}
+description: {zh: 测试, en: Test}
+source: {plan: 9, title: 测试}
+roles:
+  duty-manager: {label: {zh: 值班经理, en: Duty manager}}
+lead: duty-manager
+steps:
+  - id: confirm
+    kind: manual
+    title: {zh: 确认, en: Confirm}
+    escalation:
+      - after: 10m
+        notify: [duty-manager]
+"""
+
+
+@pytest.fixture
+def pager(tmp_path, monkeypatch):
+    """A webhook standing in for the duty manager's pager (incident ids, one per page), and the settings that use it."""
+    pages: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            pages.append(json.loads(self.rfile.read(int(self.headers["Content-Length"])))["incident_id"])
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    (tmp_path / "runbooks").mkdir()
+    (tmp_path / "runbooks" / "watcher-paging.yaml").write_text(RUNBOOK, encoding="utf-8")
+    (tmp_path / "contacts.yaml").write_text(textwrap.dedent(f"""\
+        people:
+          - id: manager
+            name: Manager
+            roles: [duty-manager]
+            channels: [{{channel: webhook, to: "http://127.0.0.1:{server.server_port}/page"}}]
+        """), encoding="utf-8")
+    from runbooks.settings import get_settings
+
+    monkeypatch.setenv("RUNBOOK_RUNBOOKS_DIR", str(tmp_path / "runbooks"))
+    monkeypatch.setenv("RUNBOOK_CONTACTS_FILE", str(tmp_path / "contacts.yaml"))
+    get_settings.cache_clear()
+    yield pages
+    get_settings.cache_clear()
+    server.shutdown()
+
+
+def suspended(client, n: int) -> list[str]:
+    """N runs Suspended at a manual step whose one tier came due a second ago, as tasks/people.py leaves them."""
+    from prefect import flow
+    from prefect.input.run_input import keyset_from_paused_state
+    from prefect.states import Paused
+
+    from tasks.inputs import next_due_message, who_key
+
+    @flow(name="watcher-paging")
+    def waiting():
+        pass
+
+    at = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+    ids = []
+    for i in range(n):
+        run = client.create_flow_run(waiting, tags=["runbook:watcher-paging"])
+        state = Paused(timeout_seconds=None, reschedule=True, pause_key="confirm-1", name="Suspended",
+                       message=next_due_message([{"what": "tier 1", "at": at}]))
+        state.state_details.run_input_keyset = keyset_from_paused_state(state)
+        client.set_flow_run_state(run.id, state, force=True)
+        who = {"runbook": "watcher-paging", "step": "confirm", "kind": "manual", "may_answer": [], "paged": [],
+               "waiting_since": at, "wait_key": f"confirm-{i}", "expires_at": None,
+               "tiers": [{"at": at, "roles": ["duty-manager"], "text": f"page {i}", "plan_seconds": 600}],
+               "timers": [{"what": "tier 1", "at": at}]}
+        client.create_flow_run_input(run.id, key=who_key(state.state_details.run_input_keyset), value=json.dumps(who))
+        ids.append(str(run.id))
+    return ids
+
+
+def test_due_tiers_of_several_runs_are_paged_side_by_side_once_each(pager, monkeypatch):
+    from prefect.client.orchestration import get_client
+
+    import flows.recovery as recovery
+    from tasks.inputs import read_json, read_input, who_key
+
+    at_once, most, lock = [0], [0], threading.Lock()
+    page_tier = recovery.page_tier
+
+    def counted(*args, **kwargs):
+        with lock:
+            at_once[0] += 1
+            most[0] = max(most[0], at_once[0])
+        try:
+            time.sleep(0.2)  # a slow pager: the lanes overlap
+            return page_tier(*args, **kwargs)
+        finally:
+            with lock:
+                at_once[0] -= 1
+
+    monkeypatch.setattr(recovery, "page_tier", counted)
+    with get_client(sync_client=True) as client:
+        ids = suspended(client, 6)
+        assert recovery.wake_due(client, lanes=3) == []  # a tier is paged without waking the run
+        assert sorted(pager) == sorted(ids)
+        assert 1 < most[0] <= 3
+        again = [threading.Thread(target=recovery.wake_due, args=(client,)) for _ in range(2)]  # two more passes at once
+        for t in again:
+            t.start()
+        for t in again:
+            t.join(60)
+        assert sorted(pager) == sorted(ids)  # each tier once, whoever got there first
+        for run_id in ids:
+            run = client.read_flow_run(run_id)
+            assert run.state.name == "Suspended"
+            assert read_json(client, run.id, who_key(run.state.state_details.run_input_keyset))["paged"] == [0]
+            assert read_input(client, run.id, "once-tier-confirm-" + str(ids.index(run_id)) + "-1") is not None
