@@ -29,12 +29,14 @@ whether the batch's incidents are open is read in one request.
 
 from __future__ import annotations
 
+import faulthandler
 import hashlib
 import json
 import logging
+import signal
 import sqlite3
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -72,6 +74,26 @@ def is_transient(exc: BaseException) -> bool:
         return exc.response.status_code >= 500 or exc.response.status_code in (408, 429)
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and is_transient(cause)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Prefect answered, but cannot take this request now (503 while its database is locked, 429, ...): the
+    alert waits, the other groups' alerts are still asked for (an unreachable Prefect stops them all)."""
+    if isinstance(exc, launch.PrefectBusy):
+        return True
+    return isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code in launch.RETRIED_ANSWERS
+
+
+def dump_threads_on_signal(signum: int = getattr(signal, "SIGUSR1", 0)) -> bool:
+    """``kill -USR1 <receiver pid>`` writes every thread's stack to the receiver's stderr (its log) and the
+    receiver goes on: what a stuck drainer waits for. Not when the signal already has a handler."""
+    try:
+        if not signum or signal.getsignal(signum) not in (signal.SIG_DFL, None):
+            return False
+        faulthandler.register(signum, all_threads=True)
+        return True
+    except (AttributeError, ValueError, RuntimeError, OSError):
+        return False
 
 
 # ---------------------------------------------------------------- the defaults talk to Prefect
@@ -270,7 +292,7 @@ def lane_key(item: SpoolItem) -> str:
 class Result:
     """What became of one spool item in a batch."""
     item: SpoolItem
-    kind: str                   # done | set-aside | retry | waiting (for Prefect)
+    kind: str                   # done | set-aside | retry | waiting (Prefect unreachable) | busy (Prefect busy)
     outcome: str
 
     @property
@@ -339,16 +361,23 @@ class Drainer:
     not matter, each is its own incident. An alert that cannot be handed over holds back the later
     alerts of its group only; they are tried again together after a backoff.
 
+    What the lanes that have finished did is written to the spool every ``record_every`` seconds while
+    others still run: a lane that waits long for Prefect does not hold back the marks of the groups
+    handed over beside it.
+
     ``wake()`` after appending; ``stop()`` on shutdown (what is left stays spooled
     and is drained by the next start)."""
 
     def __init__(self, intake: Intake, *, max_attempts: int = 3, first_delay: float = 0.5, max_delay: float = 30.0,
-                 check_every: float = 30.0, batch: int = 200, lanes: int = 4):
+                 check_every: float = 30.0, batch: int = 200, lanes: int = 4, record_every: float = 2.0,
+                 busy_delay: float = 4.0):
         self.intake, self.store = intake, intake.store
         self.spool = SpoolBatches(intake.store)
         self.max_attempts, self.first_delay, self.max_delay = max_attempts, first_delay, max_delay
         self.check_every = check_every  # while idle, how often Prefect's health is asked
-        self.batch, self.lanes = batch, lanes
+        self.batch, self.lanes, self.record_every = batch, lanes, record_every
+        self.busy_delay = busy_delay     # the longest backoff while Prefect answers but is busy (it is there: ask soon)
+        self.only_busy = False           # the last drain()'s alerts that were not handed over all met a busy Prefect
         self._pool: ThreadPoolExecutor | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -356,6 +385,7 @@ class Drainer:
         self.handled = 0                 # alerts handled (or set aside) by the last drain()
         self.prefect_reachable = False   # not known to be reachable until a check or a handed-over alert says so
         self.prefect_checked_at: datetime | None = None
+        self._said_unreachable = False   # the warning was logged; the next handed-over alert logs that Prefect is back
 
     def check_prefect(self) -> bool:
         """Ask Prefect's health endpoint; what /healthz reports."""
@@ -373,6 +403,7 @@ class Drainer:
         self.prefect_checked_at = datetime.now(timezone.utc)
 
     def start(self) -> "Drainer":
+        dump_threads_on_signal()
         self._thread = threading.Thread(target=self._run, name="alert-spool-drainer", daemon=True)
         self._thread.start()
         return self
@@ -383,10 +414,14 @@ class Drainer:
     def stop(self, timeout: float = 10) -> None:
         self._stop.set()
         self._wake.set()
+        stuck = False
         if self._thread:
             self._thread.join(timeout)
+            stuck = self._thread.is_alive()
+        if stuck:
+            log.warning("the alert spool drainer did not stop within %.0f s; its unfinished alerts stay spooled", timeout)
         if self._pool:
-            self._pool.shutdown(wait=True)
+            self._pool.shutdown(wait=not stuck, cancel_futures=True)  # a lane stuck in a call must not hold the exit
             self._pool = None
         self.spool.close()
         self.intake.close()
@@ -397,8 +432,8 @@ class Drainer:
 
     def drain(self, limit: int | None = None) -> bool:
         """Handle up to ``limit`` (default ``batch``) pending alerts. True when every one was handled or set
-        aside; False when there was nothing to do or one waits to be tried again (Prefect unreachable)."""
-        self.handled = 0
+        aside; False when there was nothing to do or one waits to be tried again (Prefect unreachable or busy)."""
+        self.handled, self.only_busy = 0, False
         items = self.spool.pending(limit or self.batch)
         if not items:
             return False
@@ -411,22 +446,44 @@ class Drainer:
             if self.lanes > 1 and len(lanes) > 1:
                 if self._pool is None:
                     self._pool = ThreadPoolExecutor(self.lanes, thread_name_prefix="alert-drain-lane")
-                done = list(self._pool.map(lambda lane: self._lane(lane, halt), lanes.values()))
+                results = self._record_as_lanes_finish([self._pool.submit(self._lane, lane, halt) for lane in lanes.values()])
             else:
-                done = [self._lane(lane, halt) for lane in lanes.values()]
+                results = [r for lane in lanes.values() for r in self._lane(lane, halt)]
+                self.spool.record(results)
         finally:
             self.intake.forget_open()
-        results = [r for lane in done for r in lane]
-        self.spool.record(results)
         self.handled = sum(r.kind in ("done", "set-aside") for r in results)
-        if any(r.kind == "waiting" for r in results):
-            if self.prefect_reachable:
-                log.warning("Prefect is unreachable (%s); %d alert(s) stay spooled and are retried",
-                            next(r.outcome for r in results if r.kind == "waiting"), self.store.pending_count())
-            self._saw_prefect(False)
-        elif any(r.kind == "done" for r in results):
+        waiting = [r for r in results if r.kind == "waiting"]
+        self.only_busy = not waiting and any(r.kind == "busy" for r in results)
+        if any(r.kind == "done" for r in results):
+            if self._said_unreachable:
+                log.warning("Prefect answers again: %d alert(s) handed over, %d still spooled", self.handled,
+                            self.store.pending_count())
+                self._said_unreachable = False
             self._saw_prefect(True)
+        elif waiting:
+            if self.prefect_reachable or not self._said_unreachable:
+                log.warning("Prefect is unreachable (%s); %d alert(s) stay spooled and are retried",
+                            waiting[0].outcome, self.store.pending_count())
+                self._said_unreachable = True
+            self._saw_prefect(False)
         return all(r.kind in ("done", "set-aside") for r in results)
+
+    def _record_as_lanes_finish(self, lanes: list[Future]) -> list[Result]:
+        """Each lane's results, written to the spool (one transaction for all the lanes finished by then) every
+        ``record_every`` seconds while others still run, and once more when the last one is done."""
+        results: list[Result] = []
+        running = set(lanes)
+        try:
+            while running:
+                finished, running = wait(running, timeout=self.record_every)
+                got = [r for lane in lanes if lane in finished for r in lane.result()]
+                self.spool.record(got)
+                results.extend(got)
+        finally:
+            for lane in running:  # a lane that raised (not an alert's error: those are results) ends the batch
+                lane.cancel()
+        return results
 
     def _lane(self, items: list[SpoolItem], halt: threading.Event) -> list[Result]:
         """One group's alerts in order; the first that fails holds back the rest (they stay pending as they are)."""
@@ -445,6 +502,8 @@ class Drainer:
         return results
 
     def _failed(self, item: SpoolItem, exc: Exception) -> Result:
+        if is_busy(exc):
+            return Result(item, "busy", f"Prefect is busy: {exc}")
         if is_transient(exc):
             return Result(item, "waiting", f"waiting for Prefect: {exc}")
         if item.attempts + 1 >= self.max_attempts:
@@ -474,5 +533,9 @@ class Drainer:
             self._wake.clear()
             if not woken and not pending and not self._stop.is_set():
                 self.check_prefect()
-            # a round that handed some alerts over starts the backoff afresh; one that handed none over doubles it
-            delay = min(delay * 2, self.max_delay) if pending and not self.handled else self.first_delay
+            # a round that handed some alerts over starts the backoff afresh; one that handed none over doubles it,
+            # up to busy_delay when Prefect answered that it is busy
+            if pending and not self.handled:
+                delay = min(delay * 2, self.busy_delay if self.only_busy else self.max_delay)
+            else:
+                delay = self.first_delay

@@ -70,19 +70,53 @@ def incident_open(run: FlowRun) -> bool:
     return run.state is None or run.state.is_crashed() or not run.state.is_final()
 
 
-class FailFast(httpx.HTTPTransport):
-    """A connection Prefect refuses (or that times out) raises at once, as for a client that never connected.
+RETRIED_ANSWERS = frozenset({408, 429, 502, 503})  # the answers Prefect's client retries (prefect/client/base.py)
+REQUEST_TIMEOUT = httpx.Timeout(20.0, connect=5.0)  # the Launcher's requests; Prefect's default is 60 s for each
 
-    Prefect's client retries a refused connection for about a minute (5 tries, 2 to 32 s apart) once it
-    has connected; a long-lived client's caller with a backoff of its own (the intake's drainer) must
-    learn at once that Prefect is away. Answers Prefect's client retries (503 while its database is
-    busy) are still retried."""
+
+class PrefectUnavailable(ConnectionError):
+    """Prefect cannot take the request now: worth asking again later."""
+
+
+class PrefectUnreachable(PrefectUnavailable):
+    """The connection was refused, or Prefect did not answer in time: every request would fail alike."""
+
+
+class PrefectBusy(PrefectUnavailable):
+    """Prefect answered that it cannot take this request now (503 while its database is locked, 429, ...)."""
+
+
+class FailFast(httpx.HTTPTransport):
+    """Whatever Prefect's client would retry on its own, except a broken connection, raises at once instead.
+
+    Prefect's client retries a refused connection (once it has connected), a timeout, and the answers
+    408, 429, 502 and 503 up to 5 times, 2 to 32 s apart: over a minute for one call, longer when each
+    try waits for a timeout. A Prefect server on SQLite just back from an outage answers 503 (database
+    locked) to many requests for a minute or more while its runs, runners and services catch up, so a
+    long-lived client's caller with a backoff of its own (the intake's drainer) sat in those retries,
+    and a batch's other alerts waited for it. Here each such failure raises at once, as
+    ``PrefectUnreachable`` (refused, or no answer within ``REQUEST_TIMEOUT``) or ``PrefectBusy`` (one
+    of those answers), and the caller's backoff decides when to ask again. A connection broken mid-answer (a read or
+    write error, a stale keep-alive connection) is still retried by Prefect's client: the retry fails
+    fast or succeeds."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        where = f"{request.url.host}:{request.url.port}"
         try:
-            return super().handle_request(request)
+            response = super().handle_request(request)
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ConnectionError(f"cannot reach Prefect at {request.url.host}:{request.url.port}: {exc}") from exc
+            raise PrefectUnreachable(f"cannot reach Prefect at {where}: {exc}") from exc
+        except httpx.TimeoutException as exc:
+            raise PrefectUnreachable(f"Prefect at {where} did not answer {request.method} {request.url.path} "
+                                     f"in time ({type(exc).__name__})") from exc
+        if response.status_code in RETRIED_ANSWERS:
+            try:
+                response.read()
+            finally:
+                response.close()
+            raise PrefectBusy(f"Prefect at {where} answered {response.status_code} to {request.method} "
+                                     f"{request.url.path}: {response.text[:200]}")
+        return response
 
 
 class Launcher:
@@ -102,7 +136,7 @@ class Launcher:
     def client(self) -> SyncPrefectClient:
         with self._lock:
             if self._client is None:
-                client = get_client(httpx_settings={"transport": FailFast()}, sync_client=True)
+                client = get_client(httpx_settings={"transport": FailFast(), "timeout": REQUEST_TIMEOUT}, sync_client=True)
                 client.__enter__()
                 self._client = client
             return self._client

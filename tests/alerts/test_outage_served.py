@@ -13,6 +13,8 @@ going again), and a later alert of a group whose run crashed joins that run rath
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -53,10 +55,18 @@ def send(receiver: Receiver, body: dict) -> None:
     assert r.status_code == 202, r.text
 
 
+def dump_threads(receiver: Receiver) -> None:
+    """The receiver writes every thread's stack to its log (app/intake.py dump_threads_on_signal): what it waits for."""
+    os.kill(receiver.proc.pid, signal.SIGUSR1)
+    time.sleep(1)
+
+
+@pytest.mark.timeout(480)  # 4 to 5 min on a loaded 2-core machine: a fixed 60 s outage, then Prefect on SQLite catching up
 @pytest.mark.xfail(run=False, reason=(
-    "first run (on a loaded machine): after the server came back the receiver never drained its spool again "
-    "(31 alerts pending, 0 attempts, nothing logged after 'Prefect is unreachable') within 120 s; cause not yet "
-    "found (app/intake.py Drainer); run with --runxfail"))
+    "the receiver now drains (56-89 s after Prefect is back, 5 runs); what still fails: the incidents running "
+    "when Prefect goes away end Failed, not Crashed (\"step 'await-resolution' failed: ConnectError\": the "
+    "alert_resolved check step's read of the resolution, tasks/*), so whether any incident crashes is luck (a run "
+    "still Pending is declared dead), and with none crashed `healed` waits out its 150 s; run with --runxfail"))
 def test_prefect_down_a_minute_under_served_incidents_and_an_alert_storm(tmp_path):
     tag = uuid.uuid4().hex[:8]
     server = PrefectServer(tmp_path / "prefect").start()
@@ -86,7 +96,13 @@ def test_prefect_down_a_minute_under_served_incidents_and_an_alert_storm(tmp_pat
         time.sleep(max(0.0, OUTAGE - (time.monotonic() - down)))
         server.start()
 
-        wait_for(lambda: receiver.pending() == 0, 120, "the spool to drain once Prefect is back", every=0.5)
+        back = time.monotonic()
+        try:  # Prefect on SQLite answers 503 to much for a minute after it is back; the drainer asks again itself
+            wait_for(lambda: receiver.pending() == 0, 120, "the spool to drain once Prefect is back", every=0.5)
+        except TimeoutError:
+            dump_threads(receiver)
+            raise
+        print(f"drained {time.monotonic() - back:.0f} s after Prefect was back")
         runs = incidents(server.api, tag)
         assert sorted(runs) == sorted(f"{tag}-{n}" for n in range(GROUPS)), sorted(runs)
         assert all(len(r) == 1 for r in runs.values()), {site: len(r) for site, r in runs.items() if len(r) != 1}
@@ -108,7 +124,11 @@ def test_prefect_down_a_minute_under_served_incidents_and_an_alert_storm(tmp_pat
         # a later alert of a group whose run crashed joins that run: a crash does not close an incident
         site = crashed[0]
         send(receiver, watch(tag, int(site.rsplit("-", 1)[1]), recorder.url, instance="c"))
-        wait_for(lambda: receiver.pending() == 0, 60, "the later alert to be handled", every=0.3)
+        try:
+            wait_for(lambda: receiver.pending() == 0, 60, "the later alert to be handled", every=0.3)
+        except TimeoutError:
+            dump_threads(receiver)
+            raise
         last = receiver.spool()[-1]
         assert last["outcome"] == f"joined {runs[site][0]['id']}", last
         after = incidents(server.api, tag)
