@@ -47,6 +47,7 @@ import httpx
 from flows import launch
 from integrations.alerts.model import Alert
 from integrations.alerts.store import Incident, SpoolItem, Store
+from tasks.inputs import prefect_away
 
 log = logging.getLogger("runbook.intake")
 
@@ -64,16 +65,6 @@ def utc_text(moment: datetime | None) -> str | None:
 def incident_label(alert: Alert, group: str) -> str:
     """Short human label for the run name: alert name plus a stable group tag."""
     return f"{alert.name[:60]} #{hashlib.sha256(group.encode()).hexdigest()[:6]}"
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors that mean 'Prefect is not reachable right now', worth retrying forever."""
-    if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError)):
-        return True
-    if isinstance(exc, httpx.HTTPStatusError):
-        return exc.response.status_code >= 500 or exc.response.status_code in (408, 429)
-    cause = exc.__cause__ or exc.__context__
-    return cause is not None and cause is not exc and is_transient(cause)
 
 
 def is_busy(exc: BaseException) -> bool:
@@ -504,7 +495,7 @@ class Drainer:
     def _failed(self, item: SpoolItem, exc: Exception) -> Result:
         if is_busy(exc):
             return Result(item, "busy", f"Prefect is busy: {exc}")
-        if is_transient(exc):
+        if prefect_away(exc):
             return Result(item, "waiting", f"waiting for Prefect: {exc}")
         if item.attempts + 1 >= self.max_attempts:
             log.error("alert spool item %d failed %d times, giving up: %s", item.id, item.attempts + 1, exc)

@@ -8,7 +8,7 @@ from typing import Any
 from runbooks.model import CheckStep
 from tasks.action import ActionFailed, perform
 from tasks.incident import Incident, alert_summary
-from tasks.inputs import read_resolution
+from tasks.inputs import prefect_away, read_resolution
 from tasks.steps import Walk, runs, step_task
 
 
@@ -30,7 +30,12 @@ def check(incident: Incident, step: CheckStep) -> dict[str, Any]:
     probes, last, error = 0, None, None
     while True:
         if step.alert_resolved:
-            resolution = read_resolution(incident.id)  # delivered by the alert intake
+            try:
+                resolution = read_resolution(incident.id)  # delivered by the alert intake
+            except Exception as exc:
+                if not prefect_away(exc):
+                    raise
+                resolution = None  # Prefect away (restarting, busy): not known to be resolved yet; asked again next round
             if resolution is not None:
                 incident.record("alert.resolved", f"{alert_summary(resolution)} resolved", step=step.id, actor="alert",
                                 ends_at=str(resolution.get("ends_at") or ""))

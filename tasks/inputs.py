@@ -102,6 +102,16 @@ def already_exists(exc: Exception) -> bool:
     return "409" in str(exc) or "already exists" in str(exc).lower()
 
 
+def prefect_away(exc: BaseException) -> bool:
+    """Whether an error means Prefect cannot be asked right now (down, restarting, busy), not that the answer is no."""
+    if isinstance(exc, (httpx.TransportError, ConnectionError, TimeoutError)):
+        return True
+    if isinstance(exc, httpx.HTTPStatusError):
+        return exc.response.status_code >= 500 or exc.response.status_code in (408, 429)
+    cause = exc.__cause__ or exc.__context__
+    return cause is not None and cause is not exc and prefect_away(cause)
+
+
 def read_input(client, run_id, key: str) -> str | None:
     """An input's raw value, or None when there is none (the sync client raises a 404 status error, not ObjectNotFound)."""
     try:

@@ -180,7 +180,7 @@ def test_launcher_fails_fast_when_prefect_goes_away(probe_runbook):
 
     import httpx
 
-    from app.intake import is_transient
+    from tasks.inputs import prefect_away as is_transient
     from flows.launch import Launcher
     from tests.alerts.procs import free_port
 

@@ -8,7 +8,7 @@ import socket
 import httpx
 import pytest
 
-from app.intake import is_transient
+from tasks.inputs import prefect_away as is_transient
 from integrations.alerts.store import Store
 from tests.alerts.conftest import drained, stop, wait_until
 
