@@ -2,8 +2,8 @@
 
 Each forked run inherits the parsed contacts and site and the built runbook flows (a file
 changed since is read again by the run, runbooks/yamlfile.py, so nothing goes stale),
-Prefect's once-per-process check that the server speaks its API version, and the step
-records block (with the Prefect collections its first load imports).
+Prefect's once-per-process check that the server speaks its API version, and the Prefect
+collections a run's first block load would import.
 """
 
 from prefect.client.orchestration import get_client
@@ -11,6 +11,7 @@ from prefect.settings import PREFECT_API_URL
 
 import gc
 import logging
+import threading
 
 from integrations.contacts import load_directory
 from integrations.site import load_site
@@ -33,16 +34,21 @@ if PREFECT_API_URL.value():
             client.raise_for_api_version_mismatch_once()
     except Exception:  # noqa: BLE001  (each run checks for itself then, as Prefect does)
         pass
-    try:
-        # The block the steps' done records go through (tasks/inputs.py), read over the sync client like the
-        # check above: loading it the first time also imports every Prefect collection (this project's runbook
-        # worker among them), 0.9 s that each run would otherwise spend before its first step.
-        from tasks.inputs import step_records
 
-        step_records()
-    except Exception:  # noqa: BLE001  (each run loads it for itself then)
-        pass
+try:
+    # The first block a run loads (the steps' done records, tasks/inputs.py) makes Prefect import every
+    # collection (this project's runbook worker, prefect.workers): 0.9 s each run would spend before its first
+    # step. Imported here; the block itself is loaded by each run (one request): loading it emits an event, and
+    # Prefect's events worker would start threads in the forkserver, which must fork from a single thread.
+    from prefect._internal.plugins.collections import load_prefect_collections
 
+    load_prefect_collections()
+except Exception as exc:  # noqa: BLE001
+    logging.getLogger("runbook.warm").warning("the warm parent could not import Prefect's collections (%s)", exc)
+
+if threading.active_count() > 1:  # something above started a thread: a fork would copy its locks as they are
+    logging.getLogger("runbook.warm").warning("the warm parent runs %d threads; forks may inherit a held lock",
+                                              threading.active_count())
 # What the forkserver has built stays out of the collector's sight from here: a forked run's collections would
 # otherwise touch (and so copy) the parent's pages, and each run's memory grow towards its RSS while it waits.
 gc.freeze()

@@ -27,6 +27,7 @@ from uuid import UUID
 import httpx
 
 from prefect.client.orchestration import get_client
+from prefect.context import SettingsContext, get_settings_context
 from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilter, FlowRunFilterParentFlowRunId
 from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import WritableFileSystem
@@ -139,8 +140,9 @@ def earlier_track_runs(client, run) -> list[UUID]:
     """
     if run.parent_task_run_id is None:
         return []
-    parent = client.read_task_run(run.parent_task_run_id).flow_run_id
-    siblings = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])),
+    parent = client.read_flow_run(client.read_task_run(run.parent_task_run_id).flow_run_id)
+    parents = [parent.id, *earlier_track_runs(client, parent)]  # a track inside a track: its parent ran again too
+    siblings = client.read_flow_runs(flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=parents)),
                                      flow_filter=FlowFilter(id=FlowFilterId(any_=[run.flow_id])), limit=200)
     return [r.id for r in sorted(siblings, key=lambda r: r.created) if r.id != run.id and r.created < run.created]
 
@@ -275,25 +277,31 @@ class Writer:
     """
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[Callable[[Any], Any]] = queue.Queue()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked child starts a thread of its own, its locks free
+
+    def _reset(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
         self._idle = threading.Condition()
         self._pending = 0
-        self._pid: int | None = None  # the process whose thread runs: a forked child starts its own
+        self._thread: threading.Thread | None = None
 
     def later(self, job: Callable[[Any], Any]) -> None:
-        """Run `job(client)` on the writer thread, after every job handed over before it."""
+        """Run `job(client)` on the writer thread, after every job handed over before it, with the Prefect
+        settings of the caller (a warm run may run under settings of its own: app/warm.py)."""
+        settings = get_settings_context()
         with self._idle:
-            if self._pid != os.getpid():
-                self._jobs, self._pending, self._pid = queue.Queue(), 0, os.getpid()
-                threading.Thread(target=self._run, args=(self._jobs,), daemon=True, name="run-records").start()
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, args=(self._jobs,), daemon=True, name="run-records")
+                self._thread.start()
             self._pending += 1
-        self._jobs.put(job)
+        self._jobs.put((settings.profile, settings.settings, job))
 
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until every job handed over so far is done; False if some were still left after `timeout`."""
         deadline = time.monotonic() + timeout
         with self._idle:
-            while self._pending and self._pid == os.getpid():
+            while self._pending:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     logger.warning("%d run records not yet written to the server after %g s", self._pending, timeout)
@@ -302,17 +310,23 @@ class Writer:
         return True
 
     def _run(self, jobs: queue.Queue) -> None:
-        with get_client(sync_client=True) as client:  # one client for the process's records
-            while True:
-                job = jobs.get()
-                try:
-                    job(client)
-                except Exception as exc:  # the server unreachable after the client's own retries: the record is lost
-                    logger.warning("could not write a run record to the server: %s", exc)
-                finally:
-                    with self._idle:
-                        self._pending -= 1
-                        self._idle.notify_all()
+        client, bound_to = None, None  # one client for the process's records, made again if the settings change
+        while True:
+            profile, settings, job = jobs.get()
+            try:
+                if settings is not bound_to:
+                    if client is not None:
+                        client.__exit__(None, None, None)
+                    with SettingsContext(profile=profile, settings=settings):
+                        client = get_client(sync_client=True).__enter__()
+                    bound_to = settings
+                job(client)
+            except Exception as exc:  # the server unreachable after the client's own retries: the record is lost
+                logger.warning("could not write a run record to the server: %s", exc)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
 
 
 WRITER = Writer()

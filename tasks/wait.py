@@ -23,7 +23,7 @@ from prefect.input import RunInput
 from integrations.localtime import local_time
 from runbooks.model import WaitStep
 from tasks.incident import Incident
-from tasks.inputs import pause_key, read_input
+from tasks.inputs import pause_key, prefect_away, read_input
 from tasks.people import at_text, pause_run, run_id_here, suspends_waits, wait_key
 from tasks.steps import Walk, runs, step_task
 
@@ -38,8 +38,13 @@ def run(inc: Incident, step: WaitStep, walk: Walk) -> dict:
     if suspends_waits():
         began = inc.first_time(f"wait-{step.id}").timestamp()  # the same for every attempt of the run
         end = began + seconds
-        if end - time.time() > SUSPEND_AFTER and not inc.closed.is_set() and not _done(inc, step):
-            suspend_until(inc, step, began, end, description=_describe(inc, step, end))  # raises Pause
+        try:
+            if end - time.time() > SUSPEND_AFTER and not inc.closed.is_set() and not _done(inc, step):
+                suspend_until(inc, step, began, end, description=_describe(inc, step, end))  # raises Pause
+        except Exception as exc:
+            if not prefect_away(exc):
+                raise
+            # Prefect away (restarting, busy): the wait is slept here instead; an incident must not fail for it
 
     def pause(step_id: str) -> dict:
         inc.sleep(seconds if end is None else max(end - time.time(), 0))
