@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     grafana_secret: SecretStr | None = Field(None, description="HMAC secret Grafana signs its webhooks with.")
     serve_limit: int | None = Field(None, ge=1, description="Most incidents the served stack (`runbook up`) runs at once; more wait Scheduled for a free one. Suspended waits hold none.")
     answer_poll_seconds: float = Field(1.0, description="How often a waiting step checks for an answer.")
+    suspend_wait_after: float = Field(30.0, ge=0, description="Real seconds left above which a `wait` step on a deployment suspends its run (its process exits) until its end; a shorter rest is slept in the process.")
     max_recoveries: int = Field(3, ge=0, description="Times the escalation watcher starts a crashed incident again by itself before it pages the runbook's lead instead.")
     dead_after_seconds: float = Field(50, gt=0, description="A running incident with no flow-run heartbeat for this long (workers send one every PREFECT_FLOWS_HEARTBEAT_FREQUENCY seconds, 30 in the stack) is taken as dead, its machine gone, and recovered like a crashed one; the watcher waits at least 1.5 heartbeat periods of its own setting whatever this says.")
 

@@ -2,17 +2,16 @@
 
 Run locally (`runbook run`), a wait sleeps in its process. From a deployment (tasks.people.suspends_waits)
 a wait keeps its start on the flow run (`once-wait-<step>`), so every attempt of the run agrees on its
-end; while more than SUSPEND_AFTER real seconds are left it suspends the run instead (its process exits)
-with a timer for its end, and the escalation watcher wakes the run then (and for any threshold or
+end; while more than `suspend_wait_after` real seconds are left (RUNBOOK_SUSPEND_WAIT_AFTER, 30 s) it
+suspends the run instead (its process exits) with a timer for its end, and the escalation watcher wakes the run then (and for any threshold or
 deadline due meanwhile). The woken run finds the wait over and the step completes; what is left under
-SUSPEND_AFTER (a short wait, or the rest of a long one woken early) is slept in the process, where a
+that (a short wait, or the rest of a long one woken early) is slept in the process, where a
 restart and the watcher's wake-up latency (a pass, then a forked start: seconds) would cost more than
 the process.
 """
 
 from __future__ import annotations
 
-import os
 import time
 from datetime import datetime, timezone
 
@@ -23,13 +22,10 @@ from prefect.input import RunInput
 from integrations.localtime import local_time
 from runbooks.model import WaitStep
 from tasks.incident import Incident
+from runbooks.settings import get_settings
 from tasks.inputs import pause_key, prefect_away, read_input
 from tasks.people import at_text, pause_run, run_id_here, suspends_waits, wait_key
 from tasks.steps import Walk, runs, step_task
-
-# Real seconds left above which a wait on a deployment frees its process (RUNBOOK_SUSPEND_WAIT_AFTER overrides).
-SUSPEND_AFTER = float(os.environ.get("RUNBOOK_SUSPEND_WAIT_AFTER", "30"))
-
 
 @runs("wait")
 def run(inc: Incident, step: WaitStep, walk: Walk) -> dict:
@@ -39,7 +35,7 @@ def run(inc: Incident, step: WaitStep, walk: Walk) -> dict:
         began = inc.first_time(f"wait-{step.id}").timestamp()  # the same for every attempt of the run
         end = began + seconds
         try:
-            if end - time.time() > SUSPEND_AFTER and not inc.closed.is_set() and not _done(inc, step):
+            if end - time.time() > get_settings().suspend_wait_after and not inc.closed.is_set() and not _done(inc, step):
                 suspend_until(inc, step, began, end, description=_describe(inc, step, end))  # raises Pause
         except Exception as exc:
             if not prefect_away(exc):

@@ -28,6 +28,7 @@ from flows.launch import start_incident
 from flows.record.archive import find_record
 from flows.record.timeline import journal_from_events
 from runbooks.loader import load_file
+from runbooks.settings import get_settings
 from tasks.inputs import read_input
 from tests.alerts.procs import run_process, wait_for
 
@@ -143,9 +144,11 @@ def test_a_long_wait_frees_its_process_and_its_time_rules_fire_meanwhile(served)
     assert ("step.done", "observe") in journal
 
 
-def test_a_wait_run_locally_sleeps_in_its_process(monkeypatch):
+def test_a_wait_run_locally_sleeps_in_its_process(monkeypatch, request):
     """`runbook run` (no deployment): nothing could run the flow again, so even a wait over the threshold sleeps."""
-    monkeypatch.setattr("tasks.wait.SUSPEND_AFTER", 0.0)
+    monkeypatch.setenv("RUNBOOK_SUSPEND_WAIT_AFTER", "0")
+    get_settings.cache_clear()
+    request.addfinalizer(get_settings.cache_clear)  # the next test reads its own settings again
     server = ThreadingHTTPServer(("127.0.0.1", 0), Endpoint)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     Endpoint.calls = []
