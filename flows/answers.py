@@ -22,7 +22,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
-from tasks.incident import Entry, emit_entry
+from tasks.incident import Entry, emit_entry, runbook_of
 from tasks.inputs import read_input, step_of, who_key
 
 from integrations.contacts import load_directory
@@ -78,13 +78,6 @@ NOT_FINAL = FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED", "RUNN
 
 def _step_of(run: FlowRun) -> str | None:
     return step_of(run.state.state_details.pause_key if run.state else None)
-
-
-def _runbook_id(run: FlowRun) -> str | None:
-    for tag in run.tags or []:
-        if tag.startswith("runbook:"):
-            return tag.split(":", 1)[1]
-    return None
 
 
 def _waiting(client, run: FlowRun) -> dict[str, Any]:
@@ -293,7 +286,7 @@ def pending_steps() -> list[PendingStep]:
             step_id = meta.get("step") or _step_of(run) or "?"
             incident = incident_of(client, run, known)
             out.append(PendingStep(flow_run_id=str(run.id), run_name=run.name, incident_id=str(incident.id), incident_name=incident.name,
-                                   runbook=meta.get("runbook") or _runbook_id(run) or _runbook_id(incident) or "?",
+                                   runbook=meta.get("runbook") or runbook_of(run.tags) or runbook_of(incident.tags) or "?",
                                    step=step_id, title=meta.get("title") or step_id, since=run.state.timestamp if run.state else None,
                                    may_answer=meta.get("may_answer") or []))
     first_wait: dict[str, datetime] = {}

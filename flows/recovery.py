@@ -37,6 +37,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Iterator
 from uuid import UUID
 
@@ -53,7 +54,7 @@ from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.loader import RunbookError, load_file
 from runbooks.settings import get_settings
-from tasks.incident import Incident, run_url
+from tasks.incident import Incident, run_url, runbook_of
 from tasks.inputs import base_of, create_once, mark_expired, next_due, put_input, read_input, read_json, who_key
 from tasks.people import page_tier
 
@@ -272,15 +273,16 @@ def heartbeating(client, run_ids: list[UUID], since: datetime) -> set[UUID]:
 
 def _incident(run: FlowRun) -> bool:
     """An incident's own run (a track's child run comes back with its incident)."""
-    return any(tag.startswith("runbook:") for tag in run.tags or []) and not run.parent_task_run_id
+    return runbook_of(run.tags) is not None and not run.parent_task_run_id
+
+
+def _runbook_file(run: FlowRun) -> Path:
+    return get_settings().runbooks_dir / f"{runbook_of(run.tags)}.yaml"
 
 
 def _mine(run: FlowRun) -> bool:
     """An incident's own run whose runbook this watcher has (in its RUNBOOK_RUNBOOKS_DIR)."""
-    if not _incident(run):
-        return False
-    runbook_id = next(tag.split(":", 1)[1] for tag in run.tags if tag.startswith("runbook:"))
-    return (get_settings().runbooks_dir / f"{runbook_id}.yaml").is_file()
+    return _incident(run) and _runbook_file(run).is_file()
 
 
 def _take(client, run: FlowRun) -> bool:
@@ -300,11 +302,10 @@ def detached(run: FlowRun) -> Incident:
     """The incident of a run, outside its process: enough to record on its journal and page its people."""
     settings = get_settings()
     params = run.parameters or {}
-    runbook_id = next(tag.split(":", 1)[1] for tag in run.tags if tag.startswith("runbook:"))
     try:
-        runbook = load_file(settings.runbooks_dir / f"{runbook_id}.yaml")
+        runbook = load_file(_runbook_file(run))
     except (RunbookError, OSError) as exc:
-        raise NotRecoverable(f"runbook {runbook_id} of run {run.id} does not load: {exc}") from None
+        raise NotRecoverable(f"runbook {runbook_of(run.tags)} of run {run.id} does not load: {exc}") from None
     return Incident(runbook, params=params.get("parameters") or {}, severity=params.get("severity"),
                     drill=bool(params.get("drill")), time_scale=float(params.get("time_scale") or 1.0), auto=False,
                     answers={}, alert=params.get("alert"), flow_run_id=str(run.id), label=params.get("incident"),

@@ -257,6 +257,11 @@ def _jsonable(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool, type(None), list, dict))
 
 
+def runbook_of(tags) -> str | None:
+    """The runbook an incident's flow run is tagged with (`runbook:<id>`, Incident.run_tags), or None."""
+    return next((tag.split(":", 1)[1] for tag in tags or [] if tag.startswith("runbook:")), None)
+
+
 def run_url(flow_run_id: str) -> str | None:
     """Link to a run in the Prefect UI."""
     base = get_settings().ui_url
