@@ -89,6 +89,18 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
+def _clock(text: str | None) -> datetime | None:
+    """--clock: a drill's start on the plan's clock."""
+    from tasks.incident import plan_clock  # tasks import Prefect's client: only the commands that start a run pay for it
+
+    try:
+        return plan_clock(text)
+    except ValueError:
+        err.print(f"[red]--clock '{text}' is not a time[/red]: give ISO 8601, e.g. 2026-11-30T09:00 (China time) "
+                  "or 2026-11-30T01:00Z")
+        raise typer.Exit(2)
+
+
 def _answers_file(path: Path | None) -> dict | None:
     """Scripted answers by step id (YAML or JSON)."""
     if path is None:
@@ -190,12 +202,15 @@ def run(
     severity: Optional[str] = typer.Option(None, help="Set the severity level by hand."),
     drill: bool = typer.Option(False, help="Mark the run and everything it sends as a drill."),
     time_scale: float = typer.Option(1.0, help="Divide every wait, timer, threshold and deadline by this."),
+    clock: Optional[str] = typer.Option(None, help="Play the plan's clock from this time (ISO, China time if no zone), "
+                                         "so a same-day or working-day deadline falls as it would then."),
     auto: bool = typer.Option(False, help="Answer every manual step with its default; approve as 'drill'."),
     incident: Optional[str] = typer.Option(None, help="A label for the incident, shown in the run name."),
 ) -> None:
     """Run a runbook here and now; prints the flow run id and the outcome (exit 0 only if completed)."""
     rb = _one(runbook_id)
     scripted = _answers_file(answers)
+    plan_start = _clock(clock)
     connect(required=False)
     from flows.catalog import FLOWS  # compiles every runbook into a flow: only the command that runs one pays for it
 
@@ -205,7 +220,7 @@ def run(
     flow = FLOWS[rb.id].with_options(on_running=[announce])
     with tags(f"runbook:{rb.id}", *(["drill"] if drill else [])):
         state = flow(parameters=_pairs(param, "parameter"), severity=severity, drill=drill, time_scale=time_scale,
-                     auto=auto, answers=scripted, incident=incident, return_state=True)
+                     auto=auto, answers=scripted, incident=incident, clock=plan_start, return_state=True)
     colour = "green" if state.is_completed() and state.name == "Completed" else "red"
     console.print(f"outcome: [{colour}]{state.name}[/{colour}] — {state.message}")
     if colour != "green":
@@ -268,17 +283,20 @@ def fire(
     incident: Optional[str] = typer.Option(None, help="Incident label; the same label does not start a second run."),
     answers: Optional[Path] = typer.Option(None, help="YAML or JSON file of answers by step id."),
     time_scale: float = typer.Option(1.0, help="Divide every wait, timer, threshold and deadline by this."),
+    clock: Optional[str] = typer.Option(None, help="Play the plan's clock from this time (ISO, China time if no zone), "
+                                         "so a same-day or working-day deadline falls as it would then."),
     auto: bool = typer.Option(False, help="Answer every manual step with its default; approve as 'drill'."),
 ) -> None:
     """Start an incident on the Prefect server's deployment of the runbook (any stack: `runbook up`, or production)."""
     rb = _one(runbook_id)
     parameters = _pairs(param, "parameter")
     scripted = _answers_file(answers)
+    plan_start = _clock(clock)
     connect()
     key = f"manual:{rb.id}:{incident}" if incident else None
     try:
         started = start_incident(rb.id, parameters, severity=severity, drill=drill, idempotency_key=key, incident=incident,
-                                 time_scale=time_scale, auto=auto, answers=scripted)
+                                 time_scale=time_scale, auto=auto, answers=scripted, clock=plan_start)
     except ObjectNotFound:
         err.print(f"[red]the server has no deployment {deployment_name(rb.id)}[/red]: deploy the runbooks there "
                   "(`prefect deploy --all`, docs/production.md) or serve them (`runbook up`)")

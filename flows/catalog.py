@@ -8,6 +8,8 @@ runbook that does not load is left out; `runbook lint` says why.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import Flow, flow
 
 from flows.engine import flow_options, run_incident
@@ -20,9 +22,10 @@ from runbooks.settings import get_settings
 
 def make_flow(runbook: Runbook) -> Flow:
     def run(parameters: dict | None = None, severity: str | None = None, drill: bool = False, time_scale: float = 1.0,
-            auto: bool = False, answers: dict | None = None, incident: str | None = None, alert: dict | None = None):
+            auto: bool = False, answers: dict | None = None, incident: str | None = None, alert: dict | None = None,
+            clock: datetime | None = None):
         return run_incident(runbook, parameters=parameters, severity=severity, drill=drill, time_scale=time_scale,
-                            auto=auto, answers=answers, incident=incident, alert=alert)
+                            auto=auto, answers=answers, incident=incident, alert=alert, clock=clock)
 
     run.__name__ = run.__qualname__ = python_name(runbook.id)
     run.__module__ = __name__

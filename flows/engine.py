@@ -37,7 +37,8 @@ OUTCOMES = {"resolved": "Completed", "rejected": "Rejected", "expired": "Expired
 
 
 def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | None, drill: bool, time_scale: float,
-                 auto: bool, answers: dict | None, incident: str | None, alert: dict | None):
+                 auto: bool, answers: dict | None, incident: str | None, alert: dict | None,
+                 clock: datetime | None = None):
     """Body of every runbook flow. Returns the run's final state, named after the outcome."""
     run_id = str(FlowRunContext.get().flow_run.id)
     settings = get_settings()
@@ -51,7 +52,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     inc = Incident(runbook, params=params, severity=severity, drill=drill, time_scale=time_scale, auto=auto,
                    answers=answers or {}, alert=alert, flow_run_id=run_id, label=incident,
                    directory=load_directory(settings.contacts_file), site=load_site(settings.site_file),
-                   run_url=run_url(run_id), started=_run_started(FlowRunContext.get().flow_run))
+                   run_url=run_url(run_id), started=_run_started(FlowRunContext.get().flow_run), clock=clock)
     if severity is None and runbook.severity and runbook.severity.before_grading == "none":
         inc.severity = None  # no level until a grade step gives one (runbooks/model.py Severity.before_grading)
     started = inc.claim("started", unsure=None)
@@ -60,7 +61,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     if started is not False:
         inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
                    actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,
-                   severity=inc.severity, label=incident)
+                   severity=inc.severity, label=incident, clock=clock.isoformat() if clock else None)
         if alert:
             inc.record("alert.received", alert_summary(alert), actor="alert", alert=alert)
     else:  # the same incident again: a suspended wait resumed, or a crashed run recovered; it replays what it did

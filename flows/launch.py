@@ -9,6 +9,7 @@ the same idempotency semantics (the same key gives the same run).
 from __future__ import annotations
 
 import threading
+from datetime import datetime
 from typing import Any, Iterable
 from uuid import UUID
 
@@ -37,10 +38,13 @@ def python_name(runbook_id: str) -> str:
 
 def run_parameters(parameters: dict[str, Any] | None = None, *, severity: str | None = None, drill: bool = False,
                    alert: dict | None = None, incident: str | None = None, time_scale: float = 1.0, auto: bool = False,
-                   answers: dict | None = None) -> dict[str, Any]:
+                   answers: dict | None = None, clock: datetime | None = None) -> dict[str, Any]:
     """The flow parameters of an incident's run (docs/ARCHITECTURE.md, "Flows")."""
-    return {"parameters": parameters or {}, "severity": severity, "drill": drill, "alert": alert,
-            "incident": incident, "time_scale": time_scale, "auto": auto, "answers": answers}
+    values = {"parameters": parameters or {}, "severity": severity, "drill": drill, "alert": alert,
+              "incident": incident, "time_scale": time_scale, "auto": auto, "answers": answers}
+    if clock is not None:  # only a drill that sets its clock sends it: runs of older deployments take them as before
+        values["clock"] = clock.isoformat()
+    return values
 
 
 def run_tags(runbook_id: str, drill: bool) -> list[str]:
@@ -50,12 +54,12 @@ def run_tags(runbook_id: str, drill: bool) -> list[str]:
 def start_incident(runbook_id: str, parameters: dict[str, Any] | None = None, *, severity: str | None = None,
                    drill: bool = False, idempotency_key: str | None = None, alert: dict | None = None,
                    incident: str | None = None, time_scale: float = 1.0, auto: bool = False,
-                   answers: dict | None = None) -> FlowRun:
+                   answers: dict | None = None, clock: datetime | None = None) -> FlowRun:
     """Create a run of the runbook's deployment and return at once; the same idempotency key gives the same run."""
     return run_deployment(
         deployment_name(runbook_id),
         parameters=run_parameters(parameters, severity=severity, drill=drill, alert=alert, incident=incident,
-                                  time_scale=time_scale, auto=auto, answers=answers),
+                                  time_scale=time_scale, auto=auto, answers=answers, clock=clock),
         idempotency_key=idempotency_key,
         tags=run_tags(runbook_id, drill),
         timeout=0,
@@ -156,10 +160,10 @@ class Launcher:
     def start_incident(self, runbook_id: str, parameters: dict[str, Any] | None = None, *, severity: str | None = None,
                        drill: bool = False, idempotency_key: str | None = None, alert: dict | None = None,
                        incident: str | None = None, time_scale: float = 1.0, auto: bool = False,
-                       answers: dict | None = None) -> FlowRun:
+                       answers: dict | None = None, clock: datetime | None = None) -> FlowRun:
         """As ``start_incident``: a Scheduled run of the runbook's deployment; the same key gives the same run."""
         values = run_parameters(parameters, severity=severity, drill=drill, alert=alert, incident=incident,
-                                time_scale=time_scale, auto=auto, answers=answers)
+                                time_scale=time_scale, auto=auto, answers=answers, clock=clock)
 
         def create(deployment_id: UUID) -> FlowRun:
             return self.client.create_flow_run_from_deployment(deployment_id, parameters=values, idempotency_key=idempotency_key,

@@ -54,7 +54,7 @@ from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.loader import RunbookError, load_file
 from runbooks.settings import get_settings
-from tasks.incident import Incident, run_url, runbook_of
+from tasks.incident import Incident, plan_clock, run_url, runbook_of
 from tasks.inputs import base_of, create_once, mark_expired, next_due, put_input, read_input, read_json, who_key
 from tasks.people import page_tier
 
@@ -310,7 +310,7 @@ def detached(run: FlowRun) -> Incident:
                     drill=bool(params.get("drill")), time_scale=float(params.get("time_scale") or 1.0), auto=False,
                     answers={}, alert=params.get("alert"), flow_run_id=str(run.id), label=params.get("incident"),
                     directory=load_directory(settings.contacts_file), site=load_site(settings.site_file),
-                    run_url=run_url(str(run.id)), started=run.start_time)
+                    run_url=run_url(str(run.id)), started=run.start_time, clock=plan_clock(params.get("clock")))
 
 
 def _now() -> str:

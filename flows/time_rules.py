@@ -68,12 +68,12 @@ def due(inc: Incident, rule: Threshold | Deadline) -> datetime | None:
     start = start_time(inc, rule.start)
     if start is None:
         return None
+    # days on the calendar are counted on the plan's clock (a drill's, scaled), then turned back into real time
     if isinstance(rule, Deadline) and rule.working_days:
-        span = add_working_days(start, rule.working_days) - start
-    elif isinstance(rule, Deadline) and rule.calendar_days is not None:
-        span = end_of_calendar_day(start, rule.calendar_days) - start
-    else:
-        span = rule.after if isinstance(rule, Threshold) else rule.within
+        return inc.real_time(add_working_days(inc.plan_time(start), rule.working_days))
+    if isinstance(rule, Deadline) and rule.calendar_days is not None:
+        return inc.real_time(end_of_calendar_day(inc.plan_time(start), rule.calendar_days))
+    span = rule.after if isinstance(rule, Threshold) else rule.within
     return start + span / inc.time_scale
 
 

@@ -27,6 +27,7 @@ from integrations.site import Site
 from runbooks.expressions import evaluate, render
 from runbooks.model import Runbook, Text
 from runbooks.settings import get_settings
+from runbooks.workdays import CHINA
 from tasks.inputs import create_once, read_input
 
 logger = logging.getLogger("runbook.incident")
@@ -52,11 +53,19 @@ class IncidentEnded(Exception):
         self.message = message
 
 
+def plan_clock(value: datetime | str | None) -> datetime | None:
+    """A drill's clock as the run's parameters carry it (ISO text or a datetime); China time if it names no zone."""
+    if value is None or value == "":
+        return None
+    at = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return at if at.tzinfo else at.replace(tzinfo=CHINA)
+
+
 class Incident:
     def __init__(self, runbook: Runbook, *, params: dict[str, Any], severity: str | None, drill: bool,
                  time_scale: float, auto: bool, answers: dict[str, Any], alert: dict | None,
                  flow_run_id: str, directory: Directory, site: Site, label: str | None = None,
-                 run_url: str | None = None, started: datetime | None = None):
+                 run_url: str | None = None, started: datetime | None = None, clock: datetime | None = None):
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.runbook = runbook
@@ -76,6 +85,9 @@ class Incident:
         self.run_url = run_url
         # The run's own start: a run that restarts (a crashed worker, a suspended wait) keeps its clock.
         self.started = started or datetime.now(timezone.utc)
+        # The plan's clock at that start: the same unless a drill says what time it plays (`--clock`), so that a
+        # "same day" or "working day" deadline does not depend on when the drill happens to run.
+        self.clock = plan_clock(clock) or self.started
         self.steps: dict[str, dict[str, Any]] = {}
         self.finished_at: dict[str, datetime] = {}
         self.journal: list[Entry] = []
@@ -96,6 +108,14 @@ class Incident:
     def seconds(self, span: timedelta) -> float:
         """Real seconds for a span of plan time, after --time-scale."""
         return span.total_seconds() / self.time_scale
+
+    def plan_time(self, real: datetime) -> datetime:
+        """The plan's clock at a real moment of this run: its clock at the start plus the scaled time since."""
+        return self.clock + (real - self.started) * self.time_scale
+
+    def real_time(self, plan: datetime) -> datetime:
+        """The real moment this run's plan clock shows `plan`."""
+        return self.started + (plan - self.clock) / self.time_scale
 
     def plan_elapsed(self) -> timedelta:
         """Plan time since the start (real time multiplied by the time scale)."""

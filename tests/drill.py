@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from datetime import datetime
 from typing import Any, Iterator
 from uuid import UUID
 
@@ -39,20 +40,22 @@ def drill_mode(mode: str, stack: Any = None) -> Iterator[None]:
 
 
 def drill(runbook_id: str, answers: dict[str, Any] | None = None, *, params: dict[str, Any] | None = None,
-          severity: str | None = None, time_scale: float = 3600.0, auto: bool = False) -> tuple[Any, IncidentRecord]:
+          severity: str | None = None, time_scale: float = 3600.0, auto: bool = False,
+          clock: datetime | None = None) -> tuple[Any, IncidentRecord]:
     """Run a runbook to the end with scripted answers; return its final state and its archived record."""
     if _mode["mode"] == "served":
-        return _drill_served(runbook_id, answers, params=params, severity=severity, time_scale=time_scale, auto=auto)
+        return _drill_served(runbook_id, answers, params=params, severity=severity, time_scale=time_scale, auto=auto,
+                             clock=clock)
     with tags(f"runbook:{runbook_id}", "drill", "test"):
         state = FLOWS[runbook_id](parameters=params or {}, answers=answers or {}, severity=severity, drill=True,
-                                  time_scale=time_scale, auto=auto, return_state=True)
+                                  time_scale=time_scale, auto=auto, clock=clock, return_state=True)
     record = find_record(str(state.state_details.flow_run_id))
     assert record is not None, f"no archive record for {runbook_id}: {state.message}"
     return state, record
 
 
 def _drill_served(runbook_id: str, answers: dict[str, Any] | None, *, params: dict[str, Any] | None,
-                  severity: str | None, time_scale: float, auto: bool) -> tuple[Any, IncidentRecord]:
+                  severity: str | None, time_scale: float, auto: bool, clock: datetime | None) -> tuple[Any, IncidentRecord]:
     """The same drill through the deployment `<id>/runbook`: started as an alert would, read back from the API.
 
     The state returned is the run's final state as the server has it (a client State: name, message, type,
@@ -64,7 +67,7 @@ def _drill_served(runbook_id: str, answers: dict[str, Any] | None, *, params: di
     stack = _mode["stack"]
     stack.check()
     run = start_incident(runbook_id, params or {}, severity=severity, drill=True, time_scale=time_scale, auto=auto,
-                         answers=answers or {})
+                         answers=answers or {}, clock=clock)
     deadline = time.monotonic() + SERVED_TIMEOUT
     with get_client(sync_client=True) as client:
         while True:

@@ -117,6 +117,14 @@ def test_fire_with_the_server_unreachable_exits_non_zero_says_why_and_creates_no
     assert not list(home.glob("*.db")), "no temporary Prefect server (its database) may be started"
 
 
+def test_a_clock_that_is_not_a_time_is_refused_before_anything_runs():
+    for command in ("run", "fire"):
+        result = runbook(command, "hospital-his-outage", "--drill", "--clock", "tomorrow morning")
+        assert result.returncode == 2, result.stderr
+        assert "--clock 'tomorrow morning' is not a time" in result.stderr and "2026-11-30T09:00" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 def test_fire_with_nothing_set_and_no_stack_running_starts_no_temporary_server(tmp_path):
     """Prefect starts a server of its own when PREFECT_API_URL is unset: an incident nobody would ever see."""
     if unreachable_reason(DEFAULT_API) is None:

@@ -65,3 +65,49 @@ def test_working_days_are_counted_in_china_time_not_utc():
 def test_around_the_adjusted_saturday(start, days, due):
     assert add_working_days(start, days) == due
     assert add_working_days(start, days) - start < timedelta(days=8)
+
+
+def near(a, b) -> bool:  # real time is plan time divided by the scale: microseconds are rounded
+    return abs(a - b) < timedelta(milliseconds=1)
+
+
+def _drill_at(clock: datetime | None, started: datetime, time_scale: float):
+    from integrations.contacts import load_directory
+    from integrations.site import load_site
+    from runbooks.loader import load_file
+    from runbooks.settings import get_settings
+    from tasks.incident import Incident
+
+    settings = get_settings()
+    rb = load_file(settings.runbooks_dir / "hospital-his-outage.yaml", load_directory(settings.contacts_file))
+    return Incident(rb, params={}, severity="1", drill=True, time_scale=time_scale, auto=True, answers={}, alert=None,
+                    flow_run_id="clock-test", directory=load_directory(settings.contacts_file),
+                    site=load_site(settings.site_file), started=started, clock=clock)
+
+
+def test_a_drill_counts_calendar_days_on_its_own_clock_not_the_hour_it_runs():
+    from flows.time_rules import due
+
+    late = datetime(2026, 11, 30, 23, 50, tzinfo=CHINA)  # the suite happens to run ten minutes before midnight
+    dl = {"same": "important-data-same-day", "next": "all-data-next-day"}
+    for clock in (None, datetime(2026, 11, 30, 9, 0, tzinfo=CHINA)):
+        inc = _drill_at(clock, late, time_scale=600)
+        inc.finished_at["confirm-recovery"] = late + timedelta(seconds=10)  # 100 plan minutes after the start
+        same = due(inc, next(d for d in inc.runbook.deadlines if d.id == dl["same"]))
+        following = due(inc, next(d for d in inc.runbook.deadlines if d.id == dl["next"]))
+        if clock is None:  # the plan's clock is the real one, scaled: 23:50 + 100 min is 01:30 the next day
+            assert inc.plan_time(inc.finished_at["confirm-recovery"]) == datetime(2026, 12, 1, 1, 30, tzinfo=CHINA)
+            assert near(inc.plan_time(same), end_of(2026, 12, 1))
+        else:  # played from 09:00: the recovery is at 10:40 and "the same day" is 13 h 20 min of plan time later
+            assert inc.plan_time(inc.finished_at["confirm-recovery"]) == datetime(2026, 11, 30, 10, 40, tzinfo=CHINA)
+            assert near(inc.plan_time(same), end_of(2026, 11, 30))
+            assert (same - inc.finished_at["confirm-recovery"]).total_seconds() == pytest.approx((13 * 3600 + 19 * 60 + 59) / 600)
+        assert near(inc.plan_time(following) - inc.plan_time(same), timedelta(days=1))
+
+
+def test_a_drill_clock_without_a_zone_is_china_time():
+    from tasks.incident import plan_clock
+
+    assert plan_clock("2026-11-30T09:00") == datetime(2026, 11, 30, 9, 0, tzinfo=CHINA)
+    assert plan_clock("2026-11-30T01:00+00:00") == datetime(2026, 11, 30, 9, 0, tzinfo=CHINA)
+    assert plan_clock(None) is None and plan_clock("") is None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import pytest
 
 from runbooks.expressions import evaluate
@@ -10,6 +12,9 @@ from runbooks.settings import get_settings
 from tests.drill import drill, path, skipped
 
 RB = "hospital-his-outage"
+# The plan's clock in drills with calendar-day deadlines: a morning, so "the same day" is the same whatever the hour
+# the suite runs (run at 23:50 China time, the same-day deadline would be 10 plan minutes after the recovery).
+MORNING = datetime.fromisoformat("2026-11-30T09:00:00+08:00")
 CLASS_1 = {"triage": {"cause": "server-down", "network_wide": True, "special_factors": "patient-peak"}}
 
 
@@ -41,7 +46,8 @@ def test_class_1_thresholds_stop_after_recovery_and_deadlines_are_met():
     # 1.5 h simulated outage at 600x (9 s): the 30 min threshold fires (3 s), 6 h (36 s) and 24 h are cancelled by
     # the recovery; the re-entry deadlines (the same day, the next day, 2 d after recovery) are met. The margins are wide
     # because each parallel track is a child flow run that takes seconds to start on a loaded 2-core machine.
-    state, record = drill(RB, answers=CLASS_1, params={"drill_outage_minutes": 90}, time_scale=600, auto=True)
+    state, record = drill(RB, answers=CLASS_1, params={"drill_outage_minutes": 90}, time_scale=600, auto=True,
+                          clock=MORNING)
     assert record.outcome == "resolved", state.message
     assert record.severity == "1"
     assert _fired(record) == ["manual-after-30min"]
