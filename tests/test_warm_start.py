@@ -75,7 +75,9 @@ def _deployed(name: str) -> bool:
 def parts(tmp_path_factory):
     """The fixture runbooks served warm, and a `runbook` worker on a pool with warm-drill deployed to it."""
     logs = tmp_path_factory.mktemp("warm")
-    serve = _start([sys.executable, "-m", "app.stack", "serve"], logs / "serve.log", PREFECT_RUNNER_POLL_FREQUENCY="5")
+    # warm-hold's 10-minute wait holds its process (a wait longer than this suspends instead): the run to cancel
+    serve = _start([sys.executable, "-m", "app.stack", "serve"], logs / "serve.log", PREFECT_RUNNER_POLL_FREQUENCY="5",
+                   RUNBOOK_SUSPEND_WAIT_AFTER="3600")
     # the worker polls seldom: what starts and resumes its runs at once is the server's events
     worker = _start([str(Path(sys.executable).parent / "runbook"), "worker", "--pool", POOL], logs / "worker.log",
                     PREFECT_WORKER_QUERY_SECONDS="15")
