@@ -179,6 +179,13 @@ class WarmStarter:
         # the job's own environment (a work pool's `env` job variable) wins over the worker's settings, as in Prefect
         env: dict[str, Any] = {**get_current_settings().to_environment_variables(exclude_unset=True), **self._env}
         env.update({"PREFECT__FLOW_RUN_ID": str(flow_run.id), "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false"})
+        # Each new client of the run asks the server's version, and for a CSRF token before its first write
+        # (about 10-80 ms each, on the way to the first step). The runner or worker has already spoken to this
+        # server: the version check is Prefect's own switch for such child processes, and a server that answers
+        # it has no CSRF protection (422) needs no token. The job's own environment still wins.
+        env.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")
+        if _CSRF["needed"] is False:
+            env.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
         if self._deployment_name:
             env["PREFECT__DEPLOYMENT_NAME"] = self._deployment_name
         if self._heartbeat_seconds is not None:
@@ -195,6 +202,8 @@ class WarmStarter:
 
     async def start(self, flow_run: "FlowRun",
                     task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED) -> None:
+        if _CSRF["needed"] is None:
+            _CSRF["needed"] = await _server_wants_csrf()
         env, registered = self._environment(flow_run)
         handed_off = False
         try:
@@ -211,6 +220,30 @@ class WarmStarter:
             if registered and not handed_off and self._control_channel is not None:
                 self._control_channel.unregister(flow_run.id)
             raise
+
+
+# Whether the server asks for CSRF tokens: None until this process has asked it (once).
+_CSRF: dict[str, bool | None] = {"needed": None}
+
+
+async def _server_wants_csrf() -> bool | None:
+    """False when the server has CSRF protection off (it answers 422 "CSRF protection is disabled." to a token
+    request, which is how Prefect's client decides); True when it hands out tokens; None when it could not be
+    asked (the children keep Prefect's default and ask for themselves)."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    try:
+        async with get_client() as client:
+            await client._client.get(f"/csrf-token?client={uuid.uuid4()}")
+    except PrefectHTTPStatusError as exc:
+        disabled = exc.response.status_code == 422 and "CSRF protection is disabled." in exc.response.text
+        return False if disabled else None
+    except Exception:  # noqa: BLE001  (ask again at the next start)
+        return None
+    return True
 
 
 async def _record_pid(flow_run: "FlowRun", pid: int | None) -> None:

@@ -217,6 +217,8 @@ class StepRecords(WritableFileSystem):
     _description = "Results of the steps that act, kept as inputs of the incident's flow run on the Prefect server."
 
     def read_path(self, path: str, _sync: bool | None = None) -> bytes:
+        if path in _records_read:  # Prefect reads a cached step's record twice (does it exist, then read it)
+            return _records_read[path]
         run_id, key = _done_key(path)
         with get_client(sync_client=True) as client:
             value = read_input(client, run_id, key)
@@ -230,7 +232,10 @@ class StepRecords(WritableFileSystem):
             serializer = None
         if serializer != "json":
             raise FileNotFoundError(f"{path}: not a JSON step record")
-        return value.encode()
+        if len(_records_read) > 1000:
+            _records_read.clear()
+        _records_read[path] = value.encode()  # a record, once there, never changes (the first one stays)
+        return _records_read[path]
 
     def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
         """Handed to this process's `WRITER`: the next step goes on while the record travels (see `Writer`)."""
@@ -239,6 +244,9 @@ class StepRecords(WritableFileSystem):
         WRITER.later(lambda client: create_once(client, run_id, key, value))
         return path
 
+
+# The step records this process has read, by path: only records found (one not there yet may be written any moment).
+_records_read: dict[str, bytes] = {}
 
 STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that every task names
 
