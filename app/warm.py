@@ -287,7 +287,8 @@ class WarmRunner(Runner):
         async def listen() -> None:
             with scope:
                 await listen_for_scheduled_runs(deployments_of(self), self._get_and_submit_flow_runs,
-                                                lambda: self.stopping, self.query_seconds)
+                                                lambda: self.stopping, self.query_seconds,
+                                                busy=lambda: poller._submitting_flow_run_ids)
 
         self._runs_task_group.start_soon(listen)
         self._exit_stack.callback(scope.cancel)  # stops listening before the runs' task group is awaited
@@ -298,14 +299,20 @@ SCHEDULED_TYPES = {"SCHEDULED"}
 
 
 async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Callable[[], Awaitable[Any]],
-                                    stopping: Callable[[], bool], fallback_seconds: float) -> None:
+                                    stopping: Callable[[], bool], fallback_seconds: float,
+                                    busy: Callable[[], set[UUID]] = set) -> None:
     """Call `poll()` when the server says a run is scheduled (new, or a suspended one resumed) whose related
     resources (`prefect.deployment.<id>`, `prefect.work-pool.<id>`, ...) are `mine`. Events that arrive while a
-    poll runs make one more poll, not one each: a storm of alerts does not become a storm of queries."""
+    poll runs make one more poll, not one each: a storm of alerts does not become a storm of queries.
+
+    `busy()` gives the runs the runner or worker is still seeing through (Prefect skips them when it polls). A
+    wait answered at once is resumed while its suspended attempt is still ending: that run is polled for again
+    the moment the attempt has ended, not at the next regular poll (up to `fallback_seconds` later)."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
     wanted = {"now": anyio.Event()}
+    held: set[str] = set()  # runs told of while an attempt of theirs was still ending
 
     async def poller() -> None:
         while True:
@@ -316,15 +323,28 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
             except Exception as exc:  # noqa: BLE001  (the regular poll carries on)
                 logger.warning("polling for scheduled runs failed: %s", exc)
 
+    async def when_ended() -> None:
+        while True:
+            await anyio.sleep(0.05)
+            if held:
+                ending = {str(run_id) for run_id in busy()}
+                if held - ending:
+                    held.intersection_update(ending)
+                    wanted["now"].set()
+
     event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run."]))
     async with anyio.create_task_group() as group:
         group.start_soon(poller)
+        group.start_soon(when_ended)
         while not stopping():
             try:
                 async with get_events_subscriber(filter=event_filter) as subscriber:
                     async for event in subscriber:
                         state = (event.payload or {}).get("validated_state") or {}
                         if state.get("type") in SCHEDULED_TYPES and mine({r.id for r in event.related}):
+                            run_id = event.resource.id.removeprefix("prefect.flow-run.")
+                            if run_id in {str(r) for r in busy()}:
+                                held.add(run_id)
                             wanted["now"].set()
             except anyio.get_cancelled_exc_class():
                 raise

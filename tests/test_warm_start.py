@@ -174,3 +174,54 @@ def test_a_warm_run_cancelled_from_the_api_stops(parts, base_url):
     assert final.is_cancelled(), final
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or b"(Z)" in Path(f"/proc/{pid}/stat").read_bytes()
              or " Z " in Path(f"/proc/{pid}/stat").read_text(), 30, "its process to end", every=0.2)
+
+
+def test_a_run_resumed_while_its_last_attempt_ends_is_polled_for_when_that_attempt_has_ended(monkeypatch):
+    """Prefect's poll skips a run whose attempt it is still seeing through; the listener polls again once it ended."""
+    import anyio
+    from prefect.events import Event
+
+    import prefect.events.clients as clients
+    from app.warm import listen_for_scheduled_runs
+
+    run_id = UUID("6e1f2a3b-0000-4000-8000-000000000001")
+    deployment = "prefect.deployment.5d0c7f2e-0000-4000-8000-000000000002"
+    ending = {run_id}
+    polls: list[set] = []
+
+    class Subscriber:  # the server's event stream: the run was set Scheduled (an answer resumed it)
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+        def __aiter__(self):
+            return self._events()
+
+        async def _events(self):
+            yield Event(event="prefect.flow-run.Scheduled", resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
+                        related=[{"prefect.resource.id": deployment, "prefect.resource.role": "deployment"}],
+                        payload={"validated_state": {"type": "SCHEDULED"}})
+            await anyio.sleep_forever()
+
+    monkeypatch.setattr(clients, "get_events_subscriber", lambda **kw: Subscriber())
+
+    async def poll() -> None:
+        polls.append(set(ending))
+
+    async def main() -> None:
+        with anyio.move_on_after(10) as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(listen_for_scheduled_runs, lambda related: deployment in related, poll, lambda: False, 60.0,
+                                 lambda: ending)
+                while not polls:
+                    await anyio.sleep(0.01)
+                ending.clear()  # the suspended attempt's process has exited
+                while len(polls) < 2:
+                    await anyio.sleep(0.01)
+                group.cancel_scope.cancel()
+        assert not scope.cancelled_caught, f"polls: {polls}"
+
+    anyio.run(main)
+    assert polls == [{run_id}, set()], "one poll when told (skipped by Prefect), one when the attempt had ended"
