@@ -24,4 +24,4 @@ lint: install
 
 test: install
 	bash scripts/test-deps.sh
-	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=30
