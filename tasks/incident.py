@@ -90,6 +90,9 @@ class Incident:
         self.clock = plan_clock(clock) or self.started
         self.steps: dict[str, dict[str, Any]] = {}
         self.finished_at: dict[str, datetime] = {}
+        # The steps a threshold or deadline starts from (`start: step:<id>`) or is met by
+        self.timed_steps = {rule.start[5:] for rule in [*runbook.thresholds, *runbook.deadlines] if rule.start.startswith("step:")}
+        self.timed_steps |= {dl.met_by for dl in runbook.deadlines if dl.met_by}
         self.journal: list[Entry] = []
         self.closed = threading.Event()
         self._lock = threading.Lock()
@@ -166,9 +169,17 @@ class Incident:
     # ---- state
 
     def set_result(self, step_id: str, record: dict[str, Any]) -> None:
+        at = self._finish_time(step_id, record)
         with self._lock:
             self.steps[step_id] = record
-            self.finished_at[step_id] = datetime.now(timezone.utc)
+            self.finished_at[step_id] = at
+
+    def _finish_time(self, step_id: str, record: dict[str, Any]) -> datetime:
+        """When the step finished. A step that a time rule counts from or is met by keeps the time of the attempt
+        that first finished it: a resumed attempt replays it now, and the rule's clock must not restart."""
+        if step_id in self.timed_steps and record.get("status") not in ("skipped", "failed", "expired", "rejected"):
+            return self.first_time(f"finished-{step_id}")
+        return datetime.now(timezone.utc)
         for listener in list(self.on_result):
             try:
                 listener(step_id, record)
