@@ -89,10 +89,13 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
     return out
 
 
-def _clock(text: str | None) -> datetime | None:
-    """--clock: a drill's start on the plan's clock."""
+def _clock(text: str | None, drill: bool) -> datetime | None:
+    """--clock: a drill's start on the plan's clock (a real incident runs on the real one)."""
     from tasks.incident import plan_clock  # tasks import Prefect's client: only the commands that start a run pay for it
 
+    if text is not None and not drill:
+        err.print("[red]--clock is for drills[/red]: a real incident's deadlines run on the real calendar; add --drill")
+        raise typer.Exit(2)
     try:
         return plan_clock(text)
     except ValueError:
@@ -210,7 +213,7 @@ def run(
     """Run a runbook here and now; prints the flow run id and the outcome (exit 0 only if completed)."""
     rb = _one(runbook_id)
     scripted = _answers_file(answers)
-    plan_start = _clock(clock)
+    plan_start = _clock(clock, drill)
     connect(required=False)
     from flows.catalog import FLOWS  # compiles every runbook into a flow: only the command that runs one pays for it
 
@@ -291,7 +294,7 @@ def fire(
     rb = _one(runbook_id)
     parameters = _pairs(param, "parameter")
     scripted = _answers_file(answers)
-    plan_start = _clock(clock)
+    plan_start = _clock(clock, drill)
     connect()
     key = f"manual:{rb.id}:{incident}" if incident else None
     try:

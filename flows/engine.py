@@ -49,6 +49,8 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
         params = validate_parameters(runbook, parameters or {})
     except ParameterError as exc:
         return Failed(message=str(exc))
+    ignored_clock, clock = (clock, None) if clock is not None and not drill else (None, clock)  # a real incident's
+    # deadlines fall on the real calendar: a clock is for drills (`runbook run --drill --clock`)
     inc = Incident(runbook, params=params, severity=severity, drill=drill, time_scale=time_scale, auto=auto,
                    answers=answers or {}, alert=alert, flow_run_id=run_id, label=incident,
                    directory=load_directory(settings.contacts_file), site=load_site(settings.site_file),
@@ -61,7 +63,8 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     if started is not False:
         inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
                    actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,
-                   severity=inc.severity, label=incident, clock=clock.isoformat() if clock else None)
+                   severity=inc.severity, label=incident, clock=clock.isoformat() if clock else None,
+                   clock_ignored=f"{ignored_clock.isoformat()}: not a drill" if ignored_clock else None)
         if alert:
             inc.record("alert.received", alert_summary(alert), actor="alert", alert=alert)
     else:  # the same incident again: a suspended wait resumed, or a crashed run recovered; it replays what it did

@@ -123,6 +123,8 @@ def test_a_clock_that_is_not_a_time_is_refused_before_anything_runs():
         assert result.returncode == 2, result.stderr
         assert "--clock 'tomorrow morning' is not a time" in result.stderr and "2026-11-30T09:00" in result.stderr
         assert "Traceback" not in result.stderr
+        real = runbook(command, "hospital-his-outage", "--clock", "2026-11-30T09:00")
+        assert real.returncode == 2 and "--clock is for drills" in real.stderr and "--drill" in real.stderr
 
 
 def test_fire_with_nothing_set_and_no_stack_running_starts_no_temporary_server(tmp_path):
