@@ -69,10 +69,14 @@ def due(inc: Incident, rule: Threshold | Deadline) -> datetime | None:
     if start is None:
         return None
     # days on the calendar are counted on the plan's clock (a drill's, scaled), then turned back into real time
-    if isinstance(rule, Deadline) and rule.working_days:
-        return inc.real_time(add_working_days(inc.plan_time(start), rule.working_days))
-    if isinstance(rule, Deadline) and rule.calendar_days is not None:
-        return inc.real_time(end_of_calendar_day(inc.plan_time(start), rule.calendar_days))
+    if isinstance(rule, Deadline) and (rule.working_days or rule.calendar_days is not None):
+        try:
+            plan_start = inc.plan_time(start)
+        except OverflowError:  # a start far from the run's, times a huge scale, is off the calendar: count from it
+            plan_start = start
+        if rule.working_days:
+            return inc.real_time(add_working_days(plan_start, rule.working_days))
+        return inc.real_time(end_of_calendar_day(plan_start, rule.calendar_days))
     span = rule.after if isinstance(rule, Threshold) else rule.within
     return start + span / inc.time_scale
 

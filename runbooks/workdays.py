@@ -18,11 +18,16 @@ CHINA = ZoneInfo("Asia/Shanghai")
 logger = logging.getLogger("runbook.workdays")
 
 
+_uncovered: set[int] = set()  # years the holiday calendar lacks, said once each (the watcher asks five times a second)
+
+
 def is_working_day(day: date) -> bool:
     try:
         return chinese_calendar.is_workday(day)
     except NotImplementedError:
-        logger.warning("the holiday calendar does not cover %s yet; counting weekdays only", day.year)
+        if day.year not in _uncovered:
+            _uncovered.add(day.year)
+            logger.warning("the holiday calendar does not cover %s yet; counting weekdays only", day.year)
         return day.weekday() < 5
 
 
