@@ -179,13 +179,10 @@ class WarmStarter:
         # the job's own environment (a work pool's `env` job variable) wins over the worker's settings, as in Prefect
         env: dict[str, Any] = {**get_current_settings().to_environment_variables(exclude_unset=True), **self._env}
         env.update({"PREFECT__FLOW_RUN_ID": str(flow_run.id), "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false"})
-        # Each new client of the run asks the server's version, and for a CSRF token before its first write
-        # (about 10-80 ms each, on the way to the first step). The runner or worker has already spoken to this
-        # server: the version check is Prefect's own switch for such child processes, and a server that answers
-        # it has no CSRF protection (422) needs no token. The job's own environment still wins.
+        # Each new client of the run would ask the server's version (10-80 ms, on the way to the first step); the
+        # runner or worker has already spoken to this server. Prefect's own switch for such child processes; the
+        # job's own environment still wins.
         env.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")
-        if _CSRF["needed"] is False:
-            env.setdefault("PREFECT_CLIENT_CSRF_SUPPORT_ENABLED", "false")
         if self._deployment_name:
             env["PREFECT__DEPLOYMENT_NAME"] = self._deployment_name
         if self._heartbeat_seconds is not None:
@@ -202,8 +199,6 @@ class WarmStarter:
 
     async def start(self, flow_run: "FlowRun",
                     task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED) -> None:
-        if _CSRF["needed"] is None:
-            _CSRF["needed"] = await _server_wants_csrf()
         env, registered = self._environment(flow_run)
         handed_off = False
         try:
@@ -220,30 +215,6 @@ class WarmStarter:
             if registered and not handed_off and self._control_channel is not None:
                 self._control_channel.unregister(flow_run.id)
             raise
-
-
-# Whether the server asks for CSRF tokens: None until this process has asked it (once).
-_CSRF: dict[str, bool | None] = {"needed": None}
-
-
-async def _server_wants_csrf() -> bool | None:
-    """False when the server has CSRF protection off (it answers 422 "CSRF protection is disabled." to a token
-    request, which is how Prefect's client decides); True when it hands out tokens; None when it could not be
-    asked (the children keep Prefect's default and ask for themselves)."""
-    import uuid
-
-    from prefect.client.orchestration import get_client
-    from prefect.exceptions import PrefectHTTPStatusError
-
-    try:
-        async with get_client() as client:
-            await client._client.get(f"/csrf-token?client={uuid.uuid4()}")
-    except PrefectHTTPStatusError as exc:
-        disabled = exc.response.status_code == 422 and "CSRF protection is disabled." in exc.response.text
-        return False if disabled else None
-    except Exception:  # noqa: BLE001  (ask again at the next start)
-        return None
-    return True
 
 
 async def _record_pid(flow_run: "FlowRun", pid: int | None) -> None:
@@ -305,9 +276,10 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
     resources (`prefect.deployment.<id>`, `prefect.work-pool.<id>`, ...) are `mine`. Events that arrive while a
     poll runs make one more poll, not one each: a storm of alerts does not become a storm of queries.
 
-    `busy()` gives the runs the runner or worker is still seeing through (Prefect skips them when it polls). A
-    wait answered at once is resumed while its suspended attempt is still ending: that run is polled for again
-    the moment the attempt has ended, not at the next regular poll (up to `fallback_seconds` later)."""
+    `busy()` gives the runs a runner is still seeing through (its poll skips them; a worker lets a run go once
+    its process has started, so it passes none). A wait answered at once is resumed while its suspended attempt
+    is still ending: that run is polled for again the moment the attempt has ended, not at the next regular
+    poll (up to `fallback_seconds` later)."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 

@@ -59,7 +59,7 @@ class RunbookWorker(ProcessWorker):
 
         with self._listening:
             await listen_for_scheduled_runs(mine, self.get_and_submit_flow_runs, lambda: not self.is_setup,
-                                            PREFECT_WORKER_QUERY_SECONDS.value(), busy=lambda: self._submitting_flow_run_ids)
+                                            PREFECT_WORKER_QUERY_SECONDS.value())
 
     async def run(self, flow_run: "FlowRun", configuration: ProcessJobConfiguration,
                   task_status: anyio.abc.TaskStatus[int] | None = None) -> ProcessWorkerResult:

@@ -232,10 +232,11 @@ class StepRecords(WritableFileSystem):
             serializer = None
         if serializer != "json":
             raise FileNotFoundError(f"{path}: not a JSON step record")
+        record = value.encode()
         if len(_records_read) > 1000:
             _records_read.clear()
-        _records_read[path] = value.encode()  # a record, once there, never changes (the first one stays)
-        return _records_read[path]
+        _records_read[path] = record  # a record, once there, never changes (the first one stays)
+        return record
 
     def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
         """Handed to this process's `WRITER`: the next step goes on while the record travels (see `Writer`)."""
