@@ -118,7 +118,10 @@ def wake_due(client, now: datetime | None = None, lanes: int = LANES) -> list[tu
     of its own: each due tier is a few server calls and a page, so one after the other, 250 incidents whose
     tiers come due together would be paged over a minute. Each tier is still paged once (its claim)."""
     now = now or datetime.now(timezone.utc)
-    todo = [run for run in runs_in(client, StateType.PAUSED) if _something_due(run, now)]
+    paused = runs_in(client, StateType.PAUSED)
+    for gone in set(_next_look) - {run.id for run in paused}:  # woken, answered or ended since
+        _next_look.pop(gone, None)
+    todo = [run for run in paused if _something_due(run, now)]
     if lanes <= 1 or len(todo) <= 1:
         found = [_look_after(client, run, now) for run in todo]
     else:
@@ -126,11 +129,29 @@ def wake_due(client, now: datetime | None = None, lanes: int = LANES) -> list[tu
     return [w for w in found if w is not None]
 
 
+# When each suspended wait next needs a look, by run id, as this watcher last read its record in that state:
+# (state id, time or None for nothing more). The state's message names only the first timer, so without this a
+# wait whose first tier was paged would have its record read at every pass until it is woken.
+_next_look: dict[UUID, tuple[UUID, datetime | None]] = {}
+
+
+def next_look(who: dict, now: datetime) -> datetime | None:
+    """The earliest time still to come in a wait's record: a tier not paged, a timer, the expiry; None if none."""
+    paged = set(who.get("paged", []))
+    times = [t["at"] for i, t in enumerate(who.get("tiers", [])) if i not in paged]
+    times += [t["at"] for t in who.get("timers", [])] + ([who["expires_at"]] if who.get("expires_at") else [])
+    later = [at for at in map(datetime.fromisoformat, times) if at > now]
+    return min(later, default=None)
+
+
 def _something_due(run: FlowRun, now: datetime) -> bool:
     """Whether a paused run is a suspended wait of ours whose first timer (in its state message) is due."""
     details = run.state.state_details
     if not details.pause_reschedule or not details.run_input_keyset or not _mine(run):
         return False  # a blocking pause escalates in its own process
+    looked = _next_look.get(run.id)
+    if looked is not None and looked[0] == run.state.id:
+        return looked[1] is not None and now >= looked[1]
     first = next_due(run.state.message)
     return not (first is not None and first > now or run.state.message == "no timer")  # else its record need not be read
 
@@ -148,6 +169,7 @@ def _look_after(client, run: FlowRun, now: datetime) -> tuple[str, str] | None:
         return None
     reason = due(who, now, lambda claim: read_input(client, run.id, f"once-{claim}") is not None)
     if reason is None:
+        _next_look[run.id] = (run.state.id, next_look(who, now))
         return None
     if reason == "expired":
         mark_expired(client, run.id, base_of(details.run_input_keyset), f"no answer by {who['expires_at']}")

@@ -121,6 +121,7 @@ def test_due_tiers_of_several_runs_are_paged_side_by_side_once_each(pager, monke
         assert recovery.wake_due(client, lanes=3) == []  # a tier is paged without waking the run
         assert sorted(pager) == sorted(ids)
         assert 1 < most[0] <= 3
+        recovery._next_look.clear()  # as two watchers of their own would: each reads every record once
         again = [threading.Thread(target=recovery.wake_due, args=(client,)) for _ in range(2)]  # two more passes at once
         for t in again:
             t.start()
@@ -132,3 +133,32 @@ def test_due_tiers_of_several_runs_are_paged_side_by_side_once_each(pager, monke
             assert run.state.name == "Suspended"
             assert read_json(client, run.id, who_key(run.state.state_details.run_input_keyset))["paged"] == [0]
             assert read_input(client, run.id, "once-tier-confirm-" + str(ids.index(run_id)) + "-1") is not None
+
+
+def test_a_wait_whose_tier_was_paged_is_not_read_again_until_its_next_tier(pager, monkeypatch):
+    """The state's message names the first tier only; the watcher remembers when the record next needs a look."""
+    from prefect.client.orchestration import get_client
+
+    import flows.recovery as recovery
+    from tasks.inputs import who_key
+
+    reads: list[str] = []
+    read_json = recovery.read_json
+    monkeypatch.setattr(recovery, "read_json", lambda client, run_id, key: reads.append(str(run_id)) or read_json(client, run_id, key))
+    with get_client(sync_client=True) as client:
+        [run_id] = suspended(client, 1)
+        run = client.read_flow_run(run_id)
+        key = who_key(run.state.state_details.run_input_keyset)
+        who = json.loads(client.read_flow_run_input(run.id, key))
+        second = datetime.now(timezone.utc) + timedelta(seconds=3)
+        who["tiers"].append({"at": second.isoformat(), "roles": ["duty-manager"], "text": "page again", "plan_seconds": 1200})
+        client.delete_flow_run_input(run.id, key)
+        client.create_flow_run_input(run.id, key=key, value=json.dumps(who))
+
+        assert recovery.wake_due(client) == [] and pager == [run_id] and reads == [run_id]  # tier 1 paged
+        for _ in range(3):  # passes before tier 2 is due: nothing read
+            assert recovery.wake_due(client) == []
+        assert reads == [run_id] and pager == [run_id]
+        time.sleep(max(0.0, (second - datetime.now(timezone.utc)).total_seconds()) + 0.1)
+        assert recovery.wake_due(client) == [] and pager == [run_id, run_id] and len(reads) == 2  # tier 2, when due
+        assert recovery.wake_due(client) == [] and len(reads) == 2  # and nothing more to look at
