@@ -56,7 +56,7 @@ from runbooks.loader import RunbookError, load_file
 from runbooks.settings import get_settings
 from tasks.incident import Incident, plan_clock, run_url, runbook_of
 from tasks.inputs import base_of, create_once, mark_expired, next_due, put_input, read_input, read_json, who_key
-from tasks.people import page_tier
+from tasks.people import page_tier, reminder_timer
 
 log = logging.getLogger("runbook.recovery")
 
@@ -205,6 +205,12 @@ def page_due_tiers(client, run: FlowRun, who: dict, now: datetime) -> None:
         page_tier(incident, who["step"], who.get("kind", "manual"), who["wait_key"], index, tier["roles"], tier["text"],
                   tier.get("plan_seconds", 0))
         paged.add(index)
+    for i, timer in enumerate(who.get("timers", [])):  # a reminder repeats the last page: it counts from this one
+        if timer.get("what") == "reminder" and who.get("last_page") and who.get("waiting_since"):
+            every = (datetime.fromisoformat(timer["at"]) - datetime.fromisoformat(who["last_page"])).total_seconds()
+            if every > 0:
+                who["timers"][i] = reminder_timer(who["step"], datetime.fromisoformat(who["waiting_since"]).timestamp(),
+                                                  now.timestamp(), every)
     who.update(paged=sorted(paged), last_page=now.isoformat())
     put_input(client, run.id, who_key(run.state.state_details.run_input_keyset), json.dumps(who, ensure_ascii=False))
     log.info("paged %s of %s (%s, step %s)", ", ".join(f"tier {i + 1}" for i, _ in due_tiers), run.name,

@@ -150,6 +150,13 @@ def suspends_waits() -> bool:
     return os.environ.get("RUNBOOK_SUSPEND_WAITS", "true").strip().lower() not in ("0", "false", "no", "off")
 
 
+def reminder_timer(step_id: str, started: float, last_page: float, every: float) -> dict:
+    """A wait's next reminder (times in epoch seconds): `every` after the last page, claimed once per period of the
+    wait, so one reminder goes out whichever attempt of the run, or watcher, gets to it."""
+    at = last_page + every
+    return {"what": "reminder", "at": at_text(at), "claim": f"reminder-{pause_key(step_id, int((at - started) // every))}"}
+
+
 def at_text(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
 
@@ -201,9 +208,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
         """Everything due while the run is suspended, for the escalation watcher (flows/recovery.py)."""
         out = [{"what": f"tier {i + 1}", "at": at_text(started + after)} for i, (after, _, _) in enumerate(tiers) if i not in paged]
         if remind_every and current_tier:
-            at = last_page + remind_every
-            out.append({"what": "reminder", "at": at_text(at),
-                        "claim": f"reminder-{pause_key(step.id, int((at - started) // remind_every))}"})
+            out.append(reminder_timer(step.id, started, last_page, remind_every))
         if expires is not None:
             out.append({"what": "expiry", "at": at_text(started + expires)})
         return out + incident.upcoming()

@@ -162,3 +162,39 @@ def test_a_wait_whose_tier_was_paged_is_not_read_again_until_its_next_tier(pager
         time.sleep(max(0.0, (second - datetime.now(timezone.utc)).total_seconds()) + 0.1)
         assert recovery.wake_due(client) == [] and pager == [run_id, run_id] and len(reads) == 2  # tier 2, when due
         assert recovery.wake_due(client) == [] and len(reads) == 2  # and nothing more to look at
+
+
+def test_a_reminder_counts_from_the_tier_the_watcher_paged(pager, monkeypatch):
+    """A tier paged by the watcher is the last page: the wait's reminder repeats it `remind_every` later, so the run
+    is not woken at the old reminder time only to find nothing to send."""
+    from prefect.client.orchestration import get_client
+
+    import flows.recovery as recovery
+    from tasks.inputs import who_key
+    from tasks.people import reminder_timer
+
+    reasons: list = []  # why the watcher would wake the run, each time it looks (a run of no deployment cannot be woken)
+    due = recovery.due
+    monkeypatch.setattr(recovery, "due", lambda who, now, done=lambda claim: False: reasons.append(due(who, now, done)) or reasons[-1])
+    with get_client(sync_client=True) as client:
+        [run_id] = suspended(client, 1)
+        run = client.read_flow_run(run_id)
+        key = who_key(run.state.state_details.run_input_keyset)
+        who = json.loads(client.read_flow_run_input(run.id, key))
+        began = datetime.now(timezone.utc) - timedelta(seconds=2)
+        who.update(waiting_since=began.isoformat(), last_page=began.isoformat())
+        who["timers"].append(reminder_timer("confirm", began.timestamp(), began.timestamp(), 3.0))  # due 1 s from now
+        client.delete_flow_run_input(run.id, key)
+        client.create_flow_run_input(run.id, key=key, value=json.dumps(who))
+
+        paged_at = datetime.now(timezone.utc)
+        recovery.wake_due(client)
+        assert pager == [run_id] and reasons == [None]  # tier 1 paged by the watcher, nothing to wake for
+        reminder = next(t for t in json.loads(client.read_flow_run_input(run.id, key))["timers"] if t["what"] == "reminder")
+        assert datetime.fromisoformat(reminder["at"]) >= paged_at + timedelta(seconds=3)
+        time.sleep(1.5)  # past the old reminder time
+        recovery.wake_due(client)
+        assert reasons == [None], "the run would be woken for a reminder that the tier's page made early"
+        time.sleep(max(0.0, (datetime.fromisoformat(reminder["at"]) - datetime.now(timezone.utc)).total_seconds()) + 0.1)
+        recovery.wake_due(client)
+        assert reasons == [None, "reminder"]
