@@ -27,7 +27,7 @@ from runbooks.model import Choice, FormField, ManualStep, Runbook, Text
 from runbooks.parameters import ParameterError, validate_parameters
 from runbooks.settings import get_settings
 from tasks.incident import Incident, IncidentEnded, alert_summary, run_url
-from tasks.inputs import WRITER
+from tasks.inputs import WRITER, read_done_steps
 from tasks.kinds import HANDLERS
 from tasks.people import ask
 from tasks.steps import StepFailed, plain, summary
@@ -60,6 +60,8 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     started = inc.claim("started", unsure=None)
     # only a claim the server granted proves no attempt acted before: an unsure one looks for step records
     inc.first_attempt = started is True
+    if not inc.first_attempt:  # one read for every step's record, instead of one or two per step
+        inc.done_steps = read_done_steps(inc.id)
     if started is not False:
         inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
                    actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,

@@ -224,18 +224,9 @@ class StepRecords(WritableFileSystem):
             value = read_input(client, run_id, key)
         if value is None:
             raise FileNotFoundError(path)
-        # SECURITY: a record names its own serializer, and whoever may write a run's inputs could write one
-        # that says pickle; only JSON records are read (step_task writes JSON), anything else counts as none.
-        try:
-            serializer = json.loads(value)["metadata"]["serializer"]["type"]
-        except (ValueError, KeyError, TypeError):
-            serializer = None
-        if serializer != "json":
+        record = _keep_record(path, value)
+        if record is None:
             raise FileNotFoundError(f"{path}: not a JSON step record")
-        record = value.encode()
-        if len(_records_read) > 1000:
-            _records_read.clear()
-        _records_read[path] = record  # a record, once there, never changes (the first one stays)
         return record
 
     def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
@@ -249,6 +240,39 @@ class StepRecords(WritableFileSystem):
 # The step records this process has read, by path: only records found (one not there yet may be written any moment).
 _records_read: dict[str, bytes] = {}
 
+def _keep_record(path: str, value: str) -> bytes | None:
+    """A done record as Prefect reads it, kept for the process (a record, once there, never changes: the first stays).
+
+    SECURITY: a record names its own serializer, and whoever may write a run's inputs could write one that says
+    pickle; only JSON records are read (step_task writes JSON), anything else counts as none."""
+    try:
+        serializer = json.loads(value)["metadata"]["serializer"]["type"]
+    except (ValueError, KeyError, TypeError):
+        serializer = None
+    if serializer != "json":
+        return None
+    if len(_records_read) > 1000:
+        _records_read.clear()
+    record = _records_read[path] = value.encode()
+    return record
+
+
+def read_done_steps(run_id: str) -> set[str] | None:
+    """The steps of a run that have a done record, read in one request as an attempt starts (their records kept for
+    Prefect's cache lookups); None if the server could not say (each step then looks for its own record).
+
+    What is not there now was not done by an earlier attempt: only this attempt's process writes the run's records
+    from here on (a second process on one incident is what recovery prevents), so those steps need not look."""
+    try:
+        with get_client(sync_client=True) as client:
+            found = inputs_under(client, run_id, "done-")
+    except Exception as exc:  # noqa: BLE001  (the slower way still works)
+        logger.warning("could not read the done steps of %s (%s); each step looks for its own record", run_id, exc)
+        return None
+    return {key.removeprefix("done-") for key, value in found.items()
+            if _keep_record(f"{run_id}:{key.removeprefix('done-')}", value) is not None}
+
+
 STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that every task names
 
 
@@ -258,8 +282,20 @@ def _done_key(path: str) -> tuple[UUID, str]:
 
 
 def step_records() -> StepRecords:
-    """The saved StepRecords block of this process's server (Prefect asks a task's result storage to be saved)."""
-    return _step_records(PREFECT_API_URL.value())
+    """The saved StepRecords block of this process's server (Prefect asks a task's result storage to be saved).
+
+    Read once per process, before its first step that acts. If Prefect is away then (down, restarting, busy), the
+    step waits for it, asking again every few seconds: an incident must not fail because Prefect was away."""
+    delay = 1.0
+    while True:
+        try:
+            return _step_records(PREFECT_API_URL.value())
+        except Exception as exc:
+            if not prefect_away(exc):
+                raise
+            logger.warning("Prefect is away (%s): the step waits for it before it acts, to keep its record there", exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
 
 @functools.lru_cache

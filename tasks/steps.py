@@ -75,8 +75,10 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
         fn = _marked(fn, step, inc)
         once: dict[str, Any] = dict(cache_key_fn=lambda context, parameters: key, persist_result=True,
                                     result_storage=step_records(), result_serializer="json",
-                                    # the attempt that started the incident has nothing to find: it only records
-                                    refresh_cache=inc.first_attempt)
+                                    # nothing to find in the attempt that started the incident, nor for a step
+                                    # no earlier attempt recorded done: such a step only records
+                                    refresh_cache=inc.first_attempt or (inc.done_steps is not None
+                                                                        and step.id not in inc.done_steps))
         if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
             once["tags"] = site_tags(inc.site.name)
     else:

@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Crashed
 
 from flows.launch import start_incident
-from tasks.inputs import WRITER, step_records
+from tasks.inputs import WRITER, read_done_steps, step_records
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # what the served stack and every worker set
@@ -120,6 +120,33 @@ def test_a_step_record_is_an_input_of_the_incidents_run_and_only_a_json_one_is_r
         for step in ("page-chief", "never-ran"):
             with pytest.raises(FileNotFoundError):
                 records.read_path(f"{run.id}:{step}")
+        # a later attempt reads every record at once: the JSON one is done (and kept), the pickle one is not
+        assert read_done_steps(str(run.id)) == {"block-address"}
+
+
+def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing(monkeypatch):
+    """The records block is read before a process's first acting step; a refused connection then is not the step's
+    failure (CI saw an incident fail when its first step came as the server stopped)."""
+    import httpx
+
+    import tasks.inputs as inputs
+
+    tries, slept = [], []
+
+    def load(api_url):
+        tries.append(api_url)
+        if len(tries) < 3:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        return "the block"
+
+    monkeypatch.setattr(inputs, "_step_records", load)
+    monkeypatch.setattr(inputs.time, "sleep", slept.append)
+    assert inputs.step_records() == "the block"
+    assert len(tries) == 3 and slept == [1.0, 2.0]
+
+    monkeypatch.setattr(inputs, "_step_records", lambda api_url: (_ for _ in ()).throw(ValueError("a bad block")))
+    with pytest.raises(ValueError):  # anything else is not Prefect being away: it fails as before
+        inputs.step_records()
 
 
 def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endpoint):
