@@ -26,7 +26,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Crashed
 
 from flows.launch import start_incident
-from tasks.inputs import WRITER, read_done_steps, step_records
+from tasks.inputs import WRITER, read_done_steps, read_input, step_records
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # what the served stack and every worker set
@@ -149,6 +149,11 @@ def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing
         inputs.step_records()
 
 
+def _input(run_id, key: str) -> str | None:
+    with get_client(sync_client=True) as client:
+        return read_input(client, UUID(str(run_id)), key)
+
+
 def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endpoint):
     """The first action's done record is kept on the Prefect server, not in a result file on the dead machine's disk."""
     first = Machine(watchers, "machine-a")
@@ -157,6 +162,8 @@ def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endp
         run = start_incident("wait-kill", {"base_url": endpoint})
         wait_until("the first action", lambda: Endpoint.calls == ["/first"], 60)
         wait_until("the wait after it", lambda: ("step.started", "hold") in kinds(run.id), 20)
+        # its began mark is written by the process's record writer, beside the step: the death must come after it
+        wait_until("the wait's began mark", lambda: _input(run.id, "began-hold") is not None, 20)
         first.die(run.id)
         with get_client(sync_client=True) as client:  # what a runner that saw its process die writes
             client.set_flow_run_state(UUID(str(run.id)), Crashed(message="its machine died"), force=True)
@@ -169,7 +176,8 @@ def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endp
         if second:
             second.stop()
     assert Endpoint.calls == ["/first", "/second"], "each action's endpoint got exactly one request"
-    journal = kinds(run.id)
+    # the journal as the server's events have it: they arrive a moment after the run's final state
+    journal = wait_until("the close in the journal", lambda: (j := kinds(run.id)) and ("incident.closed", None) in j and j, 30)
     assert ("incident.recovered", None) in journal, journal
     assert ("step.interrupted", "hold") in journal, "the wait it died in is said to run again"
     assert ("step.interrupted", "first-call") not in journal, journal
