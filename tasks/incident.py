@@ -176,6 +176,11 @@ class Incident:
         with self._lock:
             self.steps[step_id] = record
             self.finished_at[step_id] = at
+        for listener in list(self.on_result):
+            try:
+                listener(step_id, record)
+            except Exception as exc:  # an observer never stops the incident
+                logger.debug("on_result listener failed: %s", exc)
 
     def _finish_time(self, step_id: str, record: dict[str, Any]) -> datetime:
         """When the step finished. A step that a time rule counts from or is met by keeps the time of the attempt
@@ -183,11 +188,6 @@ class Incident:
         if step_id in self.timed_steps and record.get("status") not in ("skipped", "failed", "expired", "rejected"):
             return self.first_time(f"finished-{step_id}")
         return datetime.now(timezone.utc)
-        for listener in list(self.on_result):
-            try:
-                listener(step_id, record)
-            except Exception as exc:  # an observer never stops the incident
-                logger.debug("on_result listener failed: %s", exc)
 
     def record(self, kind: str, text: str = "", *, step: str | None = None, actor: str | None = None, **data: Any) -> Entry:
         entry = Entry(kind=kind, step=step, actor=actor, text=text, data=data)

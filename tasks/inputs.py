@@ -240,6 +240,7 @@ class StepRecords(WritableFileSystem):
 # The step records this process has read, by path: only records found (one not there yet may be written any moment).
 _records_read: dict[str, bytes] = {}
 
+
 def _keep_record(path: str, value: str) -> bytes | None:
     """A done record as Prefect reads it, kept for the process (a record, once there, never changes: the first stays).
 

@@ -47,7 +47,10 @@ def test_a_resumed_attempt_keeps_the_first_finish_of_a_step_a_deadline_counts_fr
 
     time.sleep(1.1)
     resumed = attempt(run_id, started)  # the same run, a later attempt: it replays the step
+    heard: list[str] = []
+    resumed.on_result.append(lambda step_id, result: heard.append(step_id))  # as the progress artifact listens
     resumed.set_result("confirm-recovery", {"status": "done", "stable": "yes"})
+    assert heard == ["confirm-recovery"]
     assert resumed.finished_at["confirm-recovery"] == finished
     assert due(resumed, deadline) == finished + timedelta(days=2), "the deadline's clock did not restart"
 
