@@ -19,10 +19,8 @@ from integrations.localtime import local_time
 from runbooks.durations import human
 from runbooks.model import Deadline, Threshold
 from runbooks.workdays import CHINA, add_working_days
-from tasks.incident import Incident
+from tasks.incident import NOT_MEETING, Incident
 from tasks.steps import BESIDE, summary
-
-NOT_MEETING = ("skipped", "failed", "expired", "rejected")  # a step that ended so did not do what a deadline asks
 
 
 def start_thread(target: Callable[[], None], name: str) -> threading.Thread:

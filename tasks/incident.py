@@ -32,6 +32,8 @@ from tasks.inputs import create_once, read_input
 
 logger = logging.getLogger("runbook.incident")
 
+NOT_MEETING = ("skipped", "failed", "expired", "rejected")  # a step that ended so did not do what a deadline asks
+
 
 class Entry(BaseModel):
     """One line of the incident journal."""
@@ -185,7 +187,7 @@ class Incident:
     def _finish_time(self, step_id: str, record: dict[str, Any]) -> datetime:
         """When the step finished. A step that a time rule counts from or is met by keeps the time of the attempt
         that first finished it: a resumed attempt replays it now, and the rule's clock must not restart."""
-        if step_id in self.timed_steps and record.get("status") not in ("skipped", "failed", "expired", "rejected"):
+        if step_id in self.timed_steps and record.get("status") not in NOT_MEETING:
             return self.first_time(f"finished-{step_id}")
         return datetime.now(timezone.utc)
 
