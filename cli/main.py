@@ -38,6 +38,7 @@ from runbooks.docs import check_docs, render_docs
 from runbooks.loader import RunbookError, load_all, load_file, runbook_files
 from runbooks.model import Runbook, plans_served
 from runbooks.settings import get_settings
+from runbooks.yamlfile import read_yaml
 
 app = typer.Typer(help="Emergency response plans (应急预案) as Prefect flows.", no_args_is_help=True, add_completion=False)
 
@@ -109,7 +110,7 @@ def _answers_file(path: Path | None) -> dict | None:
     if path is None:
         return None
     try:
-        scripted = yaml.safe_load(path.read_text(encoding="utf-8"))
+        scripted = read_yaml(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         err.print(f"[red]cannot read answers from {path}:[/red] {escape(str(exc))}")
         raise typer.Exit(2)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from integrations.alerts.model import SEVERITIES, Alert
 from runbooks.loader import load_file
+from runbooks.yamlfile import read_yaml
 
 _MATCHER = re.compile(r'^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*(.*?)\s*$')
 
@@ -200,7 +201,7 @@ def load_routes(path: Path) -> Routes:
     if not path.exists():
         return Routes()
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = read_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise RoutesError(f"{path} is not valid YAML: {exc}") from None
     try:
