@@ -31,7 +31,7 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.exceptions import ObjectNotFound
 
 from flows.answers import answer_step, waiting_run
@@ -75,7 +75,7 @@ def still_waits(incident_id: str, step_id: str | None) -> str | None:
     try:
         UUID(incident_id)
         run_id = UUID(waiting_run(incident_id, step_id))
-        with get_client(sync_client=True) as client:
+        with sync_client() as client:
             run = client.read_flow_run(run_id)
     except ObjectNotFound:
         return "over"

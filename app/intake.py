@@ -47,6 +47,7 @@ import httpx
 from flows import launch
 from integrations.alerts.model import Alert
 from integrations.alerts.store import Incident, SpoolItem, Store
+from tasks.client import sync_client
 from tasks.inputs import prefect_away
 
 log = logging.getLogger("runbook.intake")
@@ -95,10 +96,9 @@ def _deliver_resolution(flow_run_id: str, alert: dict) -> Any:
 
 def _run_is_open(flow_run_id: str) -> bool:
     """Whether the incident is still open (``launch.incident_open``), with a client of its own."""
-    from prefect import get_client
     from prefect.exceptions import ObjectNotFound
 
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         try:
             return launch.incident_open(client.read_flow_run(UUID(flow_run_id)))
         except ObjectNotFound:

@@ -2,20 +2,21 @@
 
 Each forked run inherits the parsed contacts and site and the built runbook flows (a file
 changed since is read again by the run, runbooks/yamlfile.py, so nothing goes stale),
-Prefect's once-per-process check that the server speaks its API version, and the Prefect
-collections a run's first block load would import.
+Prefect's once-per-process check that the server speaks its API version, the TLS context every
+client of the project shares (tasks/client.py), and the Prefect collections a run's first block
+load would import.
 """
-
-from prefect.client.orchestration import get_client
-from prefect.settings import PREFECT_API_URL
 
 import gc
 import logging
 import threading
 
+from prefect.settings import PREFECT_API_URL
+
 from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.settings import get_settings
+from tasks.client import sync_client
 
 # Python's forkserver survives only an ImportError while it preloads: anything else here (a broken contacts file)
 # would end it, and every run after it. Each run reads what failed again and fails with its own error instead.
@@ -30,7 +31,7 @@ except Exception as exc:  # noqa: BLE001
 
 if PREFECT_API_URL.value():
     try:
-        with get_client(sync_client=True) as client:  # closed again: no connection is inherited by the forks
+        with sync_client() as client:  # closed again: no connection is inherited by the forks
             client.raise_for_api_version_mismatch_once()
     except Exception:  # noqa: BLE001  (each run checks for itself then, as Prefect does)
         pass

@@ -15,7 +15,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, FlowRunFilterState,
                                             FlowRunFilterStateType)
 from prefect.client.schemas.objects import FlowRun
@@ -141,7 +141,7 @@ def waiting_run(incident_id: str, step_id: str | None) -> str:
         root = UUID(incident_id)
     except ValueError:
         return incident_id
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         try:
             run = client.read_flow_run(root)
         except ObjectNotFound:
@@ -173,7 +173,7 @@ def resolve_run_id(text: str) -> str:
     if len(near) > 1:
         raise RunIdError(f"'{text}' is the start of {len(near)} run ids", near)
     found = []
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         for run in all_flow_runs(client):
             run_id = str(run.id)
             if run_id.startswith(text):
@@ -221,7 +221,7 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
         run_id = UUID(resolve_run_id(str(flow_run_id)))
     except RunIdError as exc:
         return AnswerResult(ok=False, message="".join([str(exc), *(f"\n  {c}" for c in exc.candidates)]))
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         try:
             run = client.read_flow_run(run_id)
         except ObjectNotFound:
@@ -278,7 +278,7 @@ def pending_steps() -> list[PendingStep]:
     """Every step, in every run, that waits for a person: grouped by incident, oldest incident first."""
     out = []
     known: dict[UUID, FlowRun] = {}
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         for run in all_flow_runs(client, FlowRunFilter(state=PAUSED)):
             meta = _waiting(client, run)
             if meta.get("kind") == "wait":

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext, TagsContext
 from prefect.runtime import flow_run
@@ -110,7 +110,7 @@ def _run_started(run: FlowRun) -> datetime | None:
     if run.state is not None and run.state.is_running():
         return run.state.timestamp
     try:
-        with get_client(sync_client=True) as client:
+        with sync_client() as client:
             return client.read_flow_run(run.id).start_time
     except Exception:
         return None

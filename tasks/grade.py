@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 
 from runbooks.model import GradeStep
 from tasks.incident import Incident
@@ -41,7 +41,7 @@ def run(inc: Incident, step: GradeStep, walk: Walk) -> dict:
 def _tag(inc: Incident) -> None:
     """The run's tags name its current level, so the runs list shows a regrade."""
     try:
-        with get_client(sync_client=True) as client:
+        with sync_client() as client:
             run = client.read_flow_run(UUID(inc.id))
             tags = [t for t in run.tags if not t.startswith("severity:")] + [f"severity:{inc.severity}"]
             client.update_flow_run(UUID(inc.id), tags=tags)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.events import emit_event
 from prefect.settings import PREFECT_UI_URL
 
@@ -207,7 +207,7 @@ class Incident:
         would page again without this. The claim is a flow run input, which the server keeps once per key.
         """
         try:
-            with get_client(sync_client=True) as client:
+            with sync_client() as client:
                 return create_once(client, self.id, f"once-{name}", datetime.now(timezone.utc).isoformat())
         except Exception as exc:
             logger.warning("could not record that %s happened (%s); doing it anyway", name, exc)
@@ -217,7 +217,7 @@ class Incident:
         """When this incident first got to `name`, over every attempt of its run (kept on the flow run, `once-<name>`)."""
         now = datetime.now(timezone.utc)
         try:
-            with get_client(sync_client=True) as client:
+            with sync_client() as client:
                 if create_once(client, self.id, f"once-{name}", now.isoformat()):
                     return now
                 raw = read_input(client, self.id, f"once-{name}")

@@ -26,7 +26,7 @@ from uuid import UUID
 
 import httpx
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.context import SettingsContext, get_settings_context
 from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilter, FlowRunFilterParentFlowRunId
 from prefect.exceptions import ObjectNotFound
@@ -193,13 +193,13 @@ def mark_expired(client, run_id, base_key: str, reason: str) -> None:
 
 def deliver_resolution(flow_run_id: UUID | str, alert: dict[str, Any]) -> None:
     """Hand a resolved alert to its incident (a check step with alert_resolved waits for this); the first one counts."""
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         create_once(client, UUID(str(flow_run_id)), RESOLUTION_KEY, json.dumps(alert, default=str))
 
 
 def read_resolution(flow_run_id: UUID | str) -> dict | None:
     """The resolution delivered to the run, or None while there is none."""
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         return read_json(client, UUID(str(flow_run_id)), RESOLUTION_KEY)
 
 
@@ -220,7 +220,7 @@ class StepRecords(WritableFileSystem):
         if path in _records_read:  # Prefect reads a cached step's record twice (does it exist, then read it)
             return _records_read[path]
         run_id, key = _done_key(path)
-        with get_client(sync_client=True) as client:
+        with sync_client() as client:
             value = read_input(client, run_id, key)
         if value is None:
             raise FileNotFoundError(path)
@@ -265,7 +265,7 @@ def read_done_steps(run_id: str) -> set[str] | None:
     What is not there now was not done by an earlier attempt: only this attempt's process writes the run's records
     from here on (a second process on one incident is what recovery prevents), so those steps need not look."""
     try:
-        with get_client(sync_client=True) as client:
+        with sync_client() as client:
             found = inputs_under(client, run_id, "done-")
     except Exception as exc:  # noqa: BLE001  (the slower way still works)
         logger.warning("could not read the done steps of %s (%s); each step looks for its own record", run_id, exc)
@@ -364,7 +364,7 @@ class Writer:
                     if client is not None:
                         client.__exit__(None, None, None)
                     with SettingsContext(profile=profile, settings=settings):
-                        client = get_client(sync_client=True).__enter__()
+                        client = sync_client().__enter__()
                     bound_to = settings
                 job(client)
             except Exception as exc:  # the server unreachable after the client's own retries: the record is lost

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from prefect._internal.pydantic.v2_schema import create_v2_schema
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.input import RunInput
@@ -102,7 +102,7 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
     slot = (str(run_id), step.id)
     model = form_model(step, kind=kind)
     n = _next_ask.get(slot, 1)
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         earlier = [] if slot in _next_ask else [_earlier_asks(client, r, step.id, 1) for r in earlier_track_runs(client, _run())]
         sources = [(asks, 1, False) for asks in earlier] + [(_earlier_asks(client, run_id, step.id, n), n, True)]
     carried = None
@@ -221,7 +221,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
         _next_ask[slot], _carried[slot] = ask + 1, None
         return Expired(why)
 
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         for ask in range(_next_ask.get(slot, 1), 1000):
             if suspend:  # nobody ran the loop below while the run was suspended: catch up first
                 escalate(time.time())

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
 
@@ -103,7 +103,7 @@ def site_tags(site: str) -> list[str]:
     checked = _site_limited.get(site)
     if checked is None or time.monotonic() - checked[0] > SITE_LIMIT_CHECK_SECONDS:
         try:
-            with get_client(sync_client=True) as client:
+            with sync_client() as client:
                 client.read_concurrency_limit_by_tag(tag)
             limited = True
         except ObjectNotFound:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.exceptions import Pause
 from prefect.input import RunInput
 
@@ -53,7 +53,7 @@ def run(inc: Incident, step: WaitStep, walk: Walk) -> dict:
 
 def _done(inc: Incident, step: WaitStep) -> bool:
     """Whether an earlier attempt of the run recorded the step done (below it comes back Cached): never suspend for it."""
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         return read_input(client, inc.id, f"done-{step.id}") is not None
 
 
@@ -84,7 +84,7 @@ def suspend_until(incident: Incident, step: WaitStep, began: float, until: float
            "title": step.title.both(), "may_answer": [], "waiting_since": at_text(began), "asked_at": at_text(time.time()),
            "suspended": True, "until": at_text(until), "tiers": [], "wait_key": wait_key(step.id, began), "paged": [],
            "last_page": at_text(began), "expires_at": None, "timers": timers}
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         fired = client.read_flow_run(run_id).empirical_policy.pause_keys or set()
         ask = next(n for n in range(1, 10_000) if pause_key(step.id, n) not in fired)
         state, _ = pause_run(client, run_id, pause_key(step.id, ask), WaitForm, description, who=who, reschedule=True)

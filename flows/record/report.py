@@ -18,7 +18,7 @@ from uuid import UUID
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.exceptions import ObjectNotFound
 
@@ -243,7 +243,7 @@ def load_report(flow_run_id: str, runbook: Runbook | None = None) -> IncidentRep
 
 def record_from_prefect(flow_run_id: str, runbook: Runbook | None = None) -> IncidentRecord:
     """An IncidentRecord for a run that is not archived: the run, its journal (events) and its report artifacts."""
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         try:
             run = client.read_flow_run(UUID(str(flow_run_id)))
         except (ObjectNotFound, ValueError):

@@ -23,7 +23,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId)
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
@@ -85,7 +85,7 @@ def journal_from_events(flow_run_id: str) -> list[Entry]:
     flt = EventFilter(event=EventNameFilter(prefix=["runbook."]),
                       resource=EventResourceFilter(id=[f"runbook.incident.{flow_run_id}"]))
     entries: list[Entry] = []
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         page = client.read_events(filter=flt, limit=50)  # the server allows at most 50 a page
         while True:
             for ev in page.events:
@@ -109,7 +109,7 @@ def prefect_history(flow_run_id: str) -> list[TimelineEntry]:
     Raises `prefect.exceptions.ObjectNotFound` when the run is gone.
     """
     out: list[TimelineEntry] = []
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         root = client.read_flow_run(UUID(str(flow_run_id)))
         runs, frontier = [root], [root.id]
         while frontier:  # tracks may nest parallel steps of their own
