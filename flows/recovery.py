@@ -31,17 +31,15 @@ back Cached (tasks/steps.py: step_task) and the answers replay (tasks/people.py:
 
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
 from uuid import UUID
 
-from prefect.client.orchestration import get_client
+from tasks.client import sync_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterState,
                                             FlowRunFilterStateType)
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -52,17 +50,17 @@ from prefect.states import Crashed, Scheduled
 
 from integrations.contacts import load_directory
 from integrations.site import load_site
-from runbooks.loader import RunbookError, load_file
+from runbooks.loader import RunbookError, load_current
 from runbooks.settings import get_settings
 from tasks.incident import Incident, plan_clock, run_url, runbook_of
 from tasks.inputs import base_of, create_once, mark_expired, next_due, put_input, read_input, read_json, who_key
+from flows.lanes import LANES, Lanes, side_by_side
 from tasks.people import page_tier, reminder_timer
 
 log = logging.getLogger("runbook.recovery")
 
 RECOVERABLE = {StateType.CRASHED, StateType.RUNNING, StateType.PENDING, StateType.PAUSED, StateType.FAILED}
 PAGE = 200  # the API's largest page of flow runs
-LANES = 8  # suspended runs with something due looked after side by side in a pass (wake_due)
 
 
 class NotRecoverable(Exception):
@@ -71,7 +69,7 @@ class NotRecoverable(Exception):
 
 def recover_run(flow_run_id: UUID | str, *, why: str = "recovered by hand") -> str:
     """Reschedule a run whose process is gone; returns the state it left. The caller vouches that no process runs it."""
-    with get_client(sync_client=True) as client:
+    with sync_client() as client:
         run = client.read_flow_run(UUID(str(flow_run_id)))
         if run.deployment_id is None:
             raise NotRecoverable("the run has no deployment, so no worker can run it again; start the runbook anew")
@@ -110,22 +108,28 @@ def due(who: dict, now: datetime, done=lambda claim: False) -> str | None:
     return None
 
 
-def wake_due(client, now: datetime | None = None, lanes: int = LANES) -> list[tuple[str, str]]:
+def wake_due(client, now: datetime | None = None, lanes: int | "Lanes" = LANES) -> list[tuple[str, str]]:
     """One pass over the suspended runs; pages their due tiers and wakes those with anything else due.
     Returns [(run id, reason)] of the runs woken.
 
     The runs with something due are looked after on up to `lanes` threads side by side, each with a client
     of its own: each due tier is a few server calls and a page, so one after the other, 250 incidents whose
-    tiers come due together would be paged over a minute. Each tier is still paged once (its claim)."""
+    tiers come due together would be paged over a minute. Each tier is still paged once (its claim).
+    Given `Lanes` (the watcher's loop), the pass hands them its runs and returns without waiting for them: the
+    next pass, a second later, hands over what has come due since (returning the wakes finished meanwhile)."""
     now = now or datetime.now(timezone.utc)
     paused = runs_in(client, StateType.PAUSED)
-    for gone in set(_next_look) - {run.id for run in paused}:  # woken, answered or ended since
+    for gone in set(_next_look.copy()) - {run.id for run in paused}:  # woken, answered or ended since (a copy: lanes add)
         _next_look.pop(gone, None)
     todo = [run for run in paused if _something_due(run, now)]
-    if lanes <= 1 or len(todo) <= 1:
+    if isinstance(lanes, Lanes):
+        for run in todo:
+            lanes.submit(run, lambda own, run: _look_after(own, run, datetime.now(timezone.utc)))
+        found = lanes.finished()
+    elif lanes <= 1 or len(todo) <= 1:
         found = [_look_after(client, run, now) for run in todo]
     else:
-        found = _side_by_side(todo, lanes, lambda own, run: _look_after(own, run, now))
+        found = side_by_side(todo, lanes, lambda own, run: _look_after(own, run, now))
     return [w for w in found if w is not None]
 
 
@@ -180,20 +184,6 @@ def _look_after(client, run: FlowRun, now: datetime) -> tuple[str, str] | None:
     return str(run.id), reason
 
 
-def _side_by_side(runs: list[FlowRun], lanes: int, work) -> list:
-    """`work(client, run)` for every run, dealt round the lanes: a thread each, with a Prefect client of its own."""
-
-    def lane(share: list[FlowRun]) -> list:
-        with get_client(sync_client=True) as own:
-            return [work(own, run) for run in share]
-
-    shares = [runs[i::lanes] for i in range(min(lanes, len(runs)))]
-    with ThreadPoolExecutor(len(shares), thread_name_prefix="watcher-lane") as pool:
-        # each lane in a copy of this context: the caller's Prefect settings (e.g. a temporary API URL) hold there too
-        futures = [pool.submit(contextvars.copy_context().run, lane, share) for share in shares]
-        return [result for future in futures for result in future.result()]
-
-
 def page_due_tiers(client, run: FlowRun, who: dict, now: datetime) -> None:
     """Page the escalation tiers that are due, here: no process, no concurrency slot, no wait behind new incidents."""
     paged = set(who.get("paged", []))
@@ -212,7 +202,8 @@ def page_due_tiers(client, run: FlowRun, who: dict, now: datetime) -> None:
                 who["timers"][i] = reminder_timer(who["step"], datetime.fromisoformat(who["waiting_since"]).timestamp(),
                                                   now.timestamp(), every)
     who.update(paged=sorted(paged), last_page=now.isoformat())
-    put_input(client, run.id, who_key(run.state.state_details.run_input_keyset), json.dumps(who, ensure_ascii=False))
+    put_input(client, run.id, who_key(run.state.state_details.run_input_keyset), json.dumps(who, ensure_ascii=False),
+              exists=True)
     log.info("paged %s of %s (%s, step %s)", ", ".join(f"tier {i + 1}" for i, _ in due_tiers), run.name,
              who.get("runbook"), who.get("step"))
 
@@ -331,7 +322,7 @@ def detached(run: FlowRun) -> Incident:
     settings = get_settings()
     params = run.parameters or {}
     try:
-        runbook = load_file(_runbook_file(run))
+        runbook = load_current(_runbook_file(run))
     except (RunbookError, OSError) as exc:
         raise NotRecoverable(f"runbook {runbook_of(run.tags)} of run {run.id} does not load: {exc}") from None
     return Incident(runbook, params=params.get("parameters") or {}, severity=params.get("severity"),
@@ -350,16 +341,17 @@ def watch(poll_seconds: float = 5.0) -> None:
     log.info("escalation watcher started: a pass every %g s; a running incident silent for %s s is dead",
              poll_seconds, silence_limit())
     reachable_since = time.monotonic()
+    lanes = Lanes()
     while True:
         started = time.monotonic()
         try:
-            with get_client(sync_client=True) as client:
-                woken = wake_due(client)
+            with sync_client() as client:
+                woken = wake_due(client, lanes=lanes)
                 # heartbeats sent while Prefect was away may come late: judge silence only after a limit's worth of passes
                 dead = declare_dead(client) if started - reachable_since >= (silence_limit() or 0) else []
                 healed = heal_crashed(client)
-            log.info("pass done in %.2f s: %d woken, %d dead, %d recovered", time.monotonic() - started, len(woken),
-                     len(dead), len(healed))
+            log.info("pass done in %.2f s: %d woken, %d dead, %d recovered; %d waits in hand", time.monotonic() - started,
+                     len(woken), len(dead), len(healed), lanes.in_hand())
         except Exception:  # Prefect restarting: try again next round
             log.exception("escalation watcher pass failed")
             reachable_since = time.monotonic()

@@ -179,8 +179,15 @@ def create_once(client, run_id, key: str, value: str) -> bool:
         raise
 
 
-def put_input(client, run_id, key: str, value: str) -> None:
-    """Create or replace an input (inputs cannot be updated in place)."""
+def put_input(client, run_id, key: str, value: str, *, exists: bool = False) -> None:
+    """Create or replace an input (inputs cannot be updated in place). `exists`: the caller knows the key is there (a
+    wait's record it has just read), so the delete comes first and the create that would be refused is spared."""
+    if exists:
+        try:
+            client.delete_flow_run_input(flow_run_id=run_id, key=key)
+        except Exception as exc:  # gone already: the create below makes it
+            if not (isinstance(exc, ObjectNotFound) or getattr(getattr(exc, "response", None), "status_code", None) == 404):
+                raise
     if not create_once(client, run_id, key, value):
         client.delete_flow_run_input(flow_run_id=run_id, key=key)
         client.create_flow_run_input(flow_run_id=run_id, key=key, value=value)

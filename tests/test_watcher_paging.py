@@ -198,3 +198,40 @@ def test_a_reminder_counts_from_the_tier_the_watcher_paged(pager, monkeypatch):
         time.sleep(max(0.0, (datetime.fromisoformat(reminder["at"]) - datetime.now(timezone.utc)).total_seconds()) + 0.1)
         recovery.wake_due(client)
         assert reasons == [None, "reminder"]
+
+
+def test_the_watchers_lanes_take_a_run_once_at_a_time_and_do_not_hold_up_the_pass():
+    """The watcher's loop hands due runs to lanes that outlive a pass (flows/lanes.py): a pass returns at once,
+    a run still in hand is not handed over again, and one run's failure is logged, not the lanes' end."""
+    from types import SimpleNamespace
+    from uuid import uuid4
+
+    from flows.lanes import Lanes
+
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow(client, run):
+        calls.append(run.name)
+        release.wait(10)
+        if run.name == "broken":
+            raise RuntimeError("Prefect restarting")
+        return (str(run.id), "reminder")
+
+    lanes = Lanes(2)
+    slow_run, broken = SimpleNamespace(id=uuid4(), name="slow"), SimpleNamespace(id=uuid4(), name="broken")
+    began = time.monotonic()
+    assert lanes.submit(slow_run, slow) and lanes.submit(broken, slow)
+    assert time.monotonic() - began < 1, "handing over waits for nobody"
+    assert not lanes.submit(slow_run, slow), "a run in hand is not handed over twice"
+    assert lanes.finished() == [] and lanes.in_hand() == 2
+    release.set()
+    deadline = time.monotonic() + 10
+    while lanes.in_hand() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sorted(map(str, lanes.finished())) == sorted(["None", str((str(slow_run.id), "reminder"))])
+    assert lanes.submit(slow_run, slow), "once done, the run can be handed over again"
+    deadline = time.monotonic() + 10
+    while lanes.in_hand() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert calls.count("slow") == 2 and calls.count("broken") == 1
