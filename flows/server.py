@@ -23,6 +23,11 @@ from prefect.context import refresh_global_settings_context
 DEFAULT_API = "http://127.0.0.1:4200/api"  # where `runbook up` listens unless told otherwise
 STACK_FILE = "runbook-stack.json"
 HEALTH_TIMEOUT_SECONDS = 2.0
+# A running incident holds a lease on one of its runbook's concurrency slots and renews it every few minutes. Prefect
+# keeps leases in the server's memory by default, so after a server restart every renewal is refused (410) and Prefect
+# cancels the run: each incident running through a restart crashed once (the watcher healed it, spending a recovery).
+# On disk under PREFECT_HOME they outlive the restart. (More than one server process needs Prefect's Redis storage.)
+SERVER_SETTINGS = {"PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
 
 
 def prefect_home() -> Path:

@@ -30,7 +30,9 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_API_URL": api, "PREFECT_SERVER_UI_ENABLED": "false"}
+           "PREFECT_UI_API_URL": api, "PREFECT_SERVER_UI_ENABLED": "false",
+           # flows/server.py SERVER_SETTINGS, spelled out: this runs before anything may import prefect
+           "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
