@@ -238,24 +238,28 @@ def heal_crashed(client) -> list[tuple[str, str]]:
 
 
 def declare_dead(client, now: datetime | None = None) -> list[tuple[str, str]]:
-    """Mark Crashed every incident whose machine died: Running with no heartbeat, or Pending, for `silence_limit()` s.
+    """Mark Crashed every incident whose machine died: Running, or Paused in its process (a blocking wait,
+    RUNBOOK_SUSPEND_WAITS=false), with no heartbeat, or Pending, for `silence_limit()` s.
 
-    Returns [(run id, why)]; `heal_crashed` then sets them going again like any crashed run.
+    Returns [(run id, why)]; `heal_crashed` then sets them going again like any crashed run. A suspended wait has
+    no process to lose: it is left to `wake_due`.
     """
     limit = silence_limit()
     if limit is None:
         return []  # flow runs send no heartbeats: silence says nothing
     now = now or datetime.now(timezone.utc)
     since = now - timedelta(seconds=limit)
-    suspects = [run for run in runs_in(client, StateType.RUNNING, StateType.PENDING, deployed=True)
-                if _mine(run) and run.state.timestamp < since]
-    alive = heartbeating(client, [run.id for run in suspects if run.state.type == StateType.RUNNING], since)
+    suspects = [run for run in runs_in(client, StateType.RUNNING, StateType.PENDING, StateType.PAUSED, deployed=True)
+                if _mine(run) and run.state.timestamp < since and not run.state.state_details.pause_reschedule]
+    # a process sends heartbeats while it runs, and while it waits paused inside the run
+    alive = heartbeating(client, [run.id for run in suspects if run.state.type != StateType.PENDING], since)
     dead = []
     for run in suspects:
         if run.id in alive or not _take(client, run):
             continue
-        why = (f"no heartbeat for over {limit:g} s" if run.state.type == StateType.RUNNING
-               else f"pending for {(now - run.state.timestamp).total_seconds():.0f} s with no process")
+        why = (f"pending for {(now - run.state.timestamp).total_seconds():.0f} s with no process"
+               if run.state.type == StateType.PENDING else
+               f"no heartbeat for over {limit:g} s" + (" while it waited in its process" if run.state.type == StateType.PAUSED else ""))
         why += ": its machine is taken as dead"
         # not forced: a run that finished meanwhile (its heartbeat late, not lost) keeps its final state
         if client.set_flow_run_state(run.id, Crashed(message=why)).status.value == "ACCEPT":

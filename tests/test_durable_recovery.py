@@ -25,6 +25,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Crashed
 
+from flows.answers import answer_step
 from flows.launch import start_incident
 from tasks.inputs import WRITER, read_done_steps, read_input, step_records
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
@@ -54,11 +55,11 @@ def endpoint():
 class Machine:
     """A worker machine: the fixture runbooks served, with a disk of its own."""
 
-    def __init__(self, logs: Path, name: str):
+    def __init__(self, logs: Path, name: str, **env: str):
         began = datetime.now(timezone.utc)
         disk = logs / f"{name}-disk"
         self.proc = _start(["serve"], logs / f"{name}.log", RUNBOOK_RUNBOOKS_DIR=str(FIXTURES),
-                           PREFECT_RUNNER_POLL_FREQUENCY="1", PREFECT_LOCAL_STORAGE_PATH=str(disk), **HEARTBEAT)
+                           PREFECT_RUNNER_POLL_FREQUENCY="1", PREFECT_LOCAL_STORAGE_PATH=str(disk), **HEARTBEAT, **env)
         self.log = logs / f"{name}.log"
 
         def serving() -> bool:
@@ -71,13 +72,14 @@ class Machine:
 
         wait_until(f"{name} to serve the runbooks", serving, 120)
 
-    def die(self, run_id) -> None:
-        """The machine goes: its runner, its forkserver and the incident's flow process, all at once, with no word to Prefect."""
-        pid = flow_process(run_id)
+    def die(self, *run_ids) -> None:
+        """The machine goes: its runner, its forkserver and the incidents' flow processes, all at once, with no word to Prefect."""
+        pids = [flow_process(run_id) for run_id in run_ids]
         _stop(self.proc, signal.SIGKILL)
-        if pid is not None:
+        for pid in pids:
             try:
-                os.kill(pid, signal.SIGKILL)
+                if pid is not None:
+                    os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
@@ -190,25 +192,40 @@ def test_an_incident_recovered_on_another_disk_does_not_act_again(watchers, endp
 def test_an_incident_whose_machine_died_heals_within_a_minute_and_a_live_one_is_left_alone(watchers, endpoint):
     """No Crashed state is ever written: the run stays Running until its heartbeats are missed.
 
-    Meanwhile an incident that is alive on the other machine, waiting for over a minute between two
-    actions, sends its heartbeats and is never taken for dead.
+    The same for an incident waiting for a person inside its process (waits not suspended,
+    RUNBOOK_SUSPEND_WAITS=false): it stays Paused until its heartbeats are missed.
+
+    Meanwhile incidents alive on the other machine, one waiting for over a minute between two
+    actions and one waiting for a person in its process, send their heartbeats and are never taken for dead.
     """
-    first = Machine(watchers, "machine-c")
+    blocking = {"RUNBOOK_SUSPEND_WAITS": "false"}
+    first = Machine(watchers, "machine-c", **blocking)
     second = None
     try:
         run = start_incident("wait-kill", {"base_url": endpoint})
+        held = start_incident("clock-drill", {})
         wait_until("the first action", lambda: Endpoint.calls == ["/first"], 60)
         wait_until("the wait after it", lambda: ("step.started", "hold") in kinds(run.id), 20)
-        first.die(run.id)
+        wait_until("the person's step to wait in its process", lambda: state_of(held.id).name == "Paused", 60)
+        first.die(run.id, held.id)
         died = datetime.now(timezone.utc)
         time.sleep(2)
         assert state_of(run.id).name == "Running", "nothing told Prefect the run died"
-        second = Machine(watchers, "machine-d")
+        assert state_of(held.id).name == "Paused", "nothing told Prefect the run died"
+        second = Machine(watchers, "machine-d", **blocking)
         live = start_incident("wait-kill", {"base_url": f"{endpoint}/live"}, time_scale=0.125)  # its wait: 64 s
         final = wait_until("the incident to finish on machine d", lambda: (s := state_of(run.id)).is_final()
                            and s.name != "Crashed" and s, 180)
         assert final.is_completed(), final.message
         assert wait_until("the live incident to finish", lambda: (s := state_of(live.id)).is_final() and s, 120).is_completed()
+        # the waiting incident, healed, waits for its person again on machine d; alive there, it stays Paused past
+        # the watcher's silence limit (50 s): its process sends heartbeats while it waits
+        paused = wait_until("the healed incident to wait again on machine d", lambda: (s := state_of(held.id)).name == "Paused"
+                            and s.timestamp > died and s, 120)
+        time.sleep(max(0.0, 65 - (datetime.now(timezone.utc) - paused.timestamp).total_seconds()))
+        assert state_of(held.id).name == "Paused", [s.name for s in _states(held.id)]
+        assert answer_step(str(held.id), by="wang-chief", values={"restored": "yes"}).ok
+        assert wait_until("the waiting incident to finish", lambda: (s := state_of(held.id)).is_final() and s, 60).is_completed()
     finally:
         first.stop()
         if second:
@@ -226,3 +243,14 @@ def test_an_incident_whose_machine_died_heals_within_a_minute_and_a_live_one_is_
     assert journal.count(("incident.recovered", None)) == 1, journal
     assert journal.count(("incident.started", None)) == 1
     assert not {"Crashed", "Recovering"} & set(live_states), f"a live incident was taken for dead: {live_states}"
+    held_states = _states(held.id)
+    assert [s.name for s in held_states].count("Crashed") == 1, [s.name for s in held_states]
+    crashed = next(s for s in held_states if s.name == "Crashed")
+    assert "while it waited in its process" in (crashed.message or ""), crashed.message
+    assert (next(s for s in held_states if s.name == "Recovering").timestamp - died).total_seconds() < 60
+    assert kinds(held.id).count(("incident.recovered", None)) == 1
+
+
+def _states(run_id) -> list:
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run_states(UUID(str(run_id)))
