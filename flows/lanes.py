@@ -12,7 +12,7 @@ from uuid import UUID
 
 from prefect.client.schemas.objects import FlowRun
 
-from tasks.client import sync_client
+from tasks.client import keeping, sync_client
 
 log = logging.getLogger("runbook.recovery")
 LANES = 8  # suspended runs with something due looked after side by side
@@ -22,7 +22,7 @@ def side_by_side(runs: list[FlowRun], lanes: int, work) -> list:
     """`work(client, run)` for every run, dealt round the lanes: a thread each, with a Prefect client of its own."""
 
     def lane(share: list[FlowRun]) -> list:
-        with sync_client() as own:
+        with sync_client() as own, keeping(own):
             return [work(own, run) for run in share]
 
     shares = [runs[i::lanes] for i in range(min(lanes, len(runs)))]
@@ -58,7 +58,8 @@ class Lanes:
 
     def _run(self, run: FlowRun, work) -> None:
         try:
-            result = work(self._client(), run)
+            with keeping(self._client()) as client:
+                result = work(client, run)
         except Exception:  # one run's failure (Prefect restarting) is tried again by a later pass
             log.exception("looking after %s failed", run.name)
             result = None
