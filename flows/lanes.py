@@ -41,6 +41,7 @@ class Lanes:
     """
 
     def __init__(self, size: int = LANES):
+        self._size = size
         self._pool = ThreadPoolExecutor(size, thread_name_prefix="watcher-lane")
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -78,6 +79,10 @@ class Lanes:
         with self._lock:
             done, self._done = self._done, []
         return done
+
+    def backlog(self) -> int:
+        """Runs handed over beyond what the lanes are working on: while there are any, a pass would only add load."""
+        return self.in_hand() - self._size
 
     def in_hand(self) -> int:
         with self._lock:

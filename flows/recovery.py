@@ -41,7 +41,7 @@ from uuid import UUID
 
 from tasks.client import sync_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterState,
-                                            FlowRunFilterStateType)
+                                            FlowRunFilterStateName, FlowRunFilterStateType)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter, EventResourceFilter
@@ -81,13 +81,15 @@ def recover_run(flow_run_id: UUID | str, *, why: str = "recovered by hand") -> s
     return left
 
 
-def runs_in(client, *types: StateType, deployed: bool = False) -> list[FlowRun]:
-    """Every flow run in these states, read page by page (a single read stops at 200) before any is acted on."""
-    return list(_pages(client, types, deployed))
+def runs_in(client, *types: StateType, deployed: bool = False, names: list[str] | None = None) -> list[FlowRun]:
+    """Every flow run in these states (of these state names, if given), read page by page (a single read stops at
+    200) before any is acted on."""
+    return list(_pages(client, types, deployed, names))
 
 
-def _pages(client, types, deployed: bool) -> Iterator[FlowRun]:
-    flt = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types))),
+def _pages(client, types, deployed: bool, names: list[str] | None = None) -> Iterator[FlowRun]:
+    flt = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=list(types)),
+                                                 name=FlowRunFilterStateName(any_=names) if names else None),
                         deployment_id=FlowRunFilterDeploymentId(is_null_=False) if deployed else None)
     offset = 0
     while True:
@@ -117,6 +119,8 @@ def wake_due(client, now: datetime | None = None, lanes: int | "Lanes" = LANES) 
     tiers come due together would be paged over a minute. Each tier is still paged once (its claim).
     Given `Lanes` (the watcher's loop), the pass hands them its runs and returns without waiting for them: the
     next pass, a second later, hands over what has come due since (returning the wakes finished meanwhile)."""
+    if isinstance(lanes, Lanes) and lanes.backlog() > 0:
+        return [w for w in lanes.finished() if w is not None]  # every lane has work waiting: reading the runs can wait
     now = now or datetime.now(timezone.utc)
     paused = runs_in(client, StateType.PAUSED)
     for gone in set(_next_look.copy()) - {run.id for run in paused}:  # woken, answered or ended since (a copy: lanes add)
@@ -249,7 +253,10 @@ def declare_dead(client, now: datetime | None = None) -> list[tuple[str, str]]:
         return []  # flow runs send no heartbeats: silence says nothing
     now = now or datetime.now(timezone.utc)
     since = now - timedelta(seconds=limit)
-    suspects = [run for run in runs_in(client, StateType.RUNNING, StateType.PENDING, StateType.PAUSED, deployed=True)
+    # a blocking wait's state is named "Paused" (tasks/people.py pause_run): the suspended ones are not read again here
+    candidates = (runs_in(client, StateType.RUNNING, StateType.PENDING, deployed=True)
+                  + runs_in(client, StateType.PAUSED, deployed=True, names=["Paused"]))
+    suspects = [run for run in candidates
                 if _mine(run) and run.state.timestamp < since and not run.state.state_details.pause_reschedule]
     # a process sends heartbeats while it runs, and while it waits paused inside the run
     alive = heartbeating(client, [run.id for run in suspects if run.state.type != StateType.PENDING], since)

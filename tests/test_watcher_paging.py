@@ -224,12 +224,14 @@ def test_the_watchers_lanes_take_a_run_once_at_a_time_and_do_not_hold_up_the_pas
     assert lanes.submit(slow_run, slow) and lanes.submit(broken, slow)
     assert time.monotonic() - began < 1, "handing over waits for nobody"
     assert not lanes.submit(slow_run, slow), "a run in hand is not handed over twice"
-    assert lanes.finished() == [] and lanes.in_hand() == 2
+    assert lanes.finished() == [] and lanes.in_hand() == 2 and lanes.backlog() == 0
+    third = SimpleNamespace(id=uuid4(), name="third")
+    assert lanes.submit(third, lambda client, run: None) and lanes.backlog() == 1, "more than the lanes can work on"
     release.set()
     deadline = time.monotonic() + 10
     while lanes.in_hand() and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert sorted(map(str, lanes.finished())) == sorted(["None", str((str(slow_run.id), "reminder"))])
+    assert sorted(map(str, lanes.finished())) == sorted(["None", "None", str((str(slow_run.id), "reminder"))])
     assert lanes.submit(slow_run, slow), "once done, the run can be handed over again"
     deadline = time.monotonic() + 10
     while lanes.in_hand() and time.monotonic() < deadline:
