@@ -31,10 +31,10 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.messaging_response import MessagingResponse
 from twilio.twiml.voice_response import VoiceResponse
 
-from tasks.client import sync_client
 from prefect.exceptions import ObjectNotFound
 
 from flows.answers import answer_step, waiting_run
+from tasks.client import sync_client
 
 from integrations.contacts import Directory, Person, load_directory
 from integrations.notify import answered, asks, choices, links

@@ -15,13 +15,13 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from tasks.client import sync_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, FlowRunFilterState,
                                             FlowRunFilterStateType)
 from prefect.client.schemas.objects import FlowRun
 from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
+from tasks.client import sync_client
 from tasks.incident import Entry, emit_entry, runbook_of
 from tasks.inputs import read_input, step_of, who_key
 

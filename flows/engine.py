@@ -11,7 +11,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from tasks.client import sync_client
 from prefect.client.schemas.objects import FlowRun
 from prefect.context import FlowRunContext, TagsContext
 from prefect.runtime import flow_run
@@ -26,6 +25,7 @@ from integrations.site import load_site
 from runbooks.model import Choice, FormField, ManualStep, Runbook, Text
 from runbooks.parameters import ParameterError, validate_parameters
 from runbooks.settings import get_settings
+from tasks.client import sync_client
 from tasks.incident import Incident, IncidentEnded, alert_summary, run_url
 from tasks.inputs import WRITER, read_done_steps
 from tasks.kinds import HANDLERS

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Iterator
 from uuid import UUID
 
-from tasks.client import sync_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterDeploymentId, FlowRunFilterState,
                                             FlowRunFilterStateName, FlowRunFilterStateType)
 from prefect.client.schemas.objects import FlowRun, StateType
@@ -52,6 +51,7 @@ from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.loader import RunbookError, load_current
 from runbooks.settings import get_settings
+from tasks.client import sync_client
 from tasks.incident import Incident, plan_clock, run_url, runbook_of
 from tasks.inputs import base_of, create_once, mark_expired, next_due, put_input, read_input, read_json, who_key
 from flows.lanes import LANES, Lanes, side_by_side

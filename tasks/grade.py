@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from tasks.client import sync_client
-
 from runbooks.model import GradeStep
+from tasks.client import sync_client
 from tasks.incident import Incident
 from tasks.steps import Walk, note, runs
 

@@ -16,7 +16,6 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, Field
 
-from tasks.client import sync_client
 from prefect.events import emit_event
 from prefect.settings import PREFECT_UI_URL
 
@@ -28,6 +27,7 @@ from runbooks.expressions import evaluate, render
 from runbooks.model import Runbook, Text
 from runbooks.settings import get_settings
 from runbooks.workdays import CHINA
+from tasks.client import sync_client
 from tasks.inputs import create_once, read_input
 
 logger = logging.getLogger("runbook.incident")

@@ -26,12 +26,13 @@ from uuid import UUID
 
 import httpx
 
-from tasks.client import sync_client
 from prefect.context import SettingsContext, get_settings_context
 from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilter, FlowRunFilterParentFlowRunId
 from prefect.exceptions import ObjectNotFound
 from prefect.filesystems import WritableFileSystem
 from prefect.settings import PREFECT_API_URL
+
+from tasks.client import sync_client
 
 logger = logging.getLogger("runbook.inputs")
 

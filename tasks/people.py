@@ -26,7 +26,6 @@ from typing import Any
 from pydantic import ValidationError
 
 from prefect._internal.pydantic.v2_schema import create_v2_schema
-from tasks.client import sync_client
 from prefect.context import FlowRunContext
 from prefect.exceptions import Pause
 from prefect.input import RunInput
@@ -37,6 +36,7 @@ from prefect.utilities.engine import propose_state_sync
 from integrations.notify import answered
 from runbooks.durations import human
 from runbooks.settings import get_settings
+from tasks.client import sync_client
 from tasks.forms import ANSWERED_BY, default_answer, describe, form_model, options, reason, validate_answer
 from tasks.incident import Incident, IncidentEnded
 from tasks.steps import StepFailed, plain, summary

@@ -14,11 +14,11 @@ from typing import Any, Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from tasks.client import sync_client
 from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
 
 from runbooks.model import KINDS, StepBase
+from tasks.client import sync_client
 from tasks.incident import Incident
 from tasks.inputs import WRITER, create_once, read_input, step_records
 

@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from datetime import datetime, timezone
 
-from tasks.client import sync_client
 from prefect.exceptions import Pause
 from prefect.input import RunInput
 
 from integrations.localtime import local_time
 from runbooks.model import WaitStep
+from tasks.client import sync_client
 from tasks.incident import Incident
 from runbooks.settings import get_settings
 from tasks.inputs import pause_key, prefect_away, read_input

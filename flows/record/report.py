@@ -18,7 +18,6 @@ from uuid import UUID
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from pydantic import BaseModel, Field
 
-from tasks.client import sync_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 from prefect.exceptions import ObjectNotFound
 
@@ -30,6 +29,7 @@ from runbooks.durations import human
 from runbooks.loader import RunbookError, load_file
 from runbooks.model import Runbook
 from runbooks.settings import get_settings
+from tasks.client import sync_client
 from tasks.incident import Entry
 
 TEMPLATES = Path(__file__).parent / "templates"

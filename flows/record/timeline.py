@@ -23,11 +23,11 @@ from uuid import UUID
 
 from pydantic import BaseModel, Field
 
-from tasks.client import sync_client
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId)
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
+from tasks.client import sync_client
 from tasks.incident import Entry, alert_summary
 from tasks.inputs import RESOLUTION_KEY, ask_key, ask_of, read_dated, read_json, step_of
 
