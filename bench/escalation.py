@@ -50,14 +50,16 @@ RUNBOOK = "escalation-bench"
 BEGIN, END = "<!-- escalation:begin -->", "<!-- escalation:end -->"
 PLAN_AFTER_SECONDS = 600  # the tier's `after: 10m`, in plan time
 LIMIT = 20
-BEFORE = ("Before `wake_due` looked after the runs with a tier due side by side (now 8 lanes, each with its own client; "
-          "flows/recovery.py), it paged them one after the other in one pass; this bench then measured (2026-11-30, 75 "
-          "incidents reached their wait, load average 4.2 before and 6.1 after) lateness median 8.65 s, p95 19.56 s, max "
-          "20.64 s, 43 of 75 within 10 s, passes of 1.31 s median and 11.73 s at most. That run and the one above differ in "
-          "size and load, so together they do not say how much the lanes gain; what they do say is that on this shared "
-          "2-CPU machine the tiers of 75 to 146 incidents due within 16 to 28 s of each other are not all paged within 10 s, "
-          "while the Prefect server on SQLite answered 503 (busy) to many of the bench's own calls: the likely bottleneck, "
-          "not established.")
+LEAD = 75  # seconds before the tiers come due when launching stops: the busy incidents start then, ahead of them
+BEFORE = ("How it got here, all on this machine with 250 incidents on PostgreSQL unless said (lateness median / p95 / "
+          "max, and how many within 10 s): 2026-11-30 19:54, lanes that ended with their pass: 15.03 / 25.34 / 27.57 s, 77 "
+          "of 250. 20:09, lanes that outlive a pass (flows/lanes.py): 10.41 / 16.53 / 18.72 s, 110. 20:20, one TLS context "
+          "per process for the project's clients (tasks/client.py; Prefect builds one per client, 50 ms of CPU) and the "
+          "lanes' clients kept for the claims under them: 9.93 / 16.18 / 18.12 s, 126. 20:31, no pass while the lanes have "
+          "a backlog: see the table. On SQLite, 19:30 (before all of these): only 161 of 250 reached their wait in 257 s "
+          "(the server answered 503, busy, to the bench's own calls throughout), and of those, 8.71 / 15.04 / 16.43 s, 98 "
+          "of 161. In the tiers' 15 s the two CPUs are saturated (load 5.6 after): 20 incidents hold every slot and 20 "
+          "more ask for one again and again.")
 
 ESCALATION_RUNBOOK = f"""\
 id: {RUNBOOK}
@@ -197,13 +199,13 @@ def watcher_passes(log_file: Path, since: float, until: float) -> list[float]:
     return out
 
 
-def measure(home: Path, incidents: int, queued: int, due_after: float, log=print) -> dict:
+def measure(home: Path, incidents: int, queued: int, due_after: float, log=print, database: str | None = None) -> dict:
     from bench.quick import Stack
     from bench.speed import child_env, start_server
     from tests.alerts.procs import free_port, stop_process, wait_for  # noqa: F401
 
     endpoint = Endpoint()
-    prefect_proc, api = start_server(home)
+    prefect_proc, api = start_server(home, **({"PREFECT_API_DATABASE_CONNECTION_URL": database} if database else {}))
     env = {**child_env(home, api), **write_config(home, endpoint.url), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "RUNBOOK_WEBHOOK_TIMEOUT": "10"}
     os.environ.update({k: v for k, v in env.items() if k.startswith("RUNBOOK_")})
@@ -215,7 +217,8 @@ def measure(home: Path, incidents: int, queued: int, due_after: float, log=print
     get_settings.cache_clear()
     refresh_global_settings_context()
     stack = Stack(home, api, env)
-    results: dict = {"target": incidents, "queued_target": queued, "limit": LIMIT, "due_after_s": due_after}
+    results: dict = {"target": incidents, "queued_target": queued, "limit": LIMIT, "due_after_s": due_after,
+                     "database": "PostgreSQL" if database else "SQLite"}
     try:
         stack.start("serve", ["-m", "app.stack", "serve"])
         stack.start("watcher", ["-m", "app.stack", "watcher", "1"])
@@ -268,7 +271,7 @@ def run_scenario(endpoint: Endpoint, incidents: int, queued: int, due_after: flo
     # 1. the waiting incidents, never more than the limit unsuspended at once
     began = time.time()
     together = began + due_after  # every tier comes due then: each incident's time scale makes its 10m end there
-    stop_launching = together - 45
+    stop_launching = together - LEAD
     scales = []
     created = suspended = 0
     while suspended < incidents:
@@ -359,17 +362,25 @@ def show(value) -> str:
     return "—" if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
 
 
+def markers(database: str) -> tuple[str, str]:
+    """The SQLite section keeps its old markers; each other database has a section of its own."""
+    return (BEGIN, END) if database == "SQLite" else (f"<!-- escalation-{database.lower()}:begin -->",
+                                                      f"<!-- escalation-{database.lower()}:end -->")
+
+
 def section(r: dict) -> str:
+    begin, end = markers(r.get("database", "SQLite"))
     fewer = ("" if r["waiting"] >= r["target"] else
              f" **Only {r['waiting']} of the {r['target']} reached their wait before the first tier came due** "
-             f"(launching stops {r['due_after_s'] - 45:g} s after the first start); the figures are for those.")
+             f"(launching stops {r['due_after_s'] - LEAD:g} s after the first start); the figures are for those.")
     return "\n".join([
-        BEGIN,
-        "## Escalation under a full concurrency limit (`python -m bench escalation`)",
+        begin,
+        f"## Escalation under a full concurrency limit, {r.get('database', 'SQLite')} (`python -m bench escalation`)",
         "",
         f"{r['waiting']} incidents of one runbook Suspended at a manual step with one escalation tier, on the served stack "
-        "(`app.stack serve`, runs forked warm) and one escalation watcher (`app.stack watcher 1`: a pass every second), "
-        "one temporary Prefect server on SQLite. Once all wait, "
+        "(`app.stack serve`, runs forked warm) and one escalation watcher (`app.stack watcher 1`: a pass every second, "
+        "handing the runs with a tier due to 8 lanes that page them; the pass times below are the passes alone), "
+        f"one temporary Prefect server on {r.get('database', 'SQLite')}. Once all wait, "
         f"{r['busy_started']} busy incidents of the same runbook (`concurrency_limit: {r['limit']}`) start: an action whose "
         "request the bench holds, so they keep every slot while the rest wait `AwaitingConcurrencySlot`. "
         "The tier is `after: 10m`; each incident's time scale (from "
@@ -402,8 +413,9 @@ def section(r: dict) -> str:
         "",
         "Reproduce: `.venv/bin/python -m bench escalation` (starts and stops its own Prefect server, served runbook and "
         "watcher; rewrites this section). `--no-write` only prints; `python -m bench.escalation --incidents N --queued N --due-after S` changes the "
-        "sizes.",
-        END,
+        "sizes; `--database postgresql+asyncpg://USER:PASSWORD@HOST/DB` puts the server on an empty PostgreSQL database "
+        "(made as in docs/production.md section 2).",
+        end,
     ])
 
 
@@ -416,12 +428,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--incidents", type=int, default=250)
     parser.add_argument("--queued", type=int, default=20, help="busy incidents beyond the concurrency limit")
     parser.add_argument("--due-after", type=float, default=240, help="real seconds from the first start to every tier")
+    parser.add_argument("--database", help="the server's PREFECT_API_DATABASE_CONNECTION_URL (an empty PostgreSQL database); "
+                                           "SQLite in the bench's folder if not given")
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-escalation-"))
     load_before = os.getloadavg()[0]
     started = time.time()
-    results = measure(tmp, args.incidents, args.queued, args.due_after)  # on failure the folder stays, with the logs
+    results = measure(tmp, args.incidents, args.queued, args.due_after, database=args.database)  # on failure the folder stays, with the logs
     shutil.rmtree(tmp, ignore_errors=True)
     results.update(seconds=round(time.time() - started), load_before=round(load_before, 1),
                    load_after=round(os.getloadavg()[0], 1),
@@ -431,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     text = section(results)
     print(text)
     if not args.no_write:
-        sections.write_section(text, BEGIN, END)
+        sections.write_section(text, *markers(results["database"]))
     return 0
 
 
