@@ -179,6 +179,8 @@ def _look_after(client, run: FlowRun, now: datetime) -> tuple[str, str] | None:
     if reason is None:
         _next_look[run.id] = (run.state.id, next_look(who, now))
         return None
+    if client.read_flow_run(run.id).state.id != run.state.id:
+        return None  # woken or answered since the pass read it (the lanes work on while the next pass reads): not twice
     if reason == "expired":
         mark_expired(client, run.id, base_of(details.run_input_keyset), f"no answer by {who['expires_at']}")
     result = client.set_flow_run_state(run.id, Scheduled(name="Resuming", message=f"escalation watcher: {reason}"))

@@ -66,8 +66,9 @@ def pager(tmp_path, monkeypatch):
     server.shutdown()
 
 
-def suspended(client, n: int) -> list[str]:
-    """N runs Suspended at a manual step whose one tier came due a second ago, as tasks/people.py leaves them."""
+def suspended(client, n: int, deployed: bool = False) -> list[str]:
+    """N runs Suspended at a manual step whose one tier came due a second ago, as tasks/people.py leaves them
+    (`deployed`: runs of a deployment, which Prefect lets a wake reschedule)."""
     from prefect import flow
     from prefect.input.run_input import keyset_from_paused_state
     from prefect.states import Paused
@@ -81,7 +82,11 @@ def suspended(client, n: int) -> list[str]:
     at = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
     ids = []
     for i in range(n):
-        run = client.create_flow_run(waiting, tags=["runbook:watcher-paging"])
+        if deployed:
+            deployment = client.create_deployment(client.create_flow_from_name("watcher-paging"), "watcher-paging")
+            run = client.create_flow_run_from_deployment(deployment, tags=["runbook:watcher-paging"])
+        else:
+            run = client.create_flow_run(waiting, tags=["runbook:watcher-paging"])
         state = Paused(timeout_seconds=None, reschedule=True, pause_key="confirm-1", name="Suspended",
                        message=next_due_message([{"what": "tier 1", "at": at}]))
         state.state_details.run_input_keyset = keyset_from_paused_state(state)
@@ -146,7 +151,7 @@ def test_a_wait_whose_tier_was_paged_is_not_read_again_until_its_next_tier(pager
     read_json = recovery.read_json
     monkeypatch.setattr(recovery, "read_json", lambda client, run_id, key: reads.append(str(run_id)) or read_json(client, run_id, key))
     with get_client(sync_client=True) as client:
-        [run_id] = suspended(client, 1)
+        [run_id] = suspended(client, 1, deployed=True)
         run = client.read_flow_run(run_id)
         key = who_key(run.state.state_details.run_input_keyset)
         who = json.loads(client.read_flow_run_input(run.id, key))
@@ -177,7 +182,7 @@ def test_a_reminder_counts_from_the_tier_the_watcher_paged(pager, monkeypatch):
     due = recovery.due
     monkeypatch.setattr(recovery, "due", lambda who, now, done=lambda claim: False: reasons.append(due(who, now, done)) or reasons[-1])
     with get_client(sync_client=True) as client:
-        [run_id] = suspended(client, 1)
+        [run_id] = suspended(client, 1, deployed=True)
         run = client.read_flow_run(run_id)
         key = who_key(run.state.state_details.run_input_keyset)
         who = json.loads(client.read_flow_run_input(run.id, key))
@@ -237,3 +242,25 @@ def test_the_watchers_lanes_take_a_run_once_at_a_time_and_do_not_hold_up_the_pas
     while lanes.in_hand() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert calls.count("slow") == 2 and calls.count("broken") == 1
+
+
+def test_a_run_read_before_it_was_woken_is_not_woken_again(pager):
+    """The lanes work on while the next pass reads the runs, so a pass may hand over a run as it was before a lane
+    woke it. That stale look must not propose Scheduled again (it could pull a started run back)."""
+    from prefect.client.orchestration import get_client
+
+    import flows.recovery as recovery
+    from tasks.inputs import put_input, read_json, who_key
+
+    with get_client(sync_client=True) as client:
+        [run_id] = suspended(client, 1, deployed=True)
+        run = client.read_flow_run(run_id)
+        key = who_key(run.state.state_details.run_input_keyset)
+        who = read_json(client, run.id, key)
+        who.update(paged=[0], expires_at=(datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat())
+        put_input(client, run.id, key, json.dumps(who), exists=True)
+        now = datetime.now(timezone.utc)
+        assert recovery._look_after(client, run, now) == (run_id, "expired")
+        assert recovery._look_after(client, run, now) is None  # the same, stale, view of the run
+        names = [s.name for s in client.read_flow_run_states(run.id)]
+    assert names.count("Resuming") == 1, names
