@@ -112,7 +112,7 @@ def test_the_deputy_opens_the_series_valve_before_the_chief_has_answered_anythin
     assert answer_step(valve.flow_run_id, by="li-deputy", step="open-series-valve", values={"valve_open": True}).ok
     assert answer_step(chief.flow_run_id, by="wang-chief", step="check-diesel-pump", values={"auto_started": True}).ok
     power = wait_for_step("power-restored", seconds=60)
-    time.sleep(3)                                                                 # the diesel runs: several rounds of records
+    time.sleep(6)                                                                 # the diesel runs: several rounds of records
     assert answer_step(power.flow_run_id, by="wang-chief", step="power-restored", values={"restored_at": "2026-11-26T10:00:00+08:00"}).ok
     state = run.join(120)
     record = find_record(str(state.state_details.flow_run_id))
