@@ -47,6 +47,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFi
 from prefect.settings import get_current_settings
 from prefect.states import Crashed, Scheduled
 
+from flows.lanes import LANES, Lanes, side_by_side
 from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.loader import RunbookError, load_current
@@ -54,7 +55,6 @@ from runbooks.settings import get_settings
 from tasks.client import sync_client
 from tasks.incident import Incident, plan_clock, run_url, runbook_of
 from tasks.inputs import base_of, create_once, mark_expired, next_due, put_input, read_input, read_json, who_key
-from flows.lanes import LANES, Lanes, side_by_side
 from tasks.people import page_tier, reminder_timer
 
 log = logging.getLogger("runbook.recovery")

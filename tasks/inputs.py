@@ -118,12 +118,15 @@ def read_input(client, run_id, key: str) -> str | None:
     """An input's raw value, or None when there is none (the sync client raises a 404 status error, not ObjectNotFound)."""
     try:
         return client.read_flow_run_input(flow_run_id=run_id, key=key)
-    except ObjectNotFound:
-        return None
-    except httpx.HTTPStatusError as exc:
-        if exc.response.status_code == 404:
+    except Exception as exc:
+        if _not_found(exc):
             return None
         raise
+
+
+def _not_found(exc: Exception) -> bool:
+    """Whether a client call failed for want of the thing (the sync client raises a 404 status error, not ObjectNotFound)."""
+    return isinstance(exc, ObjectNotFound) or (isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404)
 
 
 def inputs_under(client, run_id, prefix: str) -> dict[str, str]:
@@ -187,7 +190,7 @@ def put_input(client, run_id, key: str, value: str, *, exists: bool = False) -> 
         try:
             client.delete_flow_run_input(flow_run_id=run_id, key=key)
         except Exception as exc:  # gone already: the create below makes it
-            if not (isinstance(exc, ObjectNotFound) or getattr(getattr(exc, "response", None), "status_code", None) == 404):
+            if not _not_found(exc):
                 raise
     if not create_once(client, run_id, key, value):
         client.delete_flow_run_input(flow_run_id=run_id, key=key)
