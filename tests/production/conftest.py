@@ -27,6 +27,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from flows.server import SERVER_SETTINGS
 from tests.conftest import free_port
 from tests.production import doc
 
@@ -169,8 +170,7 @@ class Production:
             "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30", "RUNBOOK_INCIDENTS_DIR": str(self.incidents),
             "RUNBOOK_STATE_DIR": str(self.home / "var"), "RUNBOOK_CONTACTS_FILE": str(ROOT / "config" / "contacts.yaml"),
             "RUNBOOK_SITE_FILE": str(ROOT / "config" / "site.yaml"), "RUNBOOK_ROUTES_FILE": str(ROOT / "config" / "routes.yaml"),
-            "PREFECT_WORKER_QUERY_SECONDS": "1", "RUNBOOK_INTAKE_TOKEN": TOKEN,
-            "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem", **self.overrides,
+            "PREFECT_WORKER_QUERY_SECONDS": "1", "RUNBOOK_INTAKE_TOKEN": TOKEN, **SERVER_SETTINGS, **self.overrides,
         }
 
     def env(self, part: str, name: str | None = None, **extra: str) -> dict[str, str]:
