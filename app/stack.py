@@ -22,7 +22,7 @@ import httpx
 from app.warm import WarmRunner
 from flows.deploy import served_deployment
 from flows.recovery import watch
-from flows.server import SERVER_SETTINGS, forget_stack, record_stack
+from flows.server import forget_stack, record_stack
 from runbooks.settings import get_settings
 
 RUNNER_POLL_SECONDS = "1"  # the fallback: the runner is told of new runs by the server's events (app/warm.py)
@@ -82,8 +82,8 @@ class Stack:
     def start(self, *, server: bool = True) -> None:
         env = self.env()
         if server:
-            server_env = {**SERVER_SETTINGS, **{k: v for k, v in env.items() if k != "PREFECT_API_URL"}}
-            proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
+            server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}  # app.prefect_server adds SERVER_SETTINGS
+            proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", self.host, "--port", str(self.port)],
                                     env=server_env, start_new_session=True)
             self.procs.append(proc)
             wait_healthy(self.api_url, proc=proc)

@@ -183,15 +183,14 @@ else:
 
 def start_server(home: Path, **settings: str) -> tuple[subprocess.Popen, str]:
     """A Prefect server of its own, set as `runbook up` sets it, plus `settings` (e.g. a PostgreSQL database URL)."""
-    from flows.server import SERVER_SETTINGS
     from tests.conftest import free_port
 
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
-           **SERVER_SETTINGS, **settings}
+           **settings}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:

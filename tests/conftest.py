@@ -30,12 +30,10 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
     port = free_port()
     api = f"http://127.0.0.1:{port}/api"
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-           "PREFECT_UI_API_URL": api, "PREFECT_SERVER_UI_ENABLED": "false",
-           # flows/server.py SERVER_SETTINGS, spelled out: this runs before anything may import prefect
-           "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect.server.concurrency.lease_storage.filesystem"}
+           "PREFECT_UI_API_URL": api, "PREFECT_SERVER_UI_ENABLED": "false"}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 240  # a loaded two-core machine has been seen to need over 90 s
     while time.monotonic() < deadline:

@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 import httpx
 
-from flows.server import SERVER_SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INTAKE = ROOT / "tests" / "fixtures" / "intake"
@@ -121,9 +120,9 @@ class PrefectServer:
     def start(self, timeout: float = 90) -> "PrefectServer":
         env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
         env.update({"PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-                    "PREFECT_UI_API_URL": self.api, "PREFECT_SERVER_UI_ENABLED": "false", **SERVER_SETTINGS, **self.env})
+                    "PREFECT_UI_API_URL": self.api, "PREFECT_SERVER_UI_ENABLED": "false", **self.env})
         log = open(self.home / "server.log", "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1",
+        self.proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", "127.0.0.1",
                                       "--port", str(self.port)], env=env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=self.home, start_new_session=True)
         log.close()

@@ -92,7 +92,7 @@ def ui_server(tmp_path):
            "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_UI_API_URL": api}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", "127.0.0.1", "--port", str(port)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180  # the first start builds the UI bundle for this API address
     try:
