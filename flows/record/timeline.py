@@ -24,7 +24,7 @@ from uuid import UUID
 from pydantic import BaseModel, Field
 
 from prefect.client.schemas.filters import (FlowRunFilter, FlowRunFilterParentFlowRunId, TaskRunFilter, TaskRunFilterFlowRunId)
-from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
+from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, EventResourceFilter
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from tasks.client import sync_client
@@ -82,13 +82,21 @@ def from_journal(journal: Iterable[Entry]) -> list[TimelineEntry]:
 
 def journal_from_events(flow_run_id: str) -> list[Entry]:
     """The journal as Prefect events (`runbook.<kind>` on `runbook.incident.<id>`), for a run not archived yet."""
+    # Oldest first: the pages are counted from the first event, so the events a running attempt adds while this
+    # reads come after them. (Newest first, Prefect's default, each new event moved every later page by one, and
+    # an event at a page's end was read again on the next: a report showed an earlier attempt's pages twice.)
+    # And each event once by its id, should one arrive late and move the pages all the same.
     flt = EventFilter(event=EventNameFilter(prefix=["runbook."]),
-                      resource=EventResourceFilter(id=[f"runbook.incident.{flow_run_id}"]))
+                      resource=EventResourceFilter(id=[f"runbook.incident.{flow_run_id}"]), order=EventOrder.ASC)
     entries: list[Entry] = []
+    seen: set = set()
     with sync_client() as client:
         page = client.read_events(filter=flt, limit=50)  # the server allows at most 50 a page
         while True:
             for ev in page.events:
+                if ev.id in seen:
+                    continue
+                seen.add(ev.id)
                 payload = dict(ev.payload)
                 step, actor, text = payload.pop("step", None), payload.pop("actor", None), payload.pop("text", "")
                 payload.pop("drill", None)
