@@ -116,10 +116,18 @@ def pagers(production):
 
 
 class OneProcess:
-    """Watches which processes run the incident (the run's `infrastructure_pid`): never two alive at once."""
+    """Watches which processes run the incident (the run's `infrastructure_pid`): never two alive at once.
+
+    A process whose run suspended has left the incident (its flow returned; it flushes its logs and exits), and an
+    answer may resume the run in a new process before it is gone. It may linger for LEAVING seconds after the
+    run suspended; past that, or if the run never suspended under it, two live processes are an overlap."""
+
+    LEAVING = 15.0
 
     def __init__(self, run_id):
         self.run_id, self.seen, self.overlaps = UUID(str(run_id)), {}, []
+        self.first_seen: dict[int, float] = {}
+        self.left_at: dict[int, float] = {}  # pid -> when the run suspended under it (server time, epoch seconds)
         self.stop = threading.Event()
         # in this test's settings (the server it talks to through temporary_settings, a context variable)
         self.thread = threading.Thread(target=contextvars.copy_context().run, args=(self._watch,), daemon=True)
@@ -139,14 +147,26 @@ class OneProcess:
             while not self.stop.wait(0.3):
                 try:
                     recorded = client.read_flow_run(self.run_id).infrastructure_pid or ""
+                    pid = recorded.rpartition(":")[2]
+                    if pid.isdigit() and int(pid) not in self.seen:
+                        self._new_process(client, int(pid))
                 except Exception:  # noqa: BLE001  (a slow answer: the next look)
                     continue
-                pid = recorded.rpartition(":")[2]
-                if pid.isdigit() and int(pid) not in self.seen:
-                    self.seen[int(pid)] = started(int(pid))
+                now = time.time()
                 alive = [p for p, since in self.seen.items() if since is not None and started(p) == since]
-                if len(alive) > 1:
+                running = [p for p in alive if p not in self.left_at or now - self.left_at[p] > self.LEAVING]
+                if len(alive) > 1 and running != alive[-1:]:
                     self.overlaps.append(alive)
+
+    def _new_process(self, client, pid: int) -> None:
+        """A new process is recorded: did the run suspend under the one before it?"""
+        before = max(self.first_seen, key=self.first_seen.get, default=None)
+        if before is not None:
+            suspended = [s.timestamp.timestamp() for s in client.read_flow_run_states(self.run_id) if s.name == "Suspended"]
+            if suspended and max(suspended) >= self.first_seen[before] - 1:
+                self.left_at[before] = max(suspended)
+        self.seen[pid] = started(pid)
+        self.first_seen[pid] = time.time()
 
 
 def started(pid: int) -> str | None:
