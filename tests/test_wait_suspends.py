@@ -137,7 +137,9 @@ def test_a_long_wait_frees_its_process_and_its_time_rules_fire_meanwhile(served)
         record = read_input(client, run.id, "done-observe")
         states = [s.name for s in client.read_flow_run_states(run.id)]
     assert '"waited_seconds": 30.0' in record.replace('\\"', '"'), record
-    assert states.count("Suspended") >= 3, f"suspended at the start and again after each wake-up: {states}"
+    # at the start, and again after the wake that fired the time rules (one wake fires both when the threshold's
+    # is late enough that the deadline is due too: the machine is loaded)
+    assert states.count("Suspended") >= 2, f"suspended at the start and again after the time rules' wake-up: {states}"
     journal = wait_for(lambda: (j := kinds(run.id)) and ("incident.closed", None) in j and j, 20, "the journal's close")
     assert journal.count(("incident.started", None)) == 1, "one incident, woken, not started again"
     assert journal.count(("threshold.fired", "ten-minutes")) == 1 and journal.count(("deadline.missed", "second-within-20")) == 1
