@@ -424,7 +424,8 @@ def render(results: dict) -> str:
     lines = [BEGIN, "## Warm start (`python -m bench quick`)", "",
              "Alert to action on the served stack (`app.stack serve`, warm forked runs, told by the server's events) next to",
              "bare Prefect (a hand-written flow served by `prefect.serve`, runner poll 1 s) in the same run, against one",
-             "temporary Prefect server on SQLite. How each figure is taken: the docstring of `bench/quick.py`.", "",
+             "temporary Prefect server on SQLite, started as `runbook up` starts it (`app/prefect_server.py`: SQLite writes",
+             "lock first; both sides gain). How each figure is taken: the docstring of `bench/quick.py`.", "",
              f"Machine: {results.get('cpus')} CPUs; load average {show(results.get('load_average'))} when it ended; "
              f"the run took {show(results.get('seconds'))} s.", "",
              "| figure | response-runbooks | bare Prefect | target |", "|---|---|---|---|"]
