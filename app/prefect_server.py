@@ -1,6 +1,9 @@
 """The Prefect server `runbook up` starts: Prefect's own `prefect server start`, with our settings and one SQLite fix.
 
-    python -m app.prefect_server --host 127.0.0.1 --port 4200     (any `prefect server start` option)
+    python -m app.prefect_server --host 127.0.0.1 --port 4200     (`prefect server start`'s options)
+
+The API and its services run in this one process (`prefect server start` in the foreground with one worker, its
+default); `--background` or `--workers N` would start them in processes of their own, without the fix.
 
 The fix. On SQLite, Prefect opens most writing requests with a deferred transaction (`BEGIN DEFERRED`): the
 transaction reads first and takes the write lock only at its first write. When two such requests run at once, both
@@ -10,28 +13,41 @@ parallel step create their child runs at the same moment, and so do incidents th
 lost seconds, and a drill's "side by side" tracks ran one after the other (measured: four tracks that each take
 0.2 s ended after 2.6 to 8.7 s). Prefect's own comment in `setup_sqlite` names the cure, and its state-setting
 requests already use it: `BEGIN IMMEDIATE`, which takes the write lock first, so a second writer waits in SQLite's
-busy timeout (60 s) instead of failing. Here every writing transaction on SQLite does. Reads open no transaction
-and are untouched; PostgreSQL is untouched.
+busy timeout (60 s) instead of failing. Here every transaction Prefect begins on SQLite does (they are its writes,
+and a few reads that want one consistent view); the reads that open none, and PostgreSQL, are untouched.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from contextlib import asynccontextmanager
 
 from flows.server import SERVER_SETTINGS
+from prefect.context import refresh_global_settings_context
 
 
 def sqlite_writes_lock_first() -> None:
-    """Make every transaction Prefect's server begins on SQLite a `BEGIN IMMEDIATE` one."""
-    from prefect.server.database.configurations import AioSqliteConfiguration
+    """Make every transaction Prefect's server begins on SQLite a `BEGIN IMMEDIATE` one.
 
-    begin = AioSqliteConfiguration.begin_transaction
-    if getattr(begin, "locks_first", False):
+    Only the transaction itself: a session opened inside it (Prefect opens some, e.g. to emit an event while it
+    updates a work queue) begins as Prefect would begin it. Were it IMMEDIATE too, it would wait for the lock its
+    own caller holds until SQLite's busy timeout ran out."""
+    from prefect.server.database.configurations import SQLITE_BEGIN_MODE, AioSqliteConfiguration
+
+    if getattr(AioSqliteConfiguration.begin_transaction, "locks_first", False):
         return
 
-    def begin_transaction(self, session, with_for_update: bool = False):
-        return begin(self, session, with_for_update=True)
+    @asynccontextmanager
+    async def begin_transaction(self, session, with_for_update: bool = False):
+        token = SQLITE_BEGIN_MODE.set("IMMEDIATE")
+        try:
+            async with session.begin() as transaction:
+                await session.connection()  # BEGIN IMMEDIATE goes out now, while the mode says so
+                SQLITE_BEGIN_MODE.set("IMMEDIATE" if with_for_update else "DEFERRED")  # Prefect's, for sessions inside
+                yield transaction
+        finally:
+            SQLITE_BEGIN_MODE.reset(token)
 
     begin_transaction.locks_first = True
     AioSqliteConfiguration.begin_transaction = begin_transaction
@@ -39,7 +55,8 @@ def sqlite_writes_lock_first() -> None:
 
 def main(argv: list[str]) -> None:
     for key, value in SERVER_SETTINGS.items():
-        os.environ.setdefault(key, value)
+        os.environ.setdefault(key, value)  # a setting given in the environment wins (e.g. a test's control)
+    refresh_global_settings_context()  # flows.server imported Prefect, which read its settings before these
     sqlite_writes_lock_first()
     from prefect.cli import app
 
