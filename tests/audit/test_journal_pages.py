@@ -62,4 +62,4 @@ def test_events_added_while_the_journal_is_read_are_not_read_twice(monkeypatch):
     earlier = [e.text for e in journal if e.kind == "test.earlier"]
     assert added, "the journal was read in one page: nothing was added between pages"
     assert earlier == [str(i) for i in range(60)], earlier  # each once, in order
-    assert len(journal) == len({(e.kind, e.text) for e in journal})
+    assert [e.text for e in journal if e.kind == "test.later"] == ["0", "1", "2", "3", "4"]  # and none lost

@@ -126,7 +126,7 @@ class OneProcess:
 
     def __init__(self, run_id):
         self.run_id, self.seen, self.overlaps = UUID(str(run_id)), {}, []
-        self.first_seen: dict[int, float] = {}
+        self.began: dict[int, float | None] = {}  # pid -> when the process started (epoch seconds)
         self.left_at: dict[int, float] = {}  # pid -> when the run suspended under it (server time, epoch seconds)
         self.stop = threading.Event()
         # in this test's settings (the server it talks to through temporary_settings, a context variable)
@@ -154,19 +154,28 @@ class OneProcess:
                     continue
                 now = time.time()
                 alive = [p for p, since in self.seen.items() if since is not None and started(p) == since]
-                running = [p for p in alive if p not in self.left_at or now - self.left_at[p] > self.LEAVING]
-                if len(alive) > 1 and running != alive[-1:]:
+                # beside the newest, only processes still leaving a suspended run, within their grace
+                if any(p not in self.left_at or now - self.left_at[p] > self.LEAVING for p in alive[:-1]):
                     self.overlaps.append(alive)
 
     def _new_process(self, client, pid: int) -> None:
-        """A new process is recorded: did the run suspend under the one before it?"""
-        before = max(self.first_seen, key=self.first_seen.get, default=None)
-        if before is not None:
+        """A new process is recorded: did the run suspend under the one before it (after that one started)?"""
+        before = next(reversed(self.seen), None)
+        if before is not None and self.began.get(before) is not None:
             suspended = [s.timestamp.timestamp() for s in client.read_flow_run_states(self.run_id) if s.name == "Suspended"]
-            if suspended and max(suspended) >= self.first_seen[before] - 1:
+            if suspended and max(suspended) >= self.began[before]:
                 self.left_at[before] = max(suspended)
         self.seen[pid] = started(pid)
-        self.first_seen[pid] = time.time()
+        self.began[pid] = start_time(pid)
+
+
+def start_time(pid: int) -> float | None:
+    """When a process started, in epoch seconds (its start in clock ticks after boot, from /proc)."""
+    since_boot = started(pid)
+    if since_boot is None:
+        return None
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    return boot + int(since_boot) / os.sysconf("SC_CLK_TCK")
 
 
 def started(pid: int) -> str | None:
