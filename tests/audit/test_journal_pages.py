@@ -8,7 +8,6 @@ attempt's pages twice on the journal, though each pager got them once.
 
 from __future__ import annotations
 
-import time
 from datetime import datetime, timedelta, timezone
 from uuid import uuid4
 
@@ -20,6 +19,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 from flows.record.timeline import journal_from_events
 from tasks.client import sync_client
 from tasks.incident import Entry, emit_entry
+from tests.alerts.procs import wait_for
 
 pytestmark = pytest.mark.server
 
@@ -30,19 +30,12 @@ def _count(incident: str, kind: str) -> int:
         return client.read_events(filter=flt, limit=1).total
 
 
-def _until(what: str, check, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while not check():
-        assert time.monotonic() < deadline, f"{what} within {seconds} s"
-        time.sleep(0.2)
-
-
 def test_events_added_while_the_journal_is_read_are_not_read_twice(monkeypatch):
     incident = str(uuid4())
     begun = datetime.now(timezone.utc) - timedelta(minutes=5)
     for i in range(60):  # more than one page of 50
         emit_entry(incident, "journal-pages", Entry(at=begun + timedelta(seconds=i), kind="test.earlier", text=str(i)))
-    _until("60 events on the server", lambda: _count(incident, "test.earlier") == 60)
+    wait_for(lambda: _count(incident, "test.earlier") == 60, 30, "60 events on the server", every=0.2)
 
     read_page = SyncPrefectClient.read_events_page
     added = []
@@ -54,7 +47,7 @@ def test_events_added_while_the_journal_is_read_are_not_read_twice(monkeypatch):
             for j in range(5):
                 at = begun + timedelta(seconds=100 + j)
                 added.append(emit_entry(incident, "journal-pages", Entry(at=at, kind="test.later", text=str(j))))
-            _until("the 5 new events on the server", lambda: _count(incident, "test.later") == 5)
+            wait_for(lambda: _count(incident, "test.later") == 5, 30, "the 5 new events on the server", every=0.2)
         return read_page(self, url)
 
     monkeypatch.setattr(SyncPrefectClient, "read_events_page", the_incident_goes_on)
