@@ -23,8 +23,12 @@ import os
 import sys
 from contextlib import asynccontextmanager
 
-from flows.server import SERVER_SETTINGS
-from prefect.context import refresh_global_settings_context
+
+
+def command(host: str, port: int) -> list[str]:
+    """How to start it (a subprocess). Importing this module imports no Prefect: the tests start their server
+    through it before anything may import Prefect (it reads its settings at import)."""
+    return [sys.executable, "-m", "app.prefect_server", "--host", host, "--port", str(port)]
 
 
 def sqlite_writes_lock_first() -> None:
@@ -54,6 +58,9 @@ def sqlite_writes_lock_first() -> None:
 
 
 def main(argv: list[str]) -> None:
+    from flows.server import SERVER_SETTINGS
+    from prefect.context import refresh_global_settings_context
+
     for key, value in SERVER_SETTINGS.items():
         os.environ.setdefault(key, value)  # a setting given in the environment wins (e.g. a test's control)
     refresh_global_settings_context()  # flows.server imported Prefect, which read its settings before these

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 
+from app import prefect_server
 from app.warm import WarmRunner
 from flows.deploy import served_deployment
 from flows.recovery import watch
@@ -83,7 +84,7 @@ class Stack:
         env = self.env()
         if server:
             server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}  # app.prefect_server adds SERVER_SETTINGS
-            proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", self.host, "--port", str(self.port)],
+            proc = subprocess.Popen(prefect_server.command(self.host, self.port),
                                     env=server_env, start_new_session=True)
             self.procs.append(proc)
             wait_healthy(self.api_url, proc=proc)

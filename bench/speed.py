@@ -39,6 +39,7 @@ from pathlib import Path
 
 import httpx
 
+from app import prefect_server
 from bench import sections
 from prefect import flow, task
 
@@ -190,7 +191,7 @@ def start_server(home: Path, **settings: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PREFECT_SERVER_UI_ENABLED": "false",
            **settings}
     env.pop("PREFECT_API_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen(prefect_server.command("127.0.0.1", port),
                             env=env, stdout=open(home / "server.log", "w"), stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline:

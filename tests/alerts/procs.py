@@ -27,6 +27,8 @@ from typing import Any, Callable
 
 import httpx
 
+from app import prefect_server
+
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 INTAKE = ROOT / "tests" / "fixtures" / "intake"
@@ -122,8 +124,7 @@ class PrefectServer:
         env.update({"PREFECT_HOME": str(self.home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
                     "PREFECT_UI_API_URL": self.api, "PREFECT_SERVER_UI_ENABLED": "false", **self.env})
         log = open(self.home / "server.log", "a")
-        self.proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", "127.0.0.1",
-                                      "--port", str(self.port)], env=env, stdout=log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(prefect_server.command("127.0.0.1", self.port), env=env, stdout=log, stderr=subprocess.STDOUT,
                                      cwd=self.home, start_new_session=True)
         log.close()
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app import prefect_server
 from tests.conftest import ROOT, free_port
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -92,7 +93,7 @@ def ui_server(tmp_path):
            "PREFECT_SERVER_UI_ENABLED": "true", "PREFECT_UI_API_URL": api}
     env.pop("PREFECT_API_URL", None)
     log = open(home / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "app.prefect_server", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen(prefect_server.command("127.0.0.1", port),
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 180  # the first start builds the UI bundle for this API address
     try:
