@@ -58,7 +58,7 @@ def sqlite_writes_lock_first() -> None:
 
 
 def main(argv: list[str]) -> None:
-    from flows.server import SERVER_SETTINGS
+    from flows.server import SERVER_SETTINGS  # imports Prefect, which command()'s callers must not import yet
     from prefect.context import refresh_global_settings_context
 
     for key, value in SERVER_SETTINGS.items():
