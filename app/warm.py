@@ -20,6 +20,7 @@ fallback, so a lost event only costs the old latency.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import multiprocessing.forkserver
@@ -82,6 +83,7 @@ def run_flow_run(flow_run: "FlowRun", flow_name: str | None, env: dict[str, str]
     run_id = flow_run.id
     configure_from_env()
     _observe_suspension_in_the_background()
+    _heartbeats_that_stop_at_once()
     # Prefect read its settings when the forkserver imported it; rebuilding them (0.2 s) is only
     # needed when this run's environment changes one
     settings = Settings() if changed else get_settings_context().settings
@@ -135,15 +137,73 @@ def _observe_suspension_in_the_background() -> None:
     engine.observe_flow_run_suspension = observe
 
 
+def _heartbeats_that_stop_at_once() -> None:
+    """Prefect's flow-run heartbeats, with a thread that stops the moment the run ends.
+
+    Prefect's heartbeat thread sleeps in 1 s steps and the engine joins it as the run ends, so
+    every run (and every suspension of a wait) ends up to a second late, 0.5 s on average: an
+    answer given at once waits for that before its run can start again. Here the thread waits on
+    an event instead of sleeping; what it sends, and when, is Prefect's.
+    """
+    import contextlib
+    import contextvars
+    import threading
+
+    import prefect.flow_engine as engine
+
+    original = getattr(engine, "_send_heartbeats", None)
+    if original is None or getattr(original, "stops_at_once", False) or not all(
+            hasattr(engine.FlowRunEngine, name) for name in ("_build_heartbeat_event_template", "_emit_flow_run_heartbeat")):
+        return  # another Prefect: its own heartbeats, as they are
+
+    @contextlib.contextmanager
+    def send_heartbeats(run_engine, join_on_exit: bool = True):
+        seconds = run_engine.heartbeat_seconds
+        if seconds is None:
+            yield
+            return
+        seconds = max(seconds, engine.MINIMUM_HEARTBEAT_INTERVAL)
+        resource, related = run_engine._build_heartbeat_event_template()
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.is_set():
+                state = run_engine.flow_run.state if run_engine.flow_run else None
+                if state is not None and state.is_final():
+                    return
+                try:
+                    run_engine._emit_flow_run_heartbeat(resource, related)
+                except Exception:  # noqa: BLE001  (as Prefect: a missed heartbeat is logged at debug)
+                    run_engine.logger.debug("Failed to emit heartbeat", exc_info=True)
+                stop.wait(seconds)
+
+        thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            if join_on_exit:
+                thread.join(timeout=2)
+
+    send_heartbeats.stops_at_once = True
+    engine._send_heartbeats = send_heartbeats
+
+
 # settings of the server and the worker: a run's environment may carry them, they change nothing in the run
 _NOT_THE_RUNS = ("PREFECT_SERVER_", "PREFECT_WORKER_")
 
 
+@functools.cache
+def forkserver_settings() -> dict[str, str]:
+    """The forkserver's Prefect settings as environment variables: computed once (0.08 s on two cores), by
+    app/warm_up.py before any fork, so that each run only compares its environment with them."""
+    return get_current_settings().to_environment_variables(exclude_unset=True)
+
+
 def _changed_settings(env: dict[str, str]) -> set[str]:
     """The Prefect settings this run's environment gives another value than the forkserver's."""
-    from prefect.settings import get_current_settings
-
-    current = get_current_settings().to_environment_variables(exclude_unset=True)
+    current = forkserver_settings()
     return {k for k, v in env.items()
             if k.startswith("PREFECT_") and not k.startswith(("PREFECT__",) + _NOT_THE_RUNS)
             and current.get(k, os.environ.get(k)) != v}
@@ -179,10 +239,9 @@ class WarmStarter:
         # the job's own environment (a work pool's `env` job variable) wins over the worker's settings, as in Prefect
         env: dict[str, Any] = {**get_current_settings().to_environment_variables(exclude_unset=True), **self._env}
         env.update({"PREFECT__FLOW_RUN_ID": str(flow_run.id), "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false"})
-        # Each new client of the run would ask the server's version (10-80 ms, on the way to the first step); the
-        # runner or worker has already spoken to this server. Prefect's own switch for such child processes; the
-        # job's own environment still wins.
-        env.setdefault("PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED", "false")
+        # No PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED=false here: the forkserver asked the server's version once
+        # (app/warm_up.py) and every fork inherits that answer; a setting the forkserver lacks would make each run
+        # rebuild its settings (0.1 s) on the way to its first step.
         if self._deployment_name:
             env["PREFECT__DEPLOYMENT_NAME"] = self._deployment_name
         if self._heartbeat_seconds is not None:

@@ -47,6 +47,10 @@ try:
 except Exception as exc:  # noqa: BLE001
     logging.getLogger("runbook.warm").warning("the warm parent could not import Prefect's collections (%s)", exc)
 
+from app.warm import forkserver_settings  # noqa: E402
+
+forkserver_settings()  # once here, not in every run
+
 if threading.active_count() > 1:  # something above started a thread: a fork would copy its locks as they are
     logging.getLogger("runbook.warm").warning("the warm parent runs %d threads; forks may inherit a held lock",
                                               threading.active_count())

@@ -225,3 +225,41 @@ def test_a_run_resumed_while_its_last_attempt_ends_is_polled_for_when_that_attem
 
     anyio.run(main)
     assert polls == [{run_id}, set()], "one poll when told (skipped by Prefect), one when the attempt had ended"
+
+
+def test_a_runs_heartbeats_stop_the_moment_it_ends(monkeypatch):
+    """Prefect's heartbeat thread sleeps in 1 s steps and is joined as a run ends; ours ends at once, after the
+    same first heartbeat, so a suspended run's process lets it go without waiting for a sleeping thread."""
+    import types
+
+    import prefect.flow_engine as engine
+    from app.warm import _heartbeats_that_stop_at_once
+
+    monkeypatch.setattr(engine, "_send_heartbeats", engine._send_heartbeats)  # put Prefect's back after the test
+    _heartbeats_that_stop_at_once()
+    assert engine._send_heartbeats.stops_at_once
+    sent = []
+    run_engine = types.SimpleNamespace(
+        heartbeat_seconds=30, flow_run=types.SimpleNamespace(state=None), logger=None,
+        _build_heartbeat_event_template=lambda: ({"prefect.resource.id": "x"}, []),
+        _emit_flow_run_heartbeat=lambda resource, related: sent.append(resource))
+    with engine._send_heartbeats(run_engine):
+        wait_for(lambda: sent, 5, "the first heartbeat", every=0.01)
+    began = time.monotonic()
+    with engine._send_heartbeats(run_engine):
+        time.sleep(0.05)
+    assert time.monotonic() - began < 0.5, "the run's end waited for the heartbeat thread's sleep"
+    assert len(sent) == 2, "one heartbeat as each run began, none after"
+
+
+def test_a_stack_run_rebuilds_no_settings():
+    """A forked run rebuilds Prefect's settings (0.1-0.2 s) only when its environment changes one; the one the
+    runner hands each run (what EngineCommandStarter would give `python -m prefect.engine`) changes none."""
+    from app.warm import WarmStarter, _changed_settings, forkserver_settings
+    from prefect.client.schemas.objects import FlowRun
+
+    forkserver_settings.cache_clear()
+    env, _ = WarmStarter(context=None, deployment_name="x/runbook", heartbeat_seconds=None)._environment(
+        FlowRun(flow_id=uuid.uuid4(), name="r"))
+    assert "PREFECT__FLOW_RUN_ID" in env
+    assert _changed_settings(env) == set()
