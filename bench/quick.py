@@ -211,6 +211,36 @@ def pss_mb(roots: list[int]) -> float:
     return total
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time of a process and of its children it has waited for (a forkserver's ended runs), in seconds."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(v) for v in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def process_tree(roots: list[int]) -> dict[int, list[int]]:
+    """Each root with itself and its live descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree = {}
+    for root in roots:
+        seen, todo = [], [root]
+        while todo:
+            pid = todo.pop()
+            seen.append(pid)
+            todo += children.get(pid, [])
+        tree[root] = seen
+    return tree
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
@@ -297,8 +327,8 @@ def measure(home: Path, log=print) -> dict:
         results["step_overhead_ratio"] = round(steps["compiled"] / steps["hand-written"], 2)
         results["step_seconds_runbook"], results["step_seconds_hand_written"] = round(steps["compiled"], 4), round(steps["hand-written"], 4)
         log(f"per step: {steps}")
-        results.update(burst(api, intake, base_url, arrivals, [prefect_proc.pid] + [p.pid for p in stack.procs.values()
-                                                                                    if p is not stack.procs["bare"]], log))
+        results.update(burst(api, intake, base_url, arrivals, {"server": prefect_proc.pid, **{name: p.pid for name, p in stack.procs.items()
+                                                                                               if name != "bare"}}, log))
     finally:
         stack.stop()
         stop_process(prefect_proc, timeout=20)
@@ -363,16 +393,23 @@ def bare(api: str, base_url: str, arrivals: Arrivals, log) -> dict:
             "bare_prefect_first_task_p95_s": round(percentile(samples, 95), 3)}
 
 
-def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: list[int], log) -> dict:
+def tree_cpu(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds so far of each root's process tree (a run that ended counts in its parent's children's time)."""
+    tree = process_tree(list(roots.values()))
+    return {name: sum(cpu_seconds(pid) for pid in tree[pid]) for name, pid in roots.items()}
+
+
+def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[str, int], log) -> dict:
     already = len(paused_runs(api))
-    peak = [pss_mb(roots)]
+    samples = [{name: pss_mb([pid]) for name, pid in roots.items()}]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.5):
-            peak.append(pss_mb(roots))
+            samples.append({name: pss_mb([pid]) for name, pid in roots.items()})
 
     threading.Thread(target=sample, daemon=True).start()
+    cpu_before = tree_cpu(roots)
     began = time.time()
     with httpx.Client(timeout=30) as client:
         for i in range(BURST):
@@ -386,9 +423,14 @@ def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: list[
         time.sleep(0.5)
     took = time.time() - began
     done.set()
-    log(f"burst: {BURST} alerts posted in {posted:.1f} s; {waiting} waiting after {took:.1f} s; peak memory {max(peak):.0f} MB")
+    cpu = {name: round(after - cpu_before[name], 1) for name, after in tree_cpu(roots).items()}
+    peak = max(samples, key=lambda s: sum(s.values()))
+    log(f"burst: {BURST} alerts posted in {posted:.1f} s; {waiting} waiting after {took:.1f} s; "
+        f"peak memory {sum(peak.values()):.0f} MB ({', '.join(f'{k} {v:.0f}' for k, v in peak.items())}); "
+        f"CPU s meanwhile: {cpu}")
     return {"burst_200_to_first_wait_s": round(took, 1) if waiting >= BURST else None, "burst_waiting": waiting,
-            "burst_peak_memory_mb": round(max(peak)), "burst_first_actions": arrivals.count("/first/burst")}
+            "burst_peak_memory_mb": round(sum(peak.values())), "burst_first_actions": arrivals.count("/first/burst"),
+            "burst_peak_memory_by_process_mb": {k: round(v) for k, v in peak.items()}, "burst_cpu_seconds": cpu}
 
 
 def drain(log) -> dict:
