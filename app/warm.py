@@ -26,6 +26,7 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from uuid import UUID
@@ -326,6 +327,7 @@ class WarmRunner(Runner):
 
 
 SCHEDULED_TYPES = {"SCHEDULED"}
+LOOK_AGAIN_SECONDS = 0.15
 
 
 async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Callable[[], Awaitable[Any]],
@@ -334,6 +336,10 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
     """Call `poll()` when the server says a run is scheduled (new, or a suspended one resumed) whose related
     resources (`prefect.deployment.<id>`, `prefect.work-pool.<id>`, ...) are `mine`. Events that arrive while a
     poll runs make one more poll, not one each: a storm of alerts does not become a storm of queries.
+
+    The server may send a state's event before the request that set it has committed (the answer's call had not
+    returned yet), so a poll at once may not find the run: a second poll follows `LOOK_AGAIN_SECONDS` after the last
+    event, instead of the regular poll up to `fallback_seconds` later.
 
     `busy()` gives the runs a runner is still seeing through (its poll skips them; a worker lets a run go once
     its process has started, so it passes none). A wait answered at once is resumed while its suspended attempt
@@ -344,6 +350,7 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
 
     wanted = {"now": anyio.Event()}
     held: set[str] = set()  # runs told of while an attempt of theirs was still ending
+    look_again: list[float] = []  # when to poll once more after the last event (its run may not have been visible)
 
     async def poller() -> None:
         while True:
@@ -357,6 +364,9 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
     async def when_ended() -> None:
         while True:
             await anyio.sleep(0.05)
+            if look_again and time.monotonic() >= look_again[0]:
+                look_again.clear()
+                wanted["now"].set()
             if held:
                 ending = {str(run_id) for run_id in busy()}
                 if held - ending:
@@ -377,6 +387,7 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
                             if run_id in {str(r) for r in busy()}:
                                 held.add(run_id)
                             wanted["now"].set()
+                            look_again[:] = [time.monotonic() + LOOK_AGAIN_SECONDS]
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # the poll carries on; try the stream again shortly

@@ -263,3 +263,51 @@ def test_a_stack_run_rebuilds_no_settings():
         FlowRun(flow_id=uuid.uuid4(), name="r"))
     assert "PREFECT__FLOW_RUN_ID" in env
     assert _changed_settings(env) == set()
+
+
+def test_a_run_told_of_before_the_server_shows_it_is_polled_for_again_at_once(monkeypatch):
+    """The server may send a run's Scheduled event before the request that set it has committed: the poll it
+    causes finds nothing. Without another event, the listener polls once more a moment later, not a second later."""
+    import anyio
+    from prefect.events import Event
+
+    import prefect.events.clients as clients
+    from app.warm import LOOK_AGAIN_SECONDS, listen_for_scheduled_runs
+
+    deployment = "prefect.deployment.5d0c7f2e-0000-4000-8000-000000000003"
+    polls: list[float] = []
+
+    class Subscriber:
+        async def __aenter__(self):
+            return self
+
+        async def __aexit__(self, *exc):
+            return False
+
+        def __aiter__(self):
+            return self._events()
+
+        async def _events(self):
+            yield Event(event="prefect.flow-run.Resuming", resource={"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}"},
+                        related=[{"prefect.resource.id": deployment, "prefect.resource.role": "deployment"}],
+                        payload={"validated_state": {"type": "SCHEDULED"}})
+            await anyio.sleep_forever()
+
+    monkeypatch.setattr(clients, "get_events_subscriber", lambda **kw: Subscriber())
+
+    async def poll() -> None:
+        polls.append(time.monotonic())
+
+    async def main() -> None:
+        with anyio.move_on_after(10) as scope:
+            async with anyio.create_task_group() as group:
+                group.start_soon(listen_for_scheduled_runs, lambda related: deployment in related, poll, lambda: False, 60.0)
+                while len(polls) < 2:
+                    await anyio.sleep(0.01)
+                await anyio.sleep(3 * LOOK_AGAIN_SECONDS)
+                group.cancel_scope.cancel()
+        assert not scope.cancelled_caught, f"polls: {polls}"
+
+    anyio.run(main)
+    assert len(polls) == 2, "one poll when told, one more a moment later, and no more without another event"
+    assert polls[1] - polls[0] < 0.5
