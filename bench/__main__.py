@@ -1,4 +1,4 @@
-"""`python -m bench [NAME...]`: every benchmark, or the ones named (speed, alerts, fuzz, watcher, quick, tracks, escalation), each rewriting its
+"""`python -m bench [NAME...]`: every benchmark, or the ones named (speed, alerts, fuzz, watcher, quick, trace, tracks, escalation), each rewriting its
 own section of docs/BENCHMARKS.md (`--no-write`: print only). `python -m bench quick --json` prints the warm-start figures
 as one JSON object (about 4 minutes) and writes nothing."""
 
@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import sys
 
-from bench import alerts, escalation, fuzz, quick, speed, tracks, watcher
+from bench import alerts, escalation, fuzz, quick, speed, trace, tracks, watcher
 
 BENCHES = {"speed": speed.main, "alerts": alerts.main, "fuzz": fuzz.main, "watcher": watcher.main, "quick": quick.main,
-           "tracks": tracks.main, "escalation": escalation.main}
+           "trace": trace.main, "tracks": tracks.main, "escalation": escalation.main}
 
 if __name__ == "__main__":
     flags = [a for a in sys.argv[1:] if a in ("--no-write", "--json")]

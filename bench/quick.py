@@ -475,7 +475,10 @@ def render(results: dict) -> str:
         lines.append(f"| {what} | {show(results.get(ours))} | {show(results.get(bare)) if bare else ''} | {target} |")
     lines += ["", f"Step overhead ratio: {show(results.get('step_overhead_ratio'))}; storm: "
               f"{show(results.get('storm_incidents'))} incidents for {show(results.get('storm_groups'))} groups; "
-              f"burst: {show(results.get('burst_waiting'))} of 200 waiting at the end.", END]
+              f"burst: {show(results.get('burst_waiting'))} of 200 waiting at the end.", "",
+              "Where the burst's time and memory went (CPU seconds used during it, and PSS at its peak, per process tree): "
+              + "; ".join(f"{name} {show(cpu)} CPU s, {show((results.get('burst_peak_memory_by_process_mb') or {}).get(name))} MB"
+                          for name, cpu in (results.get("burst_cpu_seconds") or {}).items()) + ".", END]
     return "\n".join(lines)
 
 
