@@ -153,12 +153,13 @@ def _heartbeats_that_stop_at_once() -> None:
     import prefect.flow_engine as engine
 
     original = getattr(engine, "_send_heartbeats", None)
-    if original is None or getattr(original, "stops_at_once", False) or not all(
-            hasattr(engine.FlowRunEngine, name) for name in ("_build_heartbeat_event_template", "_emit_flow_run_heartbeat")):
+    base = getattr(engine, "BaseFlowRunEngine", None)
+    if original is None or getattr(original, "stops_at_once", False) or not hasattr(engine, "MINIMUM_HEARTBEAT_INTERVAL") \
+            or not all(hasattr(base, name) for name in ("_build_heartbeat_event_template", "_emit_flow_run_heartbeat")):
         return  # another Prefect: its own heartbeats, as they are
 
     @contextlib.contextmanager
-    def send_heartbeats(run_engine, join_on_exit: bool = True):
+    def send_heartbeats(run_engine, join_on_exit: bool = True, *args, **kwargs):
         seconds = run_engine.heartbeat_seconds
         if seconds is None:
             yield

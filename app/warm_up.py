@@ -33,6 +33,11 @@ if PREFECT_API_URL.value():
     try:
         with sync_client() as client:  # closed again: no connection is inherited by the forks
             client.raise_for_api_version_mismatch_once()
+        # Prefect keeps the check per (URL, version): the HTTP client's URL ends in "/", the events clients' (the
+        # heartbeats, the suspension observer) is the setting as written, so each would check once more per run
+        from prefect._internal.version_checking import _api_version_check_key, _cache_api_version_check
+
+        _cache_api_version_check(_api_version_check_key(PREFECT_API_URL.value(), client.client_version()))
     except Exception:  # noqa: BLE001  (each run checks for itself then, as Prefect does)
         pass
 
@@ -47,9 +52,12 @@ try:
 except Exception as exc:  # noqa: BLE001
     logging.getLogger("runbook.warm").warning("the warm parent could not import Prefect's collections (%s)", exc)
 
-from app.warm import forkserver_settings  # noqa: E402
+try:
+    from app.warm import forkserver_settings
 
-forkserver_settings()  # once here, not in every run
+    forkserver_settings()  # once here, not in every run
+except Exception as exc:  # noqa: BLE001  (each run reads them itself)
+    logging.getLogger("runbook.warm").warning("the warm parent could not read its settings ahead (%s)", exc)
 
 if threading.active_count() > 1:  # something above started a thread: a fork would copy its locks as they are
     logging.getLogger("runbook.warm").warning("the warm parent runs %d threads; forks may inherit a held lock",
