@@ -187,21 +187,8 @@ def alert(base_url: str, n: str) -> dict:
 
 def pss_mb(roots: list[int]) -> float:
     """Proportional memory of these processes and all their descendants (shared pages counted once overall)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry.name))
-    seen, todo, total = set(), list(roots), 0.0
-    while todo:
-        pid = todo.pop()
-        if pid in seen:
-            continue
-        seen.add(pid)
-        todo += children.get(pid, [])
+    total = 0.0
+    for pid in {pid for tree in process_tree(roots).values() for pid in tree}:
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):

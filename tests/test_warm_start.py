@@ -176,10 +176,34 @@ def test_a_warm_run_cancelled_from_the_api_stops(parts, base_url):
              or " Z " in Path(f"/proc/{pid}/stat").read_text(), 30, "its process to end", every=0.2)
 
 
+class stream_of_one_event:
+    """The server's event stream (`get_events_subscriber`) as the listener sees it: one run set Scheduled, then quiet."""
+
+    def __init__(self, name: str, run_id: UUID, deployment: str):
+        self.name, self.run_id, self.deployment = name, run_id, deployment
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        return False
+
+    def __aiter__(self):
+        return self._events()
+
+    async def _events(self):
+        import anyio
+        from prefect.events import Event
+
+        yield Event(event=self.name, resource={"prefect.resource.id": f"prefect.flow-run.{self.run_id}"},
+                    related=[{"prefect.resource.id": self.deployment, "prefect.resource.role": "deployment"}],
+                    payload={"validated_state": {"type": "SCHEDULED"}})
+        await anyio.sleep_forever()
+
+
 def test_a_run_resumed_while_its_last_attempt_ends_is_polled_for_when_that_attempt_has_ended(monkeypatch):
     """Prefect's poll skips a run whose attempt it is still seeing through; the listener polls again once it ended."""
     import anyio
-    from prefect.events import Event
 
     import prefect.events.clients as clients
     from app.warm import listen_for_scheduled_runs
@@ -189,23 +213,8 @@ def test_a_run_resumed_while_its_last_attempt_ends_is_polled_for_when_that_attem
     ending = {run_id}
     polls: list[set] = []
 
-    class Subscriber:  # the server's event stream: the run was set Scheduled (an answer resumed it)
-        async def __aenter__(self):
-            return self
-
-        async def __aexit__(self, *exc):
-            return False
-
-        def __aiter__(self):
-            return self._events()
-
-        async def _events(self):
-            yield Event(event="prefect.flow-run.Scheduled", resource={"prefect.resource.id": f"prefect.flow-run.{run_id}"},
-                        related=[{"prefect.resource.id": deployment, "prefect.resource.role": "deployment"}],
-                        payload={"validated_state": {"type": "SCHEDULED"}})
-            await anyio.sleep_forever()
-
-    monkeypatch.setattr(clients, "get_events_subscriber", lambda **kw: Subscriber())
+    # the server's event stream: the run was set Scheduled (an answer resumed it)
+    monkeypatch.setattr(clients, "get_events_subscriber", lambda **kw: stream_of_one_event("prefect.flow-run.Scheduled", run_id, deployment))
 
     async def poll() -> None:
         polls.append(set(ending))
@@ -272,7 +281,6 @@ def test_a_run_told_of_before_the_server_shows_it_is_polled_for_again_at_once(mo
     """The server may send a run's Scheduled event before the request that set it has committed: the poll it
     causes finds nothing. Without another event, the listener polls once more a moment later, not a second later."""
     import anyio
-    from prefect.events import Event
 
     import prefect.events.clients as clients
     from app.warm import LOOK_AGAIN_SECONDS, listen_for_scheduled_runs
@@ -280,23 +288,7 @@ def test_a_run_told_of_before_the_server_shows_it_is_polled_for_again_at_once(mo
     deployment = "prefect.deployment.5d0c7f2e-0000-4000-8000-000000000003"
     polls: list[float] = []
 
-    class Subscriber:
-        async def __aenter__(self):
-            return self
-
-        async def __aexit__(self, *exc):
-            return False
-
-        def __aiter__(self):
-            return self._events()
-
-        async def _events(self):
-            yield Event(event="prefect.flow-run.Resuming", resource={"prefect.resource.id": f"prefect.flow-run.{uuid.uuid4()}"},
-                        related=[{"prefect.resource.id": deployment, "prefect.resource.role": "deployment"}],
-                        payload={"validated_state": {"type": "SCHEDULED"}})
-            await anyio.sleep_forever()
-
-    monkeypatch.setattr(clients, "get_events_subscriber", lambda **kw: Subscriber())
+    monkeypatch.setattr(clients, "get_events_subscriber", lambda **kw: stream_of_one_event("prefect.flow-run.Resuming", uuid.uuid4(), deployment))
 
     async def poll() -> None:
         polls.append(time.monotonic())
