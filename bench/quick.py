@@ -36,8 +36,11 @@ import tempfile
 import textwrap
 import threading
 import time
+from contextlib import contextmanager
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 
@@ -185,10 +188,10 @@ def alert(base_url: str, n: str) -> dict:
                         "startsAt": "2026-11-30T00:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "fingerprint": f"q{n}"}]}
 
 
-def pss_mb(roots: list[int]) -> float:
-    """Proportional memory of these processes and all their descendants (shared pages counted once overall)."""
+def pss_mb(pids: list[int]) -> float:
+    """Proportional memory of these processes (shared pages counted once overall)."""
     total = 0.0
-    for pid in {pid for tree in process_tree(roots).values() for pid in tree}:
+    for pid in set(pids):
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
@@ -196,6 +199,12 @@ def pss_mb(roots: list[int]) -> float:
         except OSError:
             pass
     return total
+
+
+def tree_pss(roots: dict[str, int]) -> dict[str, float]:
+    """PSS in MB of each root's process tree, from one walk of /proc."""
+    tree = process_tree(list(roots.values()))
+    return {name: pss_mb(tree[pid]) for name, pid in roots.items()}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -266,11 +275,24 @@ class Stack:
             stop_process(proc, timeout=20)
 
 
-def measure(home: Path, log=print) -> dict:
-    from bench.speed import child_env, per_step, start_server
+@dataclass
+class Served:
+    """The served stack of a bench, up and ready: its Prefect server, `app.stack serve` and `app.stack intake`."""
+    home: Path
+    api: str
+    intake: str
+    base_url: str           # the local endpoint: the runbook's actions and the pager's webhook
+    arrivals: Arrivals
+    stack: Stack
+    server_pid: int
+
+
+@contextmanager
+def served_stack(home: Path, log=print, *, with_bare: bool = False) -> Iterator[Served]:
+    """Start the stack as `runbook up` has it (and, `with_bare`, bare Prefect's served flow beside it); stop it after."""
+    from bench.speed import child_env, start_server
     from tests.alerts.procs import free_port, stop_process, wait_for
 
-    results: dict = {}
     arrivals = Arrivals()
     server = endpoint(arrivals)
     base_url = f"http://127.0.0.1:{server.server_port}"
@@ -288,10 +310,12 @@ def measure(home: Path, log=print) -> dict:
     get_settings.cache_clear()
     refresh_global_settings_context()
     stack = Stack(home, api, env)
+    deployments = [f"{RUNBOOK}/runbook"] + (["bare-incident/bare"] if with_bare else [])
     try:
         stack.start("serve", ["-m", "app.stack", "serve"])
         stack.start("intake", ["-m", "app.stack", "intake", "127.0.0.1", str(intake_port)])
-        stack.start("bare", ["-c", SERVE_BARE])
+        if with_bare:
+            stack.start("bare", ["-c", SERVE_BARE])
         intake = f"http://127.0.0.1:{intake_port}"
 
         def ready() -> bool:
@@ -300,26 +324,33 @@ def measure(home: Path, log=print) -> dict:
                     raise RuntimeError(f"{name} exited; see {home / (name + '.log')}")
             try:
                 return (httpx.get(f"{intake}/healthz", timeout=2).status_code == 200
-                        and all(httpx.get(f"{api}/deployments/name/{d}", timeout=5).status_code == 200
-                                for d in (f"{RUNBOOK}/runbook", "bare-incident/bare")))
+                        and all(httpx.get(f"{api}/deployments/name/{d}", timeout=5).status_code == 200 for d in deployments))
             except httpx.HTTPError:
                 return False
 
         wait_for(ready, 180, "the served stack", every=0.5)
         log("stack ready")
-        results.update(latencies(api, intake, base_url, arrivals, log))
-        results.update(bare(api, base_url, arrivals, log))
-        # per step before the burst: the burst leaves SQLite busy (503) for minutes after
-        steps = per_step(home, api, base_url, steps=10, repeats=3)
-        results["step_overhead_ratio"] = round(steps["compiled"] / steps["hand-written"], 2)
-        results["step_seconds_runbook"], results["step_seconds_hand_written"] = round(steps["compiled"], 4), round(steps["hand-written"], 4)
-        log(f"per step: {steps}")
-        results.update(burst(api, intake, base_url, arrivals, {"server": prefect_proc.pid, **{name: p.pid for name, p in stack.procs.items()
-                                                                                               if name != "bare"}}, log))
+        yield Served(home, api, intake, base_url, arrivals, stack, prefect_proc.pid)
     finally:
         stack.stop()
         stop_process(prefect_proc, timeout=20)
         server.shutdown()
+
+
+def measure(home: Path, log=print) -> dict:
+    from bench.speed import per_step
+
+    results: dict = {}
+    with served_stack(home, log, with_bare=True) as s:
+        results.update(latencies(s.api, s.intake, s.base_url, s.arrivals, log))
+        results.update(bare(s.api, s.base_url, s.arrivals, log))
+        # per step before the burst: the burst leaves SQLite busy (503) for minutes after
+        steps = per_step(home, s.api, s.base_url, steps=10, repeats=3)
+        results["step_overhead_ratio"] = round(steps["compiled"] / steps["hand-written"], 2)
+        results["step_seconds_runbook"], results["step_seconds_hand_written"] = round(steps["compiled"], 4), round(steps["hand-written"], 4)
+        log(f"per step: {steps}")
+        results.update(burst(s.api, s.intake, s.base_url, s.arrivals,
+                             {"server": s.server_pid, "serve": s.stack.procs["serve"].pid, "intake": s.stack.procs["intake"].pid}, log))
     results.update(drain(log))
     return results
 
@@ -388,12 +419,12 @@ def tree_cpu(roots: dict[str, int]) -> dict[str, float]:
 
 def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[str, int], log) -> dict:
     already = len(paused_runs(api))
-    samples = [{name: pss_mb([pid]) for name, pid in roots.items()}]
+    samples = [tree_pss(roots)]
     done = threading.Event()
 
     def sample() -> None:
         while not done.wait(0.5):
-            samples.append({name: pss_mb([pid]) for name, pid in roots.items()})
+            samples.append(tree_pss(roots))
 
     threading.Thread(target=sample, daemon=True).start()
     cpu_before = tree_cpu(roots)
@@ -404,7 +435,11 @@ def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[
     posted = time.time() - began
     waiting = 0
     while time.time() - began < 150:
-        waiting = len(paused_runs(api)) - already
+        try:
+            waiting = len(paused_runs(api)) - already
+        except (httpx.HTTPError, ValueError) as exc:  # the server too busy to answer this count: count again
+            log(f"burst: could not count the waiting incidents ({type(exc).__name__}); counting again")
+            continue
         if waiting >= BURST:
             break
         time.sleep(0.5)

@@ -44,7 +44,7 @@ def milestones(api: str, run_id: str) -> list[tuple[float, str]]:
     return sorted(rows)
 
 
-def one_incident(api: str, intake: str, base_url: str, arrivals: quick.Arrivals, n: str) -> dict[str, list[float]]:
+def one_incident(api: str, intake: str, base_url: str, arrivals: quick.Arrivals, n: str) -> dict[str, float]:
     """Each milestone of one incident, seconds after the alert (first attempt) or the answer (the resumed one)."""
     from flows.answers import answer_step
     from tests.alerts.procs import wait_for
@@ -61,7 +61,7 @@ def one_incident(api: str, intake: str, base_url: str, arrivals: quick.Arrivals,
     rows = milestones(api, run["id"]) + [
         (arrivals.wait(f"/first/{n}"), "first action arrives"), (arrivals.wait(f"/page/first/{n}"), "first page arrives"),
         (answered, "answer call returned"), (arrivals.wait(f"/page/next/{n}"), "next page arrives")]
-    out: dict[str, list[float]] = {}
+    out: dict[str, float] = {}
     seen: dict[str, int] = {}
     for moment, what in sorted(rows):
         part = "after the alert" if moment < asked else "after the answer"
@@ -69,57 +69,22 @@ def one_incident(api: str, intake: str, base_url: str, arrivals: quick.Arrivals,
         seen[name] = seen.get(name, 0) + 1
         if seen[name] > 1:  # a task run replayed by the resumed attempt is its own milestone
             name += f" ({seen[name]})"
-        out[name] = [moment - (began if moment < asked else asked)]
+        out[name] = moment - (began if moment < asked else asked)
     return out
 
 
 def measure(home: Path, log=print, samples: int = SAMPLES) -> dict:
-    from bench.speed import child_env, start_server
-    from tests.alerts.procs import free_port, stop_process, wait_for
-
-    arrivals = quick.Arrivals()
-    server = quick.endpoint(arrivals)
-    base_url = f"http://127.0.0.1:{server.server_port}"
-    prefect_proc, api = start_server(home)
-    env = {**child_env(home, api), **quick.write_config(home, base_url), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
-           "RUNBOOK_WEBHOOK_TIMEOUT": "10"}
-    os.environ.update({k: v for k, v in env.items() if k.startswith("RUNBOOK_")})
-    os.environ.update({"PREFECT_API_URL": api, "PREFECT_HOME": str(home)})
-    from prefect.context import refresh_global_settings_context
-
-    from runbooks.settings import get_settings
-
-    get_settings.cache_clear()
-    refresh_global_settings_context()
-    stack = quick.Stack(home, api, env)
-    intake_port = free_port()
-    try:
-        stack.start("serve", ["-m", "app.stack", "serve"])
-        stack.start("intake", ["-m", "app.stack", "intake", "127.0.0.1", str(intake_port)])
-        intake = f"http://127.0.0.1:{intake_port}"
-
-        def ready() -> bool:
-            try:
-                return (httpx.get(f"{intake}/healthz", timeout=2).status_code == 200
-                        and httpx.get(f"{api}/deployments/name/{quick.RUNBOOK}/runbook", timeout=5).status_code == 200)
-            except httpx.HTTPError:
-                return False
-
-        wait_for(ready, 180, "the served stack", every=0.5)
-        one_incident(api, intake, base_url, arrivals, "warm-up")
-        roots = {"server": prefect_proc.pid, "serve": stack.procs["serve"].pid}
+    merged: dict[str, list[float]] = {}
+    with quick.served_stack(home, log) as s:
+        one_incident(s.api, s.intake, s.base_url, s.arrivals, "warm-up")
+        roots = {"server": s.server_pid, "serve": s.stack.procs["serve"].pid}
         cpu_before = quick.tree_cpu(roots)
-        merged: dict[str, list[float]] = {}
         for i in range(samples):
-            for name, values in one_incident(api, intake, base_url, arrivals, f"t{i}").items():
-                merged.setdefault(name, []).extend(values)
+            for name, moment in one_incident(s.api, s.intake, s.base_url, s.arrivals, f"t{i}").items():
+                merged.setdefault(name, []).append(moment)
             time.sleep(1)
             log(f"sample {i} traced")
         cpu = {name: round((after - cpu_before[name]) / samples, 2) for name, after in quick.tree_cpu(roots).items()}
-    finally:
-        stack.stop()
-        stop_process(prefect_proc, timeout=20)
-        server.shutdown()
     order = sorted(merged, key=lambda k: (not k.startswith("after the alert"), statistics.median(merged[k])))
     return {"samples": samples, "milestones": {k: round(statistics.median(merged[k]), 3) for k in order
                                                 if len(merged[k]) * 2 > samples},  # in most samples

@@ -134,7 +134,7 @@ def figures(pids: list[int]) -> dict[str, float]:
 def measure(home: Path, n: int = N, log=print) -> dict:
     from prefect.context import refresh_global_settings_context
 
-    from bench.quick import Stack, pss_mb
+    from bench.quick import Stack, tree_pss
     from bench.speed import child_env, start_server
     from tests.alerts.procs import stop_process, wait_for
 
@@ -193,8 +193,9 @@ def measure(home: Path, n: int = N, log=print) -> dict:
         results["bare"]["states"] = sorted({by_id[i]["state"]["name"] for i in bare_ids})
         # what holds them: the served runner (its forkserver and every run forked from it) against bare Prefect's
         # serve process (each run its own interpreter, children of it)
-        results["runbook"]["stack_pss_mb"] = round(pss_mb([stack.procs["serve"].pid]), 1)
-        results["bare"]["stack_pss_mb"] = round(pss_mb([stack.procs["bare"].pid]), 1)
+        stacks = tree_pss({"runbook": stack.procs["serve"].pid, "bare": stack.procs["bare"].pid})
+        results["runbook"]["stack_pss_mb"] = round(stacks["runbook"], 1)
+        results["bare"]["stack_pss_mb"] = round(stacks["bare"], 1)
         # a forked process's shared pages turn private as it runs (the collector touches every object): again, later
         time.sleep(LATER)
         for key, pids in (("runbook", ours), ("bare", theirs)):
