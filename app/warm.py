@@ -197,17 +197,15 @@ _NOT_THE_RUNS = ("PREFECT_SERVER_", "PREFECT_WORKER_")
 
 
 @functools.cache
-def settings_environment() -> dict[str, str]:
-    """This process's Prefect settings as environment variables, read once (0.08 s on two cores): they do not
-    change while a runner, a worker or the forkserver runs. The forkserver reads them before any fork
-    (app/warm_up.py), so each run only compares its environment with them; the runner and the worker build
-    each run's environment from them."""
+def forkserver_settings() -> dict[str, str]:
+    """The forkserver's Prefect settings as environment variables: computed once (0.08 s on two cores), by
+    app/warm_up.py before any fork, so that each run only compares its environment with them."""
     return get_current_settings().to_environment_variables(exclude_unset=True)
 
 
 def _changed_settings(env: dict[str, str]) -> set[str]:
     """The Prefect settings this run's environment gives another value than the forkserver's."""
-    current = settings_environment()
+    current = forkserver_settings()
     return {k for k, v in env.items()
             if k.startswith("PREFECT_") and not k.startswith(("PREFECT__",) + _NOT_THE_RUNS)
             and current.get(k, os.environ.get(k)) != v}
@@ -241,7 +239,7 @@ class WarmStarter:
     def _environment(self, flow_run: "FlowRun") -> tuple[dict[str, str], bool]:
         """What `python -m prefect.engine` would be started with, as EngineCommandStarter builds it."""
         # the job's own environment (a work pool's `env` job variable) wins over the worker's settings, as in Prefect
-        env: dict[str, Any] = {**settings_environment(), **self._env}
+        env: dict[str, Any] = {**get_current_settings().to_environment_variables(exclude_unset=True), **self._env}
         env.update({"PREFECT__FLOW_RUN_ID": str(flow_run.id), "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false"})
         # No PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED=false here: the forkserver asked the server's version once
         # (app/warm_up.py) and every fork inherits that answer; a setting the forkserver lacks would make each run

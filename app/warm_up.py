@@ -53,9 +53,9 @@ except Exception as exc:  # noqa: BLE001
     logging.getLogger("runbook.warm").warning("the warm parent could not import Prefect's collections (%s)", exc)
 
 try:
-    from app.warm import settings_environment
+    from app.warm import forkserver_settings
 
-    settings_environment()  # once here, not in every run
+    forkserver_settings()  # once here, not in every run
 except Exception as exc:  # noqa: BLE001  (each run reads them itself)
     logging.getLogger("runbook.warm").warning("the warm parent could not read its settings ahead (%s)", exc)
 

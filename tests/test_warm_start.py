@@ -264,17 +264,17 @@ def test_a_runs_heartbeats_stop_the_moment_it_ends(monkeypatch):
 def test_a_stack_run_rebuilds_no_settings():
     """A forked run rebuilds Prefect's settings (0.1-0.2 s) only when its environment changes one; the one the
     runner hands each run (what EngineCommandStarter would give `python -m prefect.engine`) changes none."""
-    from app.warm import WarmStarter, _changed_settings, settings_environment
+    from app.warm import WarmStarter, _changed_settings, forkserver_settings
     from prefect.client.schemas.objects import FlowRun
 
-    settings_environment.cache_clear()
+    forkserver_settings.cache_clear()
     env, _ = WarmStarter(context=None, deployment_name="x/runbook", heartbeat_seconds=None)._environment(
         FlowRun(flow_id=uuid.uuid4(), name="r"))
     assert "PREFECT__FLOW_RUN_ID" in env
     try:
         assert _changed_settings(env) == set()
     finally:
-        settings_environment.cache_clear()
+        forkserver_settings.cache_clear()
 
 
 def test_a_run_told_of_before_the_server_shows_it_is_polled_for_again_at_once(monkeypatch):
