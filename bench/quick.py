@@ -17,7 +17,8 @@ Figures (the JSON keys):
 - ``answer_to_next_page_p50_s``: the suspended manual step answered through the API the UI and the
   CLI use -> the next page delivered (the run resumes in a new forked process).
 - ``step_overhead_ratio``: per step, a compiled runbook of HTTP actions over a hand-written flow of
-  tasks making the same POSTs (bench/speed.py's measure, run in-process).
+  tasks making the same POSTs with the same library (bench/speed.py's measure: local runs of the two in
+  turn, from one step's POST to the next).
 - ``burst_200_to_first_wait_s``: 200 alerts of 200 groups POSTed at once -> all 200 incidents wait at
   their manual step (Suspended); ``burst_peak_memory_mb``: the stack's peak memory meanwhile (PSS of
   the server, the served runner with its forkserver and runs, and the intake).
@@ -345,7 +346,7 @@ def measure(home: Path, log=print) -> dict:
         results.update(latencies(s.api, s.intake, s.base_url, s.arrivals, log))
         results.update(bare(s.api, s.base_url, s.arrivals, log))
         # per step before the burst: the burst leaves SQLite busy (503) for minutes after
-        steps = per_step(home, s.api, s.base_url, steps=10, repeats=3)
+        steps = per_step(home, s.api, steps=30, repeats=6)
         results["step_overhead_ratio"] = round(steps["compiled"] / steps["hand-written"], 2)
         results["step_seconds_runbook"], results["step_seconds_hand_written"] = round(steps["compiled"], 4), round(steps["hand-written"], 4)
         log(f"per step: {steps}")
