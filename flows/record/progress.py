@@ -5,7 +5,8 @@ all of them) and, in its description, the checklist of main-line steps with the
 one most recently finished. It is updated each time a step records its result
 (`Incident.on_result`), from whichever thread finished it (main line, a track's
 child flow run, the time-rule watcher); one thread per incident draws it, so
-no step waits on the API for a progress bar.
+no step waits on the API for a progress bar, at most once every DRAW_EVERY_SECONDS (a bar read by people needs
+no more, and a run of quick steps would otherwise ask the server once a step).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tasks.incident import Incident
 logger = logging.getLogger("runbook.progress")
 
 _DONE = {"done", "skipped", "failed", "expired", "rejected"}
+DRAW_EVERY_SECONDS = 1.0
 _drawers: dict[str, "_Drawer"] = {}
 
 
@@ -80,11 +82,13 @@ class _Drawer:
                 while self.wanted is None and not self.closing:
                     self.changed.wait()
                 picture, self.wanted = self.wanted, None
-                closing = self.closing
             if picture is not None:
                 self._once(**picture)
-            if closing and self.wanted is None:
-                return
+            with self.changed:
+                if self.closing and self.wanted is None:
+                    return
+                if not self.closing:  # the pictures asked for meanwhile collapse into the next one
+                    self.changed.wait_for(lambda: self.closing, DRAW_EVERY_SECONDS)
 
     def _once(self, *, last: str | None = None, outcome: str | None = None, progress: float | None = None) -> None:
         inc = self.inc
