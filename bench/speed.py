@@ -26,7 +26,6 @@ Writes the "Engine speed" section of docs/BENCHMARKS.md (between its markers); `
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
