@@ -297,7 +297,7 @@ class SpoolBatches:
 
     Store reads and writes a row per connection, and each of its writes waits for the disk; here a
     batch of pending alerts is read at once and what became of them written in one transaction
-    (synchronous=FULL, as Store). The connection stays open for the drainer's life, which also
+    (synchronous=FULL, as Store appends: few commits). The connection stays open for the drainer's life, which also
     spares Store's short connections the checkpoint SQLite runs when a database's last one closes.
     A row is marked done only after its alert was handled; a process that dies before leaves it
     pending, to be handled again (the same idempotency key gives the same run)."""
