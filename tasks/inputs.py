@@ -310,17 +310,29 @@ def step_records() -> StepRecords:
             delay = min(delay * 2, 15.0)
 
 
+REGISTER_TRIES = 6
+
+
 @functools.lru_cache
 def _step_records(api_url: str | None) -> StepRecords:
-    try:
-        return StepRecords.load(STEP_RECORDS)
-    except ValueError:  # not on this server yet: the first process saves it
-        records = StepRecords()
+    """Load the block, or save it when this server has none yet. Incidents that start together on a new server
+    all find none and save it at once: a save can then fail on what another is registering (its block type, its
+    schema) before that one's block is there to load. So each tries again a moment later, a few times (the first
+    burst on a new server failed one incident in five at its first action: "Unable to find block document")."""
+    for attempt in range(REGISTER_TRIES):
         try:
-            records.save(STEP_RECORDS, overwrite=True)
-        except Exception:  # another process registered it at the same moment
             return StepRecords.load(STEP_RECORDS)
-        return records
+        except ValueError:  # not on this server yet: the first process saves it
+            pass
+        try:
+            records = StepRecords()
+            records.save(STEP_RECORDS, overwrite=True)
+            return records
+        except Exception as exc:  # noqa: BLE001  (another process is registering it at the same moment)
+            if prefect_away(exc) or attempt == REGISTER_TRIES - 1:
+                raise
+            time.sleep(0.1 * 2 ** attempt)
+    raise AssertionError("unreachable")
 
 
 class Writer:
