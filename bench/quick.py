@@ -51,6 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = "quick-bench"
 SAMPLES = 10
 BURST = 200
+BURST_SECONDS = 110  # how long the burst is watched: past the 60 s target, what the count then says is enough
 
 QUICK_RUNBOOK = """\
 id: quick-bench
@@ -350,9 +351,9 @@ def measure(home: Path, log=print) -> dict:
         results["step_overhead_ratio"] = round(steps["compiled"] / steps["hand-written"], 2)
         results["step_seconds_runbook"], results["step_seconds_hand_written"] = round(steps["compiled"], 4), round(steps["hand-written"], 4)
         log(f"per step: {steps}")
+        results.update(drain(log, s.api, s.home))  # on the same server: a second one would cost its start
         results.update(burst(s.api, s.intake, s.base_url, s.arrivals,
                              {"server": s.server_pid, "serve": s.stack.procs["serve"].pid, "intake": s.stack.procs["intake"].pid}, log))
-    results.update(drain(log))
     return results
 
 
@@ -435,7 +436,7 @@ def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[
             client.post(f"{intake}/alerts/alertmanager", json=alert(base_url, f"burst{i}")).raise_for_status()
     posted = time.time() - began
     waiting = 0
-    while time.time() - began < 150:
+    while time.time() - began < BURST_SECONDS:
         try:
             waiting = len(paused_runs(api)) - already
         except (httpx.HTTPError, ValueError) as exc:  # the server too busy to answer this count: count again
@@ -456,12 +457,12 @@ def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[
             "burst_peak_memory_by_process_mb": {k: round(v) for k, v in peak.items()}, "burst_cpu_seconds": cpu}
 
 
-def drain(log) -> dict:
+def drain(log, api: str, home: Path) -> dict:
     try:
         from bench.alerts import measure_drain
     except ImportError:
         return {"drain_alerts_per_s": None, "storm_incidents": None, "storm_groups": None}
-    found = measure_drain(600, 60)
+    found = measure_drain(600, 60, api=api, home=home)
     log(f"drain: {found}")
     return found
 
@@ -510,9 +511,10 @@ def main(argv: list[str] | None = None) -> int:
 
     argv = list(argv or [])
     as_json = "--json" in argv
-    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if as_json else print
-    tmp = tempfile.mkdtemp(prefix="bench-quick-")
     started = time.time()
+    out = sys.stderr if as_json else sys.stdout
+    log = lambda *a: print(f"[{time.time() - started:5.0f} s]", *a, file=out, flush=True)  # noqa: E731
+    tmp = tempfile.mkdtemp(prefix="bench-quick-")
     results = measure(Path(tmp), log)  # on failure the folder stays, with every part's log
     shutil.rmtree(tmp, ignore_errors=True)
     results["seconds"] = round(time.time() - started, 1)
