@@ -18,7 +18,7 @@ Figures (the JSON keys):
   CLI use -> the next page delivered (the run resumes in a new forked process).
 - ``step_overhead_ratio``: per step, a compiled runbook of HTTP actions over a hand-written flow of
   tasks making the same POSTs with the same library (bench/speed.py's measure: local runs of the two in
-  turn, from one step's POST to the next).
+  turn, from one step's POST to the next; for the runbook up to when its steps' records are on the server).
 - ``burst_200_to_first_wait_s``: 200 alerts of 200 groups POSTed at once -> all 200 incidents wait at
   their manual step (Suspended); ``burst_peak_memory_mb``: the stack's peak memory meanwhile (PSS of
   the server, the served runner with its forkserver and runs, and the intake).
@@ -351,7 +351,8 @@ def measure(home: Path, log=print) -> dict:
         results["step_overhead_ratio"] = round(steps["compiled"] / steps["hand-written"], 2)
         results["step_seconds_runbook"], results["step_seconds_hand_written"] = round(steps["compiled"], 4), round(steps["hand-written"], 4)
         log(f"per step: {steps}")
-        results.update(drain(log, s.api, s.home))  # on the same server: a second one would cost its start
+        # on the same server (a second one would cost its start); its 120 runs stay Scheduled, served by nobody
+        results.update(drain(log, s.api, s.home))
         results.update(burst(s.api, s.intake, s.base_url, s.arrivals,
                              {"server": s.server_pid, "serve": s.stack.procs["serve"].pid, "intake": s.stack.procs["intake"].pid}, log))
     return results

@@ -5,8 +5,9 @@ in the same run, against one temporary Prefect server (SQLite) that this script 
 
 (a) **Per-step overhead**: a runbook of N action steps (each an HTTP POST to a local endpoint) run as a
     compiled runbook, versus a hand-written flow of N tasks making the same POST. Per step is the time from one
-    step's POST arriving at the endpoint to the next one's, over the run (first to last POST, divided by N-1);
-    median of the repeats. What a run costs once (its start, and its end, where Prefect 3.9 joins its heartbeat
+    step's POST arriving at the endpoint to the next one's, over the run (first to last POST, divided by N-1;
+    for the runbook, to the last POST or to when its steps' records, written beside the steps, are all on the
+    server, whichever is later); median of the repeats. What a run costs once (its start, and its end, where Prefect 3.9 joins its heartbeat
     thread, which sleeps in 1 s steps, so a whole run's wall time comes in whole seconds) is left out on both
     sides: the alert-to-first-action figures measure a start.
 (b) **Memory per incident waiting for a person**: resident memory (VmRSS) of the process that holds one
@@ -26,6 +27,7 @@ Writes the "Engine speed" section of docs/BENCHMARKS.md (between its markers); `
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -153,11 +155,21 @@ def hand_written(url: str):
         act(url, n)
 
 compiled = make_flow(runbook)
+# A compiled run hands its steps' records to a writer thread and waits for it only at its end (WRITER.flush): when
+# that wait ends is when its steps' work is done, so the parent counts up to it, not only to the last POST.
+import tasks.inputs as inputs
+flushed, _flush, running = {}, inputs.WRITER.flush, [None]
+def flush(*args, **kwargs):
+    done = _flush(*args, **kwargs)
+    flushed.setdefault(running[0], time.time())
+    return done
+inputs.WRITER.flush = flush
 for repeat in range(repeats):  # the two in turn, so what else the machine does falls on both alike
     hand_written(f"{base_url}/hand-written/{repeat}")   # each run's POSTs under a path of their own
+    running[0] = repeat
     state = compiled(parameters={"base_url": f"{base_url}/compiled/{repeat}"}, return_state=True)
     assert state.is_completed(), state
-print(json.dumps({"steps": steps}))
+print(json.dumps({"steps": steps, "flushed": flushed}))
 """
 
 WAIT_CHILD = """
@@ -224,16 +236,19 @@ def per_step(home: Path, api: str, steps: int, repeats: int) -> dict[str, float]
                               env=child_env(home, api), capture_output=True, text=True, timeout=1800)
         if done.returncode != 0:
             raise RuntimeError(done.stderr[-3000:])
+        flushed = json.loads(done.stdout.strip().splitlines()[-1])["flushed"]
         for kind in ("hand-written", "compiled"):
             cadence = []
             for repeat in range(1, repeats) if repeats > 1 else range(1):
                 arrived = Ok.arrivals.get(f"/{kind}/{repeat}/act", [])
                 if len(arrived) != steps:
                     raise RuntimeError(f"{kind} run {repeat}: {len(arrived)} of {steps} steps' POSTs arrived")
-                cadence.append((arrived[-1] - arrived[0]) / (steps - 1))
+                end = max(arrived[-1], flushed.get(str(repeat), 0.0)) if kind == "compiled" else arrived[-1]
+                cadence.append((end - arrived[0]) / max(steps - 1, 1))
             out[kind] = statistics.median(cadence)
     finally:
         endpoint.shutdown()
+        endpoint.server_close()
     return out
 
 
