@@ -188,7 +188,7 @@ class Intake:
     def _set_member(self, known: Incident, fingerprint: str, starts: str | None, firing: bool) -> bool:
         """``Store.set_member``, unless this batch already wrote just that for the alert: then it would change
         nothing (a group's alerts are handled by one lane, and only the drainer writes the ledger), and each
-        write waits for the disk."""
+        write is a transaction of its own."""
         key, value = (known.runbook, known.grp, known.episode, fingerprint), (starts, firing)
         if self._members.get(key) == value:
             return True
@@ -225,7 +225,7 @@ class Intake:
         known = self.store.incident(runbook, group)
         if known and self._is_open(known.flow_run_id):
             if known.last_starts_at is None or (starts is not None and starts > known.last_starts_at):
-                self.store.saw_start(runbook, group, starts)  # only when newer: each write waits for the disk
+                self.store.saw_start(runbook, group, starts)  # only when newer: each write is a transaction
             self._set_member(known, alert.fingerprint, starts, firing=True)
             return Outcome("joined", known.flow_run_id)
         if known and starts is not None and known.last_starts_at is not None and starts <= known.last_starts_at:
@@ -295,9 +295,9 @@ class Result:
 class SpoolBatches:
     """The drainer's reads and writes of the spool (Store's table), many rows at a time.
 
-    Store reads and writes a row per connection, and each of its writes waits for the disk; here a
-    batch of pending alerts is read at once and what became of them written in one transaction
-    (synchronous=FULL, as Store appends: few commits). The connection stays open for the drainer's life, which also
+    Store reads and writes a row per connection; here a batch of pending alerts is read at once and what
+    became of them written in one transaction (synchronous=FULL, as Store appends: few commits, and its flush
+    of the log covers the ledger writes before it, so a done mark never outlives them). The connection stays open for the drainer's life, which also
     spares Store's short connections the checkpoint SQLite runs when a database's last one closes.
     A row is marked done only after its alert was handled; a process that dies before leaves it
     pending, to be handled again (the same idempotency key gives the same run)."""
