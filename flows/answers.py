@@ -9,6 +9,7 @@ arrives without passing here.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from typing import Any, Iterator
 from uuid import UUID
@@ -71,6 +72,7 @@ class RunIdError(LookupError):
 
 EPOCH = datetime.min.replace(tzinfo=timezone.utc)
 PAGE = 200  # the most flow runs the server returns at once (PREFECT_API_DEFAULT_LIMIT)
+FORM_WAIT_SECONDS = 5.0  # how long an answer waits for the form of a run that has just paused (_form_schema)
 MAX_TRACK_DEPTH = 5  # tracks inside tracks inside ...: how deep to look for the run that waits
 PAUSED = FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED"]))
 NOT_FINAL = FlowRunFilterState(type=FlowRunFilterStateType(any_=["PAUSED", "RUNNING", "PENDING"]))
@@ -255,10 +257,7 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
             _refused(meta, run_id, waiting, by, via, why)
             return AnswerResult(ok=False, message=why,
                                 flow_run_id=str(run_id), step=waiting)
-        keyset = run.state.state_details.run_input_keyset or {}
-        raw_schema = read_input(client, run_id, keyset["schema"]) if keyset.get("schema") else None
-        schema: dict[str, Any] = json.loads(raw_schema) if raw_schema else {}
-        run_input = _coerce({**values, "answered_by": person.id if person else by}, schema)
+        run_input = _coerce({**values, "answered_by": person.id if person else by}, _form_schema(client, run))
         result = client.resume_flow_run(run_id, run_input=run_input)
     if result.status.value != "ACCEPT":
         reason = getattr(result.details, "reason", None) or str(result.details)
@@ -266,6 +265,19 @@ def answer_step(flow_run_id: UUID | str, by: str, values: dict[str, Any] | None 
         return AnswerResult(ok=False, message=f"the answer was refused: {reason}", flow_run_id=str(run_id), step=waiting)
     return AnswerResult(ok=True, message=f"answered step '{waiting}' of {run.name}", flow_run_id=str(run_id), step=waiting,
                         answered_by=run_input["answered_by"])
+
+
+def _form_schema(client, run: FlowRun) -> dict[str, Any]:
+    """The JSON schema of the form a run waits with. The run writes it a moment after it pauses (entering Paused
+    clears the keyset's inputs): an answer that comes in between waits for it, up to FORM_WAIT_SECONDS, rather
+    than going to Prefect as typed ("yes" for a yes/no field is refused: not a boolean)."""
+    keyset = run.state.state_details.run_input_keyset or {}
+    if not keyset.get("schema"):
+        return {}
+    deadline = time.monotonic() + FORM_WAIT_SECONDS
+    while (raw := read_input(client, run.id, keyset["schema"])) is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return json.loads(raw) if raw else {}
 
 
 def _refused(meta: dict, run_id: UUID, step: str | None, by: str, via: str, why: str) -> None:

@@ -315,10 +315,9 @@ REGISTER_TRIES = 6
 
 @functools.lru_cache
 def _step_records(api_url: str | None) -> StepRecords:
-    """Load the block, or save it when this server has none yet. Incidents that start together on a new server
-    all find none and save it at once: a save can then fail on what another is registering (its block type, its
-    schema) before that one's block is there to load. So each tries again a moment later, a few times (the first
-    burst on a new server failed one incident in five at its first action: "Unable to find block document")."""
+    """Load the block, or save it when this server has none yet. Incidents that start together on a new server all
+    save it at once, and a save can fail on what another is registering before that one's block is there to load:
+    each tries again a moment later (else a burst on a new server failed one incident in five at its first action)."""
     for attempt in range(REGISTER_TRIES):
         try:
             return StepRecords.load(STEP_RECORDS)
