@@ -7,9 +7,9 @@ in the same run, against one temporary Prefect server (SQLite) that this script 
     compiled runbook, versus a hand-written flow of N tasks making the same POST. Per step is the time from one
     step's POST arriving at the endpoint to the next one's, over the run (first to last POST, divided by N-1;
     for the runbook, to the last POST or to when its steps' records, written beside the steps, are all on the
-    server, whichever is later); median of the repeats. What a run costs once (its start, and its end, where Prefect 3.9 joins its heartbeat
-    thread, which sleeps in 1 s steps, so a whole run's wall time comes in whole seconds) is left out on both
-    sides: the alert-to-first-action figures measure a start.
+    server, whichever is later); median of the repeats. What a run costs once (its start, and its end, where
+    Prefect 3.9 joins its heartbeat thread, which sleeps in 1 s steps, so a whole run's wall time comes in whole
+    seconds) is left out on both sides: the alert-to-first-action figures measure a start.
 (b) **Memory per incident waiting for a person**: resident memory (VmRSS) of the process that holds one
     incident paused at a manual step, versus a hand-written flow paused with `pause_flow_run`. With
     suspended waits (the default from a deployment) the process exits: 0 MB while waiting.

@@ -11,6 +11,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -187,3 +188,14 @@ def prefect_api() -> str:
 @pytest.fixture(scope="session")
 def prefect_home() -> Path:
     return _server["home"]
+
+
+@pytest.fixture
+def slept(monkeypatch) -> list[float]:
+    """The sleeps of the test's own thread, recorded instead of slept; the process's other threads sleep for real
+    (time.sleep is the one function of the time module every module shares)."""
+    calls: list[float] = []
+    sleep = time.sleep
+    monkeypatch.setattr(time, "sleep",
+                        lambda s: calls.append(s) if threading.current_thread() is threading.main_thread() else sleep(s))
+    return calls

@@ -126,14 +126,14 @@ def test_a_step_record_is_an_input_of_the_incidents_run_and_only_a_json_one_is_r
         assert read_done_steps(str(run.id)) == {"block-address"}
 
 
-def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing(monkeypatch):
+def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing(monkeypatch, slept):
     """The records block is read before a process's first acting step; a refused connection then is not the step's
     failure (CI saw an incident fail when its first step came as the server stopped)."""
     import httpx
 
     import tasks.inputs as inputs
 
-    tries, slept = [], []
+    tries = []
 
     def load(api_url):
         tries.append(api_url)
@@ -142,7 +142,6 @@ def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing
         return "the block"
 
     monkeypatch.setattr(inputs, "_step_records", load)
-    monkeypatch.setattr(inputs.time, "sleep", slept.append)
     assert inputs.step_records() == "the block"
     assert len(tries) == 3 and slept == [1.0, 2.0]
 
@@ -151,12 +150,12 @@ def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing
         inputs.step_records()
 
 
-def test_incidents_that_start_together_on_a_new_server_all_find_the_records_block(monkeypatch):
+def test_incidents_that_start_together_on_a_new_server_all_find_the_records_block(monkeypatch, slept):
     """On a new server every first incident finds no block and saves it at once; a save that fails on what another
     is registering is tried again, not the step's failure (a burst on a new server failed one incident in five)."""
     import tasks.inputs as inputs
 
-    calls, slept = [], []
+    calls = []
 
     def load(cls, name, *args, **kwargs):
         calls.append("load")
@@ -171,9 +170,6 @@ def test_incidents_that_start_together_on_a_new_server_all_find_the_records_bloc
     # patched on the class itself, not a subclass: a subclass would take the block type's place in Prefect's registry
     monkeypatch.setattr(inputs.StepRecords, "load", classmethod(load))
     monkeypatch.setattr(inputs.StepRecords, "save", save)
-    sleep = inputs.time.sleep  # the time module's: other threads of the process sleep for real
-    monkeypatch.setattr(inputs.time, "sleep",
-                        lambda s: slept.append(s) if threading.current_thread() is threading.main_thread() else sleep(s))
     assert inputs._step_records.__wrapped__("http://the-server/api") == "the other's block"
     assert calls == ["load", "save", "load", "save", "load"] and slept == [0.1, 0.2]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 from datetime import datetime
 from pathlib import Path
 from uuid import UUID
@@ -107,13 +106,13 @@ def test_an_answer_by_value_through_the_cli_path_still_completes_the_step():
     assert find_record(run_id).steps["record-fault"]["scope"] == "inside"
 
 
-def test_an_answer_that_comes_as_the_run_pauses_waits_for_its_form(monkeypatch):
+def test_an_answer_that_comes_as_the_run_pauses_waits_for_its_form(monkeypatch, slept):
     """A run writes its form a moment after it pauses; an answer in between must still be read with the form
     ("yes" for a yes/no field is a boolean then), not sent to Prefect as typed (CI saw it refused)."""
     import flows.answers as answers
 
     schema = {"properties": {"stable": {"type": "boolean"}}}
-    reads, slept = [], []
+    reads = []
 
     def read_input(client, run_id, key):
         reads.append(key)
@@ -127,9 +126,6 @@ def test_an_answer_that_comes_as_the_run_pauses_waits_for_its_form(monkeypatch):
                 run_input_keyset = {"schema": "paused-confirm-1-schema"}
 
     monkeypatch.setattr(answers, "read_input", read_input)
-    sleep = answers.time.sleep  # the time module's: other threads of the process sleep for real
-    monkeypatch.setattr(answers.time, "sleep",
-                        lambda s: slept.append(s) if threading.current_thread() is threading.main_thread() else sleep(s))
     assert answers._form_schema(None, Run) == schema and slept == [0.1, 0.1]
     assert answers._coerce({"stable": "yes"}, schema)["stable"] is True
 

@@ -87,8 +87,8 @@ class _Drawer:
             with self.changed:
                 if self.closing and self.wanted is None:
                     return
-                if not self.closing:  # the pictures asked for meanwhile collapse into the next one
-                    self.changed.wait_for(lambda: self.closing, DRAW_EVERY_SECONDS)
+                # a second's rest, cut short by close(); the pictures asked for meanwhile collapse into the next one
+                self.changed.wait_for(lambda: self.closing, DRAW_EVERY_SECONDS)
 
     def _once(self, *, last: str | None = None, outcome: str | None = None, progress: float | None = None) -> None:
         inc = self.inc
