@@ -201,15 +201,11 @@ def page_due_tiers(client, run: FlowRun, who: dict, now: datetime) -> None:
         page_tier(incident, who["step"], who.get("kind", "manual"), who["wait_key"], index, tier["roles"], tier["text"],
                   tier.get("plan_seconds", 0))
         paged.add(index)
-    for i, timer in enumerate(who.get("timers", [])):  # a reminder repeats the last page: it counts from this one
-        if timer.get("what") == "reminder" and who.get("last_page") and who.get("waiting_since"):
-            every = (datetime.fromisoformat(timer["at"]) - datetime.fromisoformat(who["last_page"])).total_seconds()
-            if every > 0:
-                who["timers"][i] = reminder_timer(who["step"], datetime.fromisoformat(who["waiting_since"]).timestamp(),
-                                                  now.timestamp(), every)
+    reminds = _remind_from(who, now)
     who.update(paged=sorted(paged), last_page=now.isoformat())
-    put_input(client, run.id, who_key(run.state.state_details.run_input_keyset), json.dumps(who, ensure_ascii=False),
-              exists=True)
+    if reminds:  # else the record stays as it is: each tier's claim says it was paged, to all who look
+        put_input(client, run.id, who_key(run.state.state_details.run_input_keyset), json.dumps(who, ensure_ascii=False),
+                  exists=True)
     log.info("paged %s of %s (%s, step %s)", ", ".join(f"tier {i + 1}" for i, _ in due_tiers), run.name,
              who.get("runbook"), who.get("step"))
 
@@ -328,6 +324,21 @@ def _give_up(inc: Incident, run: FlowRun, limit: int) -> None:
     inc.record("incident.recovery-stopped", text, actor="watcher", recoveries=limit)
     inc.page([inc.runbook.lead], text, step=None)
     log.warning("gave up on %s after %d recoveries; paged %s", run.name, limit, inc.runbook.lead)
+
+
+def _remind_from(who: dict, now: datetime) -> bool:
+    """A wait that reminds counts its next reminder from this page: True when its record's reminder moved (and the
+    record must be written again, for the next pass, another watcher, and the run when it resumes)."""
+    timers = who.get("timers", [])
+    old = next((t for t in timers if t.get("what") == "reminder"), None)
+    every = who.get("remind_every")
+    if every is None and old is not None and who.get("last_page"):  # a record written before it said how often
+        every = (datetime.fromisoformat(old["at"]) - datetime.fromisoformat(who["last_page"])).total_seconds()
+    if not every or every <= 0 or not who.get("waiting_since"):
+        return False
+    new = reminder_timer(who["step"], datetime.fromisoformat(who["waiting_since"]).timestamp(), now.timestamp(), every)
+    who["timers"] = [t for t in timers if t is not old] + [new]
+    return True
 
 
 def detached(run: FlowRun) -> Incident:

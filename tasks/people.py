@@ -234,7 +234,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                    "tiers": [{"at": at_text(started + after), "roles": roles, "text": text, "plan_seconds": after * incident.time_scale}
                              for after, roles, text in tiers],
                    "wait_key": wait_key(step.id, started),
-                   "paged": sorted(paged), "last_page": at_text(last_page),
+                   "paged": sorted(paged), "last_page": at_text(last_page), "remind_every": remind_every,
                    "expires_at": at_text(started + expires) if expires is not None else None,
                    "timers": timers() if suspend else []}
             state, keyset = pause_run(client, run_id, pause_key(step.id, ask), model, notice + description, who=who, reschedule=suspend)

@@ -136,7 +136,8 @@ def test_due_tiers_of_several_runs_are_paged_side_by_side_once_each(pager, monke
         for run_id in ids:
             run = client.read_flow_run(run_id)
             assert run.state.name == "Suspended"
-            assert read_json(client, run.id, who_key(run.state.state_details.run_input_keyset))["paged"] == [0]
+            # the tier's claim is what says it was paged; a wait that does not remind keeps its record as it was
+            assert read_json(client, run.id, who_key(run.state.state_details.run_input_keyset))["paged"] == []
             assert read_input(client, run.id, "once-tier-confirm-" + str(ids.index(run_id)) + "-1") is not None
 
 
