@@ -22,7 +22,7 @@ import httpx
 from app import prefect_server
 from app.warm import WarmRunner
 from flows.deploy import served_deployment
-from flows.recovery import watch
+from flows.escalation import watch
 from flows.server import forget_stack, record_stack
 from runbooks.settings import get_settings
 

@@ -17,7 +17,7 @@ after the first start, so every tier comes due at about the same moment: the har
    ``AwaitingConcurrencySlot``; the bench samples both while the tiers come due.
 3. For each waiting incident: lateness = its tier page's arrival at the webhook minus the tier's due time (the
    ``at`` of the tier in the wait's ``who`` record, tasks/people.py). A tier is paged by the watcher itself
-   (flows/recovery.py ``page_due_tiers``), without waking the run: no process, no slot.
+   (flows/escalation.py ``page_due_tiers``), without waking the run: no process, no slot.
 4. ``runbook pending`` (flows/answers.py ``pending_steps``) must list every waiting incident.
 
 The watcher's pass times come from its log ("pass done in X s"), for the passes while tiers came due.

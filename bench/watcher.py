@@ -2,7 +2,7 @@
 
 N flow runs (default 1,000) are put in Prefect's Suspended state as a suspended wait
 leaves them, each with its `who` record (escalation tiers, expiry, time rules, none due
-yet); then one watcher pass (`flows.recovery.wake_due` + `heal_crashed`) is timed, next
+yet); then one watcher pass (`flows.escalation.wake_due` + `flows.recovery.heal_crashed`) is timed, next
 to bare Prefect reading the same runs page by page (what any pass must at least do).
 
 The results go to the "Escalation watcher" section of docs/BENCHMARKS.md, between
@@ -70,7 +70,8 @@ def measure(n: int, passes: int) -> dict:
         from prefect.client.orchestration import get_client
         from prefect.client.schemas.objects import StateType
 
-        from flows.recovery import heal_crashed, runs_in, wake_due
+        from flows.escalation import wake_due
+        from flows.recovery import heal_crashed, runs_in
 
         with get_client(sync_client=True) as client:
             started = time.monotonic()

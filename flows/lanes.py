@@ -1,5 +1,5 @@
 """The escalation watcher's lanes: threads, each with a Prefect client of its own, that look after the suspended runs
-with something due side by side (flows/recovery.py wake_due): each due tier is a few server calls and a page, so one
+with something due side by side (flows/escalation.py wake_due): each due tier is a few server calls and a page, so one
 after the other, 250 incidents whose tiers come due together would be paged over a minute."""
 
 from __future__ import annotations

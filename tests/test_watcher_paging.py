@@ -1,4 +1,4 @@
-"""The watcher pages the due tiers of several suspended runs side by side, each tier once (flows/recovery.py: wake_due)."""
+"""The watcher pages the due tiers of several suspended runs side by side, each tier once (flows/escalation.py: wake_due)."""
 
 from __future__ import annotations
 
@@ -66,9 +66,9 @@ def pager(tmp_path, monkeypatch):
     server.shutdown()
 
 
-def suspended(client, n: int, deployed: bool = False) -> list[str]:
-    """N runs Suspended at a manual step whose one tier came due a second ago, as tasks/people.py leaves them
-    (`deployed`: runs of a deployment, which Prefect lets a wake reschedule)."""
+def suspended(client, n: int, deployed: bool = False, due_in: float = -1.0) -> list[str]:
+    """N runs Suspended at a manual step whose one tier came due a second ago (or comes due `due_in` seconds from
+    now), as tasks/people.py leaves them (`deployed`: runs of a deployment, which Prefect lets a wake reschedule)."""
     from prefect import flow
     from prefect.input.run_input import keyset_from_paused_state
     from prefect.states import Paused
@@ -79,7 +79,7 @@ def suspended(client, n: int, deployed: bool = False) -> list[str]:
     def waiting():
         pass
 
-    at = (datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat()
+    at = (datetime.now(timezone.utc) + timedelta(seconds=due_in)).isoformat()
     ids = []
     for i in range(n):
         if deployed:
@@ -103,11 +103,11 @@ def suspended(client, n: int, deployed: bool = False) -> list[str]:
 def test_due_tiers_of_several_runs_are_paged_side_by_side_once_each(pager, monkeypatch):
     from prefect.client.orchestration import get_client
 
-    import flows.recovery as recovery
+    import flows.escalation as escalation
     from tasks.inputs import read_json, read_input, who_key
 
     at_once, most, lock = [0], [0], threading.Lock()
-    page_tier = recovery.page_tier
+    page_tier = escalation.page_tier
 
     def counted(*args, **kwargs):
         with lock:
@@ -120,14 +120,14 @@ def test_due_tiers_of_several_runs_are_paged_side_by_side_once_each(pager, monke
             with lock:
                 at_once[0] -= 1
 
-    monkeypatch.setattr(recovery, "page_tier", counted)
+    monkeypatch.setattr(escalation, "page_tier", counted)
     with get_client(sync_client=True) as client:
         ids = suspended(client, 6)
-        assert recovery.wake_due(client, lanes=3) == []  # a tier is paged without waking the run
+        assert escalation.wake_due(client, lanes=3) == []  # a tier is paged without waking the run
         assert sorted(pager) == sorted(ids)
         assert 1 < most[0] <= 3
-        recovery._next_look.clear()  # as two watchers of their own would: each reads every record once
-        again = [threading.Thread(target=recovery.wake_due, args=(client,)) for _ in range(2)]  # two more passes at once
+        escalation._next_look.clear()  # as two watchers of their own would: each reads every record once
+        again = [threading.Thread(target=escalation.wake_due, args=(client,)) for _ in range(2)]  # two more passes at once
         for t in again:
             t.start()
         for t in again:
@@ -145,12 +145,12 @@ def test_a_wait_whose_tier_was_paged_is_not_read_again_until_its_next_tier(pager
     """The state's message names the first tier only; the watcher remembers when the record next needs a look."""
     from prefect.client.orchestration import get_client
 
-    import flows.recovery as recovery
+    import flows.escalation as escalation
     from tasks.inputs import who_key
 
     reads: list[str] = []
-    read_json = recovery.read_json
-    monkeypatch.setattr(recovery, "read_json", lambda client, run_id, key: reads.append(str(run_id)) or read_json(client, run_id, key))
+    read_json = escalation.read_json
+    monkeypatch.setattr(escalation, "read_json", lambda client, run_id, key: reads.append(str(run_id)) or read_json(client, run_id, key))
     with get_client(sync_client=True) as client:
         [run_id] = suspended(client, 1, deployed=True)
         run = client.read_flow_run(run_id)
@@ -161,13 +161,13 @@ def test_a_wait_whose_tier_was_paged_is_not_read_again_until_its_next_tier(pager
         client.delete_flow_run_input(run.id, key)
         client.create_flow_run_input(run.id, key=key, value=json.dumps(who))
 
-        assert recovery.wake_due(client) == [] and pager == [run_id] and reads == [run_id]  # tier 1 paged
+        assert escalation.wake_due(client) == [] and pager == [run_id] and reads == [run_id]  # tier 1 paged
         for _ in range(3):  # passes before tier 2 is due: nothing read
-            assert recovery.wake_due(client) == []
+            assert escalation.wake_due(client) == []
         assert reads == [run_id] and pager == [run_id]
         time.sleep(max(0.0, (second - datetime.now(timezone.utc)).total_seconds()) + 0.1)
-        assert recovery.wake_due(client) == [] and pager == [run_id, run_id] and len(reads) == 2  # tier 2, when due
-        assert recovery.wake_due(client) == [] and len(reads) == 2  # and nothing more to look at
+        assert escalation.wake_due(client) == [] and pager == [run_id, run_id] and len(reads) == 2  # tier 2, when due
+        assert escalation.wake_due(client) == [] and len(reads) == 2  # and nothing more to look at
 
 
 def test_a_reminder_counts_from_the_tier_the_watcher_paged(pager, monkeypatch):
@@ -175,13 +175,13 @@ def test_a_reminder_counts_from_the_tier_the_watcher_paged(pager, monkeypatch):
     is not woken at the old reminder time only to find nothing to send."""
     from prefect.client.orchestration import get_client
 
-    import flows.recovery as recovery
+    import flows.escalation as escalation
     from tasks.inputs import who_key
     from tasks.people import reminder_timer
 
     reasons: list = []  # why the watcher would wake the run, each time it looks (a run of no deployment cannot be woken)
-    due = recovery.due
-    monkeypatch.setattr(recovery, "due", lambda who, now, done=lambda claim: False: reasons.append(due(who, now, done)) or reasons[-1])
+    due = escalation.due
+    monkeypatch.setattr(escalation, "due", lambda who, now, done=lambda claim: False: reasons.append(due(who, now, done)) or reasons[-1])
     with get_client(sync_client=True) as client:
         [run_id] = suspended(client, 1, deployed=True)
         run = client.read_flow_run(run_id)
@@ -194,16 +194,66 @@ def test_a_reminder_counts_from_the_tier_the_watcher_paged(pager, monkeypatch):
         client.create_flow_run_input(run.id, key=key, value=json.dumps(who))
 
         paged_at = datetime.now(timezone.utc)
-        recovery.wake_due(client)
+        escalation.wake_due(client)
         assert pager == [run_id] and reasons == [None]  # tier 1 paged by the watcher, nothing to wake for
         reminder = next(t for t in json.loads(client.read_flow_run_input(run.id, key))["timers"] if t["what"] == "reminder")
         assert datetime.fromisoformat(reminder["at"]) >= paged_at + timedelta(seconds=3)
         time.sleep(1.5)  # past the old reminder time
-        recovery.wake_due(client)
+        escalation.wake_due(client)
         assert reasons == [None], "the run would be woken for a reminder that the tier's page made early"
         time.sleep(max(0.0, (datetime.fromisoformat(reminder["at"]) - datetime.now(timezone.utc)).total_seconds()) + 0.1)
-        recovery.wake_due(client)
+        escalation.wake_due(client)
         assert reasons == [None, "reminder"]
+
+
+def test_a_wait_that_reminds_only_after_a_tier_gets_its_reminder_from_the_watchers_page(pager):
+    """A wait with `remind_every` and no first page has no reminder while it suspends; once the watcher pages its
+    tier, the record gets one, `remind_every` after that page (as the run's own loop would have it)."""
+    from prefect.client.orchestration import get_client
+
+    import flows.escalation as escalation
+    from tasks.inputs import who_key
+
+    with get_client(sync_client=True) as client:
+        [run_id] = suspended(client, 1, deployed=True)
+        run = client.read_flow_run(run_id)
+        key = who_key(run.state.state_details.run_input_keyset)
+        who = json.loads(client.read_flow_run_input(run.id, key))
+        who.update(remind_every=60.0, last_page=who["waiting_since"])
+        client.delete_flow_run_input(run.id, key)
+        client.create_flow_run_input(run.id, key=key, value=json.dumps(who))
+
+        paged_at = datetime.now(timezone.utc)
+        assert escalation.wake_due(client) == [] and pager == [run_id]
+        after = json.loads(client.read_flow_run_input(run.id, key))
+        [reminder] = [t for t in after["timers"] if t["what"] == "reminder"]
+        assert paged_at + timedelta(seconds=60) <= datetime.fromisoformat(reminder["at"]) <= datetime.now(timezone.utc) + timedelta(seconds=60)
+        assert reminder["claim"].startswith("reminder-confirm-") and after["paged"] == [0]
+
+
+def test_a_wait_whose_tier_comes_due_soon_has_its_record_read_ahead(pager, monkeypatch):
+    """The watcher's loop reads a wait's record up to AHEAD_SECONDS before its first timer, so that when 250 tiers
+    come due together each is a claim and a page, not a read first."""
+    import flows.escalation as escalation
+    from flows.lanes import Lanes
+    from prefect.client.orchestration import get_client
+
+    reads: list[str] = []
+    read_json = escalation.read_json
+    monkeypatch.setattr(escalation, "read_json", lambda client, run_id, key: reads.append(str(run_id)) or read_json(client, run_id, key))
+    lanes, ahead = Lanes(2), Lanes(1)
+    with get_client(sync_client=True) as client:
+        [run_id] = suspended(client, 1, deployed=True, due_in=3.0)
+        assert escalation.wake_due(client, lanes=lanes, ahead=ahead) == [] and pager == []  # not due yet: read ahead
+        deadline = time.monotonic() + 10
+        while reads != [run_id] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert reads == [run_id]
+        time.sleep(3.2)
+        escalation.wake_due(client, lanes=lanes, ahead=ahead)
+        while pager != [run_id] and time.monotonic() < deadline + 5:
+            time.sleep(0.1)
+        assert pager == [run_id] and reads == [run_id], "paged when due, from the record read ahead"
 
 
 def test_the_watchers_lanes_take_a_run_once_at_a_time_and_do_not_hold_up_the_pass():
@@ -250,7 +300,7 @@ def test_a_run_read_before_it_was_woken_is_not_woken_again(pager):
     woke it. That stale look must not propose Scheduled again (it could pull a started run back)."""
     from prefect.client.orchestration import get_client
 
-    import flows.recovery as recovery
+    import flows.escalation as escalation
     from tasks.inputs import put_input, read_json, who_key
 
     with get_client(sync_client=True) as client:
@@ -261,7 +311,7 @@ def test_a_run_read_before_it_was_woken_is_not_woken_again(pager):
         who.update(paged=[0], expires_at=(datetime.now(timezone.utc) - timedelta(seconds=1)).isoformat())
         put_input(client, run.id, key, json.dumps(who), exists=True)
         now = datetime.now(timezone.utc)
-        assert recovery._look_after(client, run, now) == (run_id, "expired")
-        assert recovery._look_after(client, run, now) is None  # the same, stale, view of the run
+        assert escalation._look_after(client, run, now) == (run_id, "expired")
+        assert escalation._look_after(client, run, now) is None  # the same, stale, view of the run
         names = [s.name for s in client.read_flow_run_states(run.id)]
     assert names.count("Resuming") == 1, names
