@@ -157,13 +157,13 @@ def hand_written(url: str):
 compiled = make_flow(runbook)
 # A compiled run hands its steps' records to a writer thread and waits for it only at its end (WRITER.flush): when
 # that wait ends is when its steps' work is done, so the parent counts up to it, not only to the last POST.
-import tasks.inputs as inputs
-flushed, _flush, running = {}, inputs.WRITER.flush, [None]
+import tasks.records as records
+flushed, _flush, running = {}, records.WRITER.flush, [None]
 def flush(*args, **kwargs):
     done = _flush(*args, **kwargs)
     flushed.setdefault(running[0], time.time())
     return done
-inputs.WRITER.flush = flush
+records.WRITER.flush = flush
 for repeat in range(repeats):  # the two in turn, so what else the machine does falls on both alike
     hand_written(f"{base_url}/hand-written/{repeat}")   # each run's POSTs under a path of their own
     running[0] = repeat

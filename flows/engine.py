@@ -27,7 +27,7 @@ from runbooks.parameters import ParameterError, validate_parameters
 from runbooks.settings import get_settings
 from tasks.client import sync_client
 from tasks.incident import Incident, IncidentEnded, alert_summary, run_url
-from tasks.inputs import WRITER, read_done_steps
+from tasks.records import WRITER, read_done_steps
 from tasks.kinds import HANDLERS
 from tasks.people import ask
 from tasks.steps import StepFailed, plain, summary

@@ -107,7 +107,7 @@ class Incident:
         # True in the attempt that started the incident (it won the `started` claim): no step can have acted before
         # it, so an acting step need not look for its record first (tasks/steps.py).
         self.first_attempt = False
-        # In a later attempt, the steps an earlier one recorded done (tasks/inputs.py read_done_steps): the others
+        # In a later attempt, the steps an earlier one recorded done (tasks/records.py read_done_steps): the others
         # need not look for a record before they act. None: unknown, each looks.
         self.done_steps: set[str] | None = None
 

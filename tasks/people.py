@@ -11,7 +11,7 @@ person, a rule the server cannot check) makes the step ask again under `n+1`.
 Restarts: the asks, answers and expiry markers are flow run inputs (`paused-<step>-<n>-who|response|expired`),
 so a run that starts again from the top (crash + `runbook recover`, or a suspended wait resumed) replays them
 in order (`replay`) instead of asking again. From a deployment a wait suspends the run (its process exits);
-the escalation watcher wakes it when a tier or the expiry is due (flows/recovery.py). A long `wait` step
+the escalation watcher wakes it when a tier or the expiry is due (flows/escalation.py). A long `wait` step
 suspends the same way (tasks/wait.py), woken at its end.
 """
 
@@ -40,8 +40,9 @@ from tasks.client import sync_client
 from tasks.forms import ANSWERED_BY, default_answer, describe, form_model, options, reason, validate_answer
 from tasks.incident import Incident, IncidentEnded
 from tasks.steps import StepFailed, plain, summary
-from tasks.inputs import (KEYSET_PREFIXES, WRITER, ask_base, earlier_track_runs, inputs_under, mark_expired, next_due_message, pause_key,
+from tasks.inputs import (KEYSET_PREFIXES, ask_base, earlier_track_runs, inputs_under, mark_expired, next_due_message, pause_key,
                           put_input, read_input, who_key)
+from tasks.records import WRITER
 
 
 FIRST_TIME = "_first_time"  # on a replayed answer: whether this attempt is the first to see it
@@ -172,7 +173,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
     `tiers` is [(seconds_after_start, roles, text)], `allowed` the people who may answer (empty: anyone),
     `first` the roles and text paged when the wait began (what `remind_every` repeats, e.g. a voice call).
     Call `replay` first. When `suspends_waits()`, the run is suspended instead (its process exits) and the
-    escalation watcher (flows/recovery.py) wakes it when a tier or the expiry is due.
+    escalation watcher (flows/escalation.py) wakes it when a tier or the expiry is due.
     """
     run_id = run_id_here()
     slot = (str(run_id), step.id)
@@ -205,7 +206,7 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
                 incident.page(current_tier[0], current_tier[1], step=step.id, answer_options=options(kind))
 
     def timers() -> list[dict]:
-        """Everything due while the run is suspended, for the escalation watcher (flows/recovery.py)."""
+        """Everything due while the run is suspended, for the escalation watcher (flows/escalation.py)."""
         out = [{"what": f"tier {i + 1}", "at": at_text(started + after)} for i, (after, _, _) in enumerate(tiers) if i not in paged]
         if remind_every and current_tier:
             out.append(reminder_timer(step.id, started, last_page, remind_every))

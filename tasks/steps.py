@@ -20,7 +20,8 @@ from prefect.exceptions import ObjectNotFound
 from runbooks.model import KINDS, StepBase
 from tasks.client import sync_client
 from tasks.incident import Incident
-from tasks.inputs import WRITER, create_once, read_input, step_records
+from tasks.inputs import create_once, read_input
+from tasks.records import WRITER, handed_over, step_records
 
 Walk = Callable[[Incident, list], None]
 Handler = Callable[[Incident, Any, Walk], dict]
@@ -61,7 +62,7 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
     """A task run named after the step, with the step's retries and timeout.
 
     Given `inc`, a kind that acts on the world is done once per incident: its result is persisted under
-    "<flow run id>:<step id>" on the Prefect server (tasks/inputs.py: StepRecords), so a run that starts again
+    "<flow run id>:<step id>" on the Prefect server (tasks/records.py: StepRecords), so a run that starts again
     from the top (a suspended wait resumed, a crashed run recovered, on this machine or another) finds it
     Cached instead of acting twice. The record is written once the step has acted, by the process's record
     writer (the next step does not wait for it; the flow flushes it before its process lets the run go): a
@@ -132,14 +133,19 @@ def _marked(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[.
     A later attempt of the run that finds the mark of another task run, and no done record (else it
     would be Cached), knows an earlier process died while the step acted: it acts again, erring on
     the side of doing it twice rather than never, and puts that on the journal for the responders.
-    The mark goes to the process's record writer (tasks/inputs.py: WRITER), so the action does not wait
+    The mark goes to the process's record writer (tasks/records.py: WRITER), so the action does not wait
     for the server; a process that dies before it is written leaves no mark, and its next attempt acts
-    again unannounced.
+    again unannounced. In the attempt that started the incident no earlier mark can be there to find, so
+    a mark whose step is done by the time the writer gets to it is not written at all: the done record
+    says more, and a step then costs one write, not two (the writer would otherwise fall behind quick steps).
     """
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         this = str(TaskRunContext.get().task_run.id)
-        WRITER.later(lambda client: _mark_begun(client, inc, step, this))
+        if inc.first_attempt:
+            WRITER.later(lambda client: handed_over(inc.id, step.id) or create_once(client, inc.id, f"began-{step.id}", this))
+        else:
+            WRITER.later(lambda client: _mark_begun(client, inc, step, this))
         return fn(*args, **kwargs)
 
     return run

@@ -27,7 +27,8 @@ from prefect.states import Crashed
 
 from flows.answers import answer_step
 from flows.launch import start_incident
-from tasks.inputs import WRITER, read_done_steps, read_input, step_records
+from tasks.inputs import read_input
+from tasks.records import WRITER, read_done_steps, step_records
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # what the served stack and every worker set
@@ -131,7 +132,7 @@ def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing
     failure (CI saw an incident fail when its first step came as the server stopped)."""
     import httpx
 
-    import tasks.inputs as inputs
+    import tasks.records as inputs
 
     tries = []
 
@@ -153,7 +154,7 @@ def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing
 def test_incidents_that_start_together_on_a_new_server_all_find_the_records_block(monkeypatch, slept):
     """On a new server every first incident finds no block and saves it at once; a save that fails on what another
     is registering is tried again, not the step's failure (a burst on a new server failed one incident in five)."""
-    import tasks.inputs as inputs
+    import tasks.records as inputs
 
     calls = []
 

@@ -1,0 +1,233 @@
+"""Where the steps that act keep their done records, and the thread that writes them.
+
+A step that acts is done once per incident (tasks/steps.py: step_task): Prefect persists its result through
+the result storage `StepRecords`, which keeps it as the input `done-<step>` of the incident's flow run on the
+Prefect server, so every worker sees it whatever its disk. The records are written by one thread per process
+(`WRITER`), in the order handed over, so a step does not wait for the server; the flow flushes it at every way
+out of the incident.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from typing import Any, Callable
+from uuid import UUID
+
+from prefect.context import SettingsContext, get_settings_context
+from prefect.filesystems import WritableFileSystem
+from prefect.settings import PREFECT_API_URL
+
+from tasks.client import sync_client
+from tasks.inputs import create_once, inputs_under, prefect_away, read_input
+
+logger = logging.getLogger("runbook.inputs")
+
+
+class StepRecords(WritableFileSystem):
+    """Prefect result storage kept on the Prefect server: a step's result is an input of its incident's flow run.
+
+    Prefect stores a result under its cache key, "<flow run id>:<step id>" (tasks/steps.py: step_task);
+    here that is the input `done-<step id>` of that run. Every worker sees it whatever its own disk,
+    a recovered incident that lands on another machine finds its finished steps Cached, and the
+    record goes with the run. The first record of a step stays (the server keeps one value per key).
+    """
+
+    _block_type_name = "Runbook step records"
+    _block_type_slug = "runbook-step-records"
+    _description = "Results of the steps that act, kept as inputs of the incident's flow run on the Prefect server."
+
+    def read_path(self, path: str, _sync: bool | None = None) -> bytes:
+        if path in _records_read:  # Prefect reads a cached step's record twice (does it exist, then read it)
+            return _records_read[path]
+        run_id, key = _done_key(path)
+        with sync_client() as client:
+            value = read_input(client, run_id, key)
+        if value is None:
+            raise FileNotFoundError(path)
+        record = _keep_record(path, value)
+        if record is None:
+            raise FileNotFoundError(f"{path}: not a JSON step record")
+        return record
+
+    def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
+        """Handed to this process's `WRITER`: the next step goes on while the record travels (see `Writer`)."""
+        run_id, key = _done_key(path)
+        value = content.decode()
+        _handed.add(path)
+
+        def write(client) -> None:
+            try:
+                create_once(client, run_id, key, value)
+            finally:
+                _handed.discard(path)
+
+        WRITER.later(write)
+        return path
+
+
+# The done records handed to the writer and not yet written, by path ("<flow run id>:<step id>").
+_handed: set[str] = set()
+
+
+def handed_over(run_id: str, step_id: str) -> bool:
+    """Whether the step's done record is waiting in this process's writer (it will be on the server before the process
+    lets its run go)."""
+    return f"{run_id}:{step_id}" in _handed
+
+
+# The step records this process has read, by path: only records found (one not there yet may be written any moment).
+_records_read: dict[str, bytes] = {}
+
+
+def _keep_record(path: str, value: str) -> bytes | None:
+    """A done record as Prefect reads it, kept for the process (a record, once there, never changes: the first stays).
+
+    SECURITY: a record names its own serializer, and whoever may write a run's inputs could write one that says
+    pickle; only JSON records are read (step_task writes JSON), anything else counts as none."""
+    try:
+        serializer = json.loads(value)["metadata"]["serializer"]["type"]
+    except (ValueError, KeyError, TypeError):
+        serializer = None
+    if serializer != "json":
+        return None
+    if len(_records_read) > 1000:
+        _records_read.clear()
+    record = _records_read[path] = value.encode()
+    return record
+
+
+def read_done_steps(run_id: str) -> set[str] | None:
+    """The steps of a run that have a done record, read in one request as an attempt starts (their records kept for
+    Prefect's cache lookups); None if the server could not say (each step then looks for its own record).
+
+    What is not there now was not done by an earlier attempt: only this attempt's process writes the run's records
+    from here on (a second process on one incident is what recovery prevents), so those steps need not look."""
+    try:
+        with sync_client() as client:
+            found = inputs_under(client, run_id, "done-")
+    except Exception as exc:  # noqa: BLE001  (the slower way still works)
+        logger.warning("could not read the done steps of %s (%s); each step looks for its own record", run_id, exc)
+        return None
+    return {key.removeprefix("done-") for key, value in found.items()
+            if _keep_record(f"{run_id}:{key.removeprefix('done-')}", value) is not None}
+
+
+STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that every task names
+
+
+def _done_key(path: str) -> tuple[UUID, str]:
+    run_id, _, step_id = path.partition(":")
+    return UUID(run_id), f"done-{step_id}"
+
+
+def step_records() -> StepRecords:
+    """The saved StepRecords block of this process's server (Prefect asks a task's result storage to be saved).
+
+    Read once per process, before its first step that acts. If Prefect is away then (down, restarting, busy), the
+    step waits for it, asking again every few seconds: an incident must not fail because Prefect was away."""
+    delay = 1.0
+    while True:
+        try:
+            return _step_records(PREFECT_API_URL.value())
+        except Exception as exc:
+            if not prefect_away(exc):
+                raise
+            logger.warning("Prefect is away (%s): the step waits for it before it acts, to keep its record there", exc)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+REGISTER_TRIES = 6
+
+
+@functools.lru_cache
+def _step_records(api_url: str | None) -> StepRecords:
+    """Load the block, or save it when this server has none yet. Incidents that start together on a new server all
+    save it at once, and a save can fail on what another is registering before that one's block is there to load:
+    each tries again a moment later (else a burst on a new server failed one incident in five at its first action)."""
+    for attempt in range(REGISTER_TRIES):
+        try:
+            return StepRecords.load(STEP_RECORDS)
+        except ValueError:  # not on this server yet: the first process saves it
+            pass
+        try:
+            records = StepRecords()
+            records.save(STEP_RECORDS, overwrite=True)
+            return records
+        except Exception as exc:  # noqa: BLE001  (another process is registering it at the same moment)
+            if prefect_away(exc):
+                raise
+            time.sleep(0.1 * 2 ** attempt)
+    return StepRecords.load(STEP_RECORDS)  # the other's by now, or its error says what is wrong
+
+
+class Writer:
+    """One thread per process that writes a run's records to the server in the order they were handed over.
+
+    A step that acts hands over its done record (and its began mark) and goes on, instead of waiting
+    ~70 ms for the server each time. What is handed over is written before the process lets its run go:
+    `flush()` at every way out of the incident's flow (a suspended wait, the end, an error). A process
+    killed before then loses the records not yet written: those steps act again on the next attempt and
+    the journal says so (`step.interrupted`), as when a process dies between acting and recording.
+    """
+
+    def __init__(self) -> None:
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)  # a forked child starts a thread of its own, its locks free
+
+    def _reset(self) -> None:
+        self._jobs: queue.Queue = queue.Queue()
+        self._idle = threading.Condition()
+        self._pending = 0
+        self._thread: threading.Thread | None = None
+
+    def later(self, job: Callable[[Any], Any]) -> None:
+        """Run `job(client)` on the writer thread, after every job handed over before it, with the Prefect
+        settings of the caller (a warm run may run under settings of its own: app/warm.py)."""
+        settings = get_settings_context()
+        with self._idle:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, args=(self._jobs,), daemon=True, name="run-records")
+                self._thread.start()
+            self._pending += 1
+        self._jobs.put((settings.profile, settings.settings, job))
+
+    def flush(self, timeout: float = 60.0) -> bool:
+        """Wait until every job handed over so far is done; False if some were still left after `timeout`."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._pending:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    logger.warning("%d run records not yet written to the server after %g s", self._pending, timeout)
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def _run(self, jobs: queue.Queue) -> None:
+        client, bound_to = None, None  # one client for the process's records, made again if the settings change
+        while True:
+            profile, settings, job = jobs.get()
+            try:
+                if settings is not bound_to:
+                    if client is not None:
+                        client.__exit__(None, None, None)
+                    with SettingsContext(profile=profile, settings=settings):
+                        client = sync_client().__enter__()
+                    bound_to = settings
+                job(client)
+            except Exception as exc:  # the server unreachable after the client's own retries: the record is lost
+                logger.warning("could not write a run record to the server: %s", exc)
+            finally:
+                with self._idle:
+                    self._pending -= 1
+                    self._idle.notify_all()
+
+
+WRITER = Writer()
