@@ -42,7 +42,7 @@ if PREFECT_API_URL.value():
         pass
 
 try:
-    # The first block a run loads (the steps' done records, tasks/inputs.py) makes Prefect import every
+    # The first block a run loads (the steps' done records, tasks/records.py) makes Prefect import every
     # collection (this project's runbook worker, prefect.workers): 0.9 s each run would spend before its first
     # step. Imported here; the block itself is loaded by each run (one request): loading it emits an event, and
     # Prefect's events worker would start threads in the forkserver, which must fork from a single thread.

@@ -28,9 +28,9 @@ from flows.lanes import LANES, Lanes, side_by_side
 from flows.recovery import NotRecoverable, declare_dead, detached, heal_crashed, mine, runs_in, silence_limit
 from tasks.client import sync_client
 from tasks.inputs import base_of, mark_expired, next_due, put_input, read_input, read_json, who_key
-from tasks.people import page_tier, reminder_timer
+from tasks.tiers import page_tier, reminder_timer
 
-log = logging.getLogger("runbook.recovery")
+log = logging.getLogger("runbook.escalation")
 
 
 def due(who: dict, now: datetime, done=lambda claim: False) -> str | None:
@@ -95,8 +95,9 @@ def next_look(who: dict, now: datetime) -> datetime | None:
     return min(later, default=None)
 
 
-# The records of waits read ahead of their first timer, by run id: (state id, record). A record changes only with
-# its run's state (a new wait) or when a watcher pages a tier, and the tier's claim is what says that (page_due_tiers).
+# The records of waits as this watcher last had them, read ahead of their first timer or when it looked, by run id:
+# (state id, record). A record changes with its run's state (a new wait); within one state a watcher pages tiers
+# (each tier's claim says it was paged, whoever looks) and moves the reminder, here in the record it keeps.
 _read_ahead: dict[UUID, tuple[UUID, dict]] = {}
 AHEAD_SECONDS = 30.0
 
@@ -115,8 +116,8 @@ def _due_soon(run: FlowRun, now: datetime) -> bool:
 
 def _read_record(client, run: FlowRun) -> None:
     who = read_json(client, run.id, who_key(run.state.state_details.run_input_keyset))
-    if who is not None:
-        _read_ahead[run.id] = (run.state.id, who)
+    if who is not None and _read_ahead.setdefault(run.id, (run.state.id, who))[0] != run.state.id:
+        _read_ahead[run.id] = (run.state.id, who)  # a new wait's (a lane that looked meanwhile keeps its own)
 
 
 def _something_due(run: FlowRun, now: datetime) -> bool:
@@ -135,9 +136,13 @@ def _look_after(client, run: FlowRun, now: datetime) -> tuple[str, str] | None:
     """Page a suspended run's due tiers; wake it when anything else is due: (run id, reason) when woken."""
     details = run.state.state_details
     read = _read_ahead.get(run.id)
-    who = read[1] if read is not None and read[0] == run.state.id else read_json(client, run.id, who_key(details.run_input_keyset))
-    if who is None:
-        return None
+    if read is not None and read[0] == run.state.id:
+        who = read[1]
+    else:
+        who = read_json(client, run.id, who_key(details.run_input_keyset))
+        if who is None:
+            return None
+        _read_ahead[run.id] = (run.state.id, who)  # the tiers paged and the reminder moved below are kept in it
     try:
         page_due_tiers(client, run, who, now)
     except NotRecoverable as exc:  # one broken runbook does not hold up the other incidents' timers
@@ -165,17 +170,20 @@ def page_due_tiers(client, run: FlowRun, who: dict, now: datetime) -> None:
     if not due_tiers or "text" not in due_tiers[0][1]:
         return
     incident = detached(run)
+    sent = []
     for index, tier in due_tiers:
-        page_tier(incident, who["step"], who.get("kind", "manual"), who["wait_key"], index, tier["roles"], tier["text"],
-                  tier.get("plan_seconds", 0))
+        if page_tier(incident, who["step"], who.get("kind", "manual"), who["wait_key"], index, tier["roles"], tier["text"],
+                     tier.get("plan_seconds", 0)):
+            sent.append(index)
         paged.add(index)
     reminds = _remind_from(who, now)
     who.update(paged=sorted(paged), last_page=now.isoformat())
     if reminds:  # else the record stays as it is: each tier's claim says it was paged, to all who look
         put_input(client, run.id, who_key(run.state.state_details.run_input_keyset), json.dumps(who, ensure_ascii=False),
                   exists=True)
-    log.info("paged %s of %s (%s, step %s)", ", ".join(f"tier {i + 1}" for i, _ in due_tiers), run.name,
-             who.get("runbook"), who.get("step"))
+    if sent:
+        log.info("paged %s of %s (%s, step %s)", ", ".join(f"tier {i + 1}" for i in sent), run.name, who.get("runbook"),
+                 who.get("step"))
 
 
 def _remind_from(who: dict, now: datetime) -> bool:
@@ -198,7 +206,7 @@ def watch(poll_seconds: float = 5.0) -> None:
     log.info("escalation watcher started: a pass every %g s; a running incident silent for %s s is dead",
              poll_seconds, silence_limit())
     reachable_since = time.monotonic()
-    lanes, ahead = Lanes(), Lanes(1)
+    lanes, ahead = Lanes(), Lanes(1, name="watcher-ahead")
     while True:
         started = time.monotonic()
         try:

@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import FlowRun
 
 from tasks.client import keeping, sync_client
 
-log = logging.getLogger("runbook.recovery")
+log = logging.getLogger("runbook.escalation")
 LANES = 8  # suspended runs with something due looked after side by side
 
 
@@ -40,9 +40,9 @@ class Lanes:
     hands over what has come due, and a run still being looked after is not handed over again.
     """
 
-    def __init__(self, size: int = LANES):
+    def __init__(self, size: int = LANES, name: str = "watcher-lane"):
         self._size = size
-        self._pool = ThreadPoolExecutor(size, thread_name_prefix="watcher-lane")
+        self._pool = ThreadPoolExecutor(size, thread_name_prefix=name)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._busy: set[UUID] = set()

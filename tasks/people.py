@@ -43,6 +43,7 @@ from tasks.steps import StepFailed, plain, summary
 from tasks.inputs import (KEYSET_PREFIXES, ask_base, earlier_track_runs, inputs_under, mark_expired, next_due_message, pause_key,
                           put_input, read_input, who_key)
 from tasks.records import WRITER
+from tasks.tiers import at_text, epoch, page_tier, paged_meanwhile, reminder_timer, wait_key
 
 
 FIRST_TIME = "_first_time"  # on a replayed answer: whether this attempt is the first to see it
@@ -151,21 +152,6 @@ def suspends_waits() -> bool:
     return os.environ.get("RUNBOOK_SUSPEND_WAITS", "true").strip().lower() not in ("0", "false", "no", "off")
 
 
-def reminder_timer(step_id: str, started: float, last_page: float, every: float) -> dict:
-    """A wait's next reminder (times in epoch seconds): `every` after the last page, claimed once per period of the
-    wait, so one reminder goes out whichever attempt of the run, or watcher, gets to it."""
-    at = last_page + every
-    return {"what": "reminder", "at": at_text(at), "claim": f"reminder-{pause_key(step_id, int((at - started) // every))}"}
-
-
-def at_text(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat()
-
-
-def _epoch(text: str) -> float:
-    return datetime.fromisoformat(text).timestamp()
-
-
 def wait_for_answer(incident, step, *, kind: str, description: str, allowed: list, tiers: list, remind_every: float | None,
                     expires: float | None, first: tuple[list[str], str] | None = None) -> dict[str, Any]:
     """Pause this flow run until an accepted answer arrives; page tiers meanwhile; raise Expired at expiry.
@@ -180,13 +166,15 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
     model = form_model(step, kind=kind)
     poll = get_settings().answer_poll_seconds
     carried = _carried.get(slot)
-    started = _epoch(carried["waiting_since"]) if carried else time.time()
+    started = epoch(carried["waiting_since"]) if carried else time.time()
     paged: set[int] = set(carried.get("paged", [])) if carried else set()
-    last_page = _epoch(carried["last_page"]) if carried and carried.get("last_page") else started
+    last_page = epoch(carried["last_page"]) if carried and carried.get("last_page") else started
+    suspend = suspends_waits()
+    if carried and suspend and any(i not in paged and time.time() - started >= after for i, (after, _, _) in enumerate(tiers)):
+        last_page = paged_meanwhile(run_id, wait_key(step.id, started), len(tiers), paged, last_page)
     # who was paged last: reminders repeat it (the wait's first page until a tier takes over)
     current_tier = (tiers[max(paged)][1], tiers[max(paged)][2]) if paged else first
     notice = ""
-    suspend = suspends_waits()
 
     def escalate(now: float) -> None:
         nonlocal current_tier, last_page
@@ -273,23 +261,6 @@ def wait_for_answer(incident, step, *, kind: str, description: str, allowed: lis
             answer["waited_seconds"] = round(time.time() - started, 2)
             return answer
     raise RuntimeError("too many refused answers")
-
-
-def wait_key(step_id: str, started: float) -> str:
-    """One wait of one step (a step may wait again later: a repeat, a retry): names the claims of its tiers."""
-    return f"{step_id}-{int(started)}"
-
-
-def page_tier(incident: Incident, step_id: str, kind: str, key: str, index: int, roles: list[str], text: str,
-              plan_seconds: float) -> bool:
-    """Page one escalation tier of a wait, once whoever gets there first (the waiting run, or the watcher while it
-    is suspended: tiers need no process of the incident, nor one of its runbook's concurrency slots)."""
-    if not incident.claim(f"tier-{key}-{index + 1}"):
-        return False
-    incident.record("escalation.tier", f"no answer after {human(plan_seconds)}: paging {', '.join(roles)}",
-                    step=step_id, tier=index + 1, roles=roles)
-    incident.page(roles, text, step=step_id, answer_options=options(kind))
-    return True
 
 
 def refuse(incident: Incident, step, ask: int, raw: str | None, exc: Exception, *, via: str) -> str:

@@ -57,28 +57,24 @@ class StepRecords(WritableFileSystem):
 
     def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
         """Handed to this process's `WRITER`: the next step goes on while the record travels (see `Writer`)."""
-        run_id, key = _done_key(path)
-        value = content.decode()
-        _handed.add(path)
-
-        def write(client) -> None:
-            try:
-                create_once(client, run_id, key, value)
-            finally:
-                _handed.discard(path)
-
-        WRITER.later(write)
+        _handed.setdefault(path, content.decode())  # the first record of a step stays, as on the server
+        WRITER.later(lambda client: write_handed(client, path))
         return path
 
 
 # The done records handed to the writer and not yet written, by path ("<flow run id>:<step id>").
-_handed: set[str] = set()
+_handed: dict[str, str] = {}
 
 
-def handed_over(run_id: str, step_id: str) -> bool:
-    """Whether the step's done record is waiting in this process's writer (it will be on the server before the process
-    lets its run go)."""
-    return f"{run_id}:{step_id}" in _handed
+def write_handed(client, path: str) -> bool:
+    """Write a step's done record now if it is still waiting in the writer (a job ahead of its own may take it:
+    tasks/steps.py _marked); False when there was none left to write."""
+    value = _handed.pop(path, None)
+    if value is None:
+        return False
+    run_id, key = _done_key(path)
+    create_once(client, run_id, key, value)
+    return True
 
 
 # The step records this process has read, by path: only records found (one not there yet may be written any moment).
@@ -186,6 +182,7 @@ class Writer:
         self._idle = threading.Condition()
         self._pending = 0
         self._thread: threading.Thread | None = None
+        _handed.clear()  # a forked child writes only its own run's records
 
     def later(self, job: Callable[[Any], Any]) -> None:
         """Run `job(client)` on the writer thread, after every job handed over before it, with the Prefect

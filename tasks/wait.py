@@ -24,7 +24,8 @@ from tasks.client import sync_client
 from tasks.incident import Incident
 from runbooks.settings import get_settings
 from tasks.inputs import pause_key, prefect_away, read_input
-from tasks.people import at_text, pause_run, run_id_here, suspends_waits, wait_key
+from tasks.people import pause_run, run_id_here, suspends_waits
+from tasks.tiers import at_text, wait_key
 from tasks.steps import Walk, runs, step_task
 
 @runs("wait")

@@ -132,7 +132,7 @@ def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing
     failure (CI saw an incident fail when its first step came as the server stopped)."""
     import httpx
 
-    import tasks.records as inputs
+    import tasks.records as records
 
     tries = []
 
@@ -142,19 +142,19 @@ def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing
             raise httpx.ConnectError("[Errno 111] Connection refused")
         return "the block"
 
-    monkeypatch.setattr(inputs, "_step_records", load)
-    assert inputs.step_records() == "the block"
+    monkeypatch.setattr(records, "_step_records", load)
+    assert records.step_records() == "the block"
     assert len(tries) == 3 and slept == [1.0, 2.0]
 
-    monkeypatch.setattr(inputs, "_step_records", lambda api_url: (_ for _ in ()).throw(ValueError("a bad block")))
+    monkeypatch.setattr(records, "_step_records", lambda api_url: (_ for _ in ()).throw(ValueError("a bad block")))
     with pytest.raises(ValueError):  # anything else is not Prefect being away: it fails as before
-        inputs.step_records()
+        records.step_records()
 
 
 def test_incidents_that_start_together_on_a_new_server_all_find_the_records_block(monkeypatch, slept):
     """On a new server every first incident finds no block and saves it at once; a save that fails on what another
     is registering is tried again, not the step's failure (a burst on a new server failed one incident in five)."""
-    import tasks.records as inputs
+    import tasks.records as records
 
     calls = []
 
@@ -169,9 +169,9 @@ def test_incidents_that_start_together_on_a_new_server_all_find_the_records_bloc
         raise RuntimeError("409: the block schema is being registered by another process")
 
     # patched on the class itself, not a subclass: a subclass would take the block type's place in Prefect's registry
-    monkeypatch.setattr(inputs.StepRecords, "load", classmethod(load))
-    monkeypatch.setattr(inputs.StepRecords, "save", save)
-    assert inputs._step_records.__wrapped__("http://the-server/api") == "the other's block"
+    monkeypatch.setattr(records.StepRecords, "load", classmethod(load))
+    monkeypatch.setattr(records.StepRecords, "save", save)
+    assert records._step_records.__wrapped__("http://the-server/api") == "the other's block"
     assert calls == ["load", "save", "load", "save", "load"] and slept == [0.1, 0.2]
 
 

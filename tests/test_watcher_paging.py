@@ -166,8 +166,9 @@ def test_a_wait_whose_tier_was_paged_is_not_read_again_until_its_next_tier(pager
             assert escalation.wake_due(client) == []
         assert reads == [run_id] and pager == [run_id]
         time.sleep(max(0.0, (second - datetime.now(timezone.utc)).total_seconds()) + 0.1)
-        assert escalation.wake_due(client) == [] and pager == [run_id, run_id] and len(reads) == 2  # tier 2, when due
-        assert escalation.wake_due(client) == [] and len(reads) == 2  # and nothing more to look at
+        # tier 2, when due, from the record the watcher kept (with tier 1 paged in it): no second read
+        assert escalation.wake_due(client) == [] and pager == [run_id, run_id] and len(reads) == 1
+        assert escalation.wake_due(client) == [] and len(reads) == 1  # and nothing more to look at
 
 
 def test_a_reminder_counts_from_the_tier_the_watcher_paged(pager, monkeypatch):
@@ -177,7 +178,7 @@ def test_a_reminder_counts_from_the_tier_the_watcher_paged(pager, monkeypatch):
 
     import flows.escalation as escalation
     from tasks.inputs import who_key
-    from tasks.people import reminder_timer
+    from tasks.tiers import reminder_timer
 
     reasons: list = []  # why the watcher would wake the run, each time it looks (a run of no deployment cannot be woken)
     due = escalation.due
@@ -254,6 +255,24 @@ def test_a_wait_whose_tier_comes_due_soon_has_its_record_read_ahead(pager, monke
         while pager != [run_id] and time.monotonic() < deadline + 5:
             time.sleep(0.1)
         assert pager == [run_id] and reads == [run_id], "paged when due, from the record read ahead"
+
+
+def test_a_resumed_run_learns_from_the_claims_which_tiers_went_out_while_it_was_suspended(pager):
+    """The watcher does not write the wait's record again for a tier it pages: the run that resumes reads the tiers'
+    claims, so it neither claims them again nor counts its reminders from the wrong page."""
+    from prefect.client.orchestration import get_client
+
+    from tasks.tiers import epoch, paged_meanwhile
+
+    with get_client(sync_client=True) as client:
+        [run_id] = suspended(client, 1)
+        first, second = "2026-12-01T10:00:00+00:00", "2026-12-01T10:10:00+00:00"
+        for name, at in (("once-tier-confirm-1700-1", first), ("once-tier-confirm-1700-2", second),
+                         ("once-tier-confirm-1700-9", second), ("once-tier-confirm-17001-3", second)):
+            client.create_flow_run_input(run_id, key=name, value=at)
+        paged: set[int] = set()
+        assert paged_meanwhile(run_id, "confirm-1700", 3, paged, epoch(first) - 60) == epoch(second)
+        assert paged == {0, 1}, "tiers 1 and 2 of this wait; not a tier it does not have, nor another wait's"
 
 
 def test_the_watchers_lanes_take_a_run_once_at_a_time_and_do_not_hold_up_the_pass():
