@@ -60,8 +60,11 @@ BEFORE = ("How it got here, all on this machine with 250 incidents on PostgreSQL
           "(the server answered 503, busy, to the bench's own calls throughout), and of those, 8.71 / 15.04 / 16.43 s, 98 "
           "of 161; 23:41, with all of these and the server's SQLite writes locking first (app/prefect_server.py: no more "
           "503), tiers due 240 s after the first start: 199 of 250 reached their wait in time, every one of the 199 paged "
-          "within 10 s (3.62 / 7.80 / 8.81 s); the tiers now come due 330 s after, so that all 250 wait: the SQLite table. On PostgreSQL, in the tiers' 15 s the two CPUs are saturated (load 5.6 after): 20 incidents hold every slot and 20 "
-          "more ask for one again and again.")
+          "within 10 s (3.62 / 7.80 / 8.81 s); the tiers then came due 330 s after, so that all 250 wait: 7.48 / 13.91 / 16.12 s, 185 "
+          "of 250 on SQLite. 2026-12-01, a tier's page no longer writes the wait's record again (its claim says it was "
+          "paged; the record's delete and create were 43 % of a lane's time): SQLite 1.85 / 3.42 / 4.23 s, 250 of 250 "
+          "(241 just before); PostgreSQL, its tiers due within 8 s, 5.47 / 10 / 10.79 s, 238 of 250. Then the records "
+          "of the waits read up to 30 s before their first timer, so a due tier is a claim and a page: the tables.")
 
 ESCALATION_RUNBOOK = f"""\
 id: {RUNBOOK}
@@ -381,7 +384,8 @@ def section(r: dict) -> str:
         "",
         f"{r['waiting']} incidents of one runbook Suspended at a manual step with one escalation tier, on the served stack "
         "(`app.stack serve`, runs forked warm) and one escalation watcher (`app.stack watcher 1`: a pass every second, "
-        "handing the runs with a tier due to 8 lanes that page them; the pass times below are the passes alone), "
+        "handing the runs with a tier due to 8 lanes that page them, and those due within 30 s to a thread that reads "
+        "their waits' records ahead; the pass times below are the passes alone), "
         f"one temporary Prefect server on {r.get('database', 'SQLite')}. Once all wait, "
         f"{r['busy_started']} busy incidents of the same runbook (`concurrency_limit: {r['limit']}`) start: an action whose "
         "request the bench holds, so they keep every slot while the rest wait `AwaitingConcurrencySlot`. "
