@@ -14,7 +14,6 @@ keyset after the state, so a suspended wait's inputs start `suspended-`.
 from __future__ import annotations
 
 import json
-import logging
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -25,8 +24,6 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilt
 from prefect.exceptions import ObjectNotFound
 
 from tasks.client import sync_client
-
-logger = logging.getLogger("runbook.inputs")
 
 RESOLUTION_KEY = "alert-resolved"
 KEYSET_PREFIXES = ("paused", "suspended")  # Prefect's keyset starts with the state's name

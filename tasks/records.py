@@ -26,7 +26,7 @@ from prefect.settings import PREFECT_API_URL
 from tasks.client import sync_client
 from tasks.inputs import create_once, inputs_under, prefect_away, read_input
 
-logger = logging.getLogger("runbook.inputs")
+logger = logging.getLogger("runbook.records")
 
 
 class StepRecords(WritableFileSystem):
