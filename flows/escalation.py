@@ -62,14 +62,15 @@ def wake_due(client, now: datetime | None = None, lanes: int | "Lanes" = LANES,
     for gone in (set(_next_look.copy()) | set(_read_ahead.copy())) - {run.id for run in paused}:  # woken, answered or
         _next_look.pop(gone, None)  # ended since (copies: the lanes add)
         _read_ahead.pop(gone, None)
-    todo = [run for run in paused if _something_due(run, now)]
+    waiting = [run for run in paused if _suspended_here(run)]
+    todo = [run for run in waiting if _something_due(run, now)]
     if isinstance(lanes, Lanes):
         for run in todo:
             lanes.submit(run, lambda own, run: _look_after(own, run, datetime.now(timezone.utc)))
         found = lanes.finished()
         if ahead is not None:
             handed = {run.id for run in todo}
-            for run in paused:
+            for run in waiting:
                 if run.id not in handed and _due_soon(run, now):
                     ahead.submit(run, _read_record)
             ahead.finished()
@@ -102,11 +103,15 @@ _read_ahead: dict[UUID, tuple[UUID, dict]] = {}
 AHEAD_SECONDS = 30.0
 
 
-def _due_soon(run: FlowRun, now: datetime) -> bool:
-    """Whether a suspended wait of ours has its next timer within AHEAD_SECONDS and its record not yet read ahead."""
+def _suspended_here(run: FlowRun) -> bool:
+    """Whether a paused run is a suspended wait (its process gone) of an incident whose runbook this watcher has.
+    A blocking pause escalates in its own process."""
     details = run.state.state_details
-    if not details.pause_reschedule or not details.run_input_keyset or not mine(run):
-        return False
+    return bool(details.pause_reschedule and details.run_input_keyset) and mine(run)
+
+
+def _due_soon(run: FlowRun, now: datetime) -> bool:
+    """Whether a suspended wait has its next timer within AHEAD_SECONDS and its record not yet read ahead."""
     if _read_ahead.get(run.id, (None,))[0] == run.state.id:
         return False
     looked = _next_look.get(run.id)
@@ -121,10 +126,7 @@ def _read_record(client, run: FlowRun) -> None:
 
 
 def _something_due(run: FlowRun, now: datetime) -> bool:
-    """Whether a paused run is a suspended wait of ours whose first timer (in its state message) is due."""
-    details = run.state.state_details
-    if not details.pause_reschedule or not details.run_input_keyset or not mine(run):
-        return False  # a blocking pause escalates in its own process
+    """Whether a suspended wait's next timer (as this watcher last saw its record, else its state message) is due."""
     looked = _next_look.get(run.id)
     if looked is not None and looked[0] == run.state.id:
         return looked[1] is not None and now >= looked[1]

@@ -12,6 +12,8 @@ from tasks.forms import options
 from tasks.incident import Incident
 from tasks.inputs import inputs_under, pause_key
 
+logger = logging.getLogger("runbook.tiers")
+
 
 def wait_key(step_id: str, started: float) -> str:
     """One wait of one step (a step may wait again later: a repeat, a retry): names the claims of its tiers."""
@@ -52,7 +54,7 @@ def paged_meanwhile(run_id, key: str, tiers: int, paged: set[int], last_page: fl
         with sync_client() as client:
             claims = inputs_under(client, run_id, f"once-tier-{key}-")
     except Exception as exc:  # noqa: BLE001  (each tier's own claim still keeps it from going out twice)
-        logging.getLogger("runbook.people").warning("could not read which tiers were paged while suspended: %s", exc)
+        logger.warning("could not read which tiers were paged while suspended: %s", exc)
         return last_page
     for name, at in claims.items():
         number = name.rpartition("-")[2]
