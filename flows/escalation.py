@@ -214,8 +214,10 @@ def watch(poll_seconds: float = 5.0) -> None:
         try:
             with sync_client() as client:
                 woken = wake_due(client, lanes=lanes, ahead=ahead)
-                # heartbeats sent while Prefect was away may come late: judge silence only after a limit's worth of passes
-                dead = declare_dead(client) if started - reachable_since >= (silence_limit() or 0) else []
+                if time.monotonic() - started > (silence_limit() or 0) / 4:
+                    reachable_since = time.monotonic()  # a pass that hung: Prefect may have been away meanwhile
+                # heartbeats sent while Prefect was away are lost: judge silence only after a limit's worth of passes
+                dead = declare_dead(client) if time.monotonic() - reachable_since >= (silence_limit() or 0) else []
                 healed = heal_crashed(client)
             log.info("pass done in %.2f s: %d woken, %d dead, %d recovered; %d waits in hand", time.monotonic() - started,
                      len(woken), len(dead), len(healed), lanes.in_hand())

@@ -11,8 +11,10 @@ suspended waits:
   a run silent for `dead_after_seconds` is marked Crashed ("no heartbeat for ...") and
   then healed as above, in the same pass.
 
-Each state a watcher acts on is claimed first (`once-heal-<state id>`), so of several
-watchers that read the same dead or crashed run only one sets it going again. A watcher
+Each state a watcher acts on is claimed first (`once-heal-<state id>`, saying which watcher and
+when), so of several watchers that read the same dead or crashed run only one sets it going again.
+A watcher whose heal failed half way (Prefect answering 503 while it catches up) finishes it on its
+next pass; a claim left by a watcher that died is taken over after CLAIM_HELD seconds. A watcher
 looks after the incidents of the runbooks in its own RUNBOOK_RUNBOOKS_DIR only: another
 stack's incidents on the same Prefect server are that stack's watcher's to heal.
 
@@ -22,7 +24,9 @@ back Cached (tasks/steps.py: step_task) and the answers replay (tasks/people.py:
 """
 from __future__ import annotations
 
+import json
 import logging
+import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Iterator
@@ -42,12 +46,14 @@ from runbooks.loader import RunbookError, load_current
 from runbooks.settings import get_settings
 from tasks.client import sync_client
 from tasks.incident import Incident, plan_clock, run_url, runbook_of
-from tasks.inputs import create_once, read_input
+from tasks.inputs import create_once, inputs_under
 
 log = logging.getLogger("runbook.recovery")
 
 RECOVERABLE = {StateType.CRASHED, StateType.RUNNING, StateType.PENDING, StateType.PAUSED, StateType.FAILED}
 PAGE = 200  # the API's largest page of flow runs
+WATCHER = uuid.uuid4().hex  # this watcher, in the claims it holds
+CLAIM_HELD = 60.0  # seconds after which a claim whose heal never finished is taken as its watcher's death
 
 
 class NotRecoverable(Exception):
@@ -92,7 +98,10 @@ def heal_crashed(client) -> list[tuple[str, str]]:
     limit = get_settings().max_recoveries
     healed = []
     for run in runs_in(client, StateType.CRASHED, deployed=True):
-        if not mine(run) or read_input(client, run.id, "once-recovery-gave-up") is not None:
+        if not mine(run):
+            continue
+        recoveries = inputs_under(client, run.id, "once-recovery-")
+        if "once-recovery-gave-up" in recoveries:
             continue
         try:
             incident = detached(run)  # before the run is touched: a runbook that does not load is reported, not half healed
@@ -101,7 +110,7 @@ def heal_crashed(client) -> list[tuple[str, str]]:
             continue
         if not _take(client, run):
             continue  # another watcher has this crash in hand
-        attempt = next((n for n in range(1, limit + 1) if create_once(client, run.id, f"once-recovery-{n}", _now())), None)
+        attempt = _attempt(client, run, recoveries, limit)
         if attempt is None:
             if create_once(client, run.id, "once-recovery-gave-up", _now()):
                 _give_up(incident, run, limit)
@@ -191,8 +200,50 @@ def mine(run: FlowRun) -> bool:
 
 
 def _take(client, run: FlowRun) -> bool:
-    """Claim the run's present state for this watcher; False when another watcher has it in hand."""
-    return create_once(client, run.id, f"once-heal-{run.state.id}", _now())
+    """Claim the run's present state for this watcher; False when another watcher has it in hand.
+
+    True again for the watcher that holds the claim (its heal failed half way and is tried again), and for a
+    watcher that takes over a claim held for CLAIM_HELD s (its watcher died holding it): a numbered claim
+    after it, created once, so of several watchers that find it old only one takes it over."""
+    key = f"once-heal-{run.state.id}"
+    mine_now = json.dumps({"by": WATCHER, "at": _now()})
+    if create_once(client, run.id, key, mine_now):
+        return True
+    claims = inputs_under(client, run.id, key)
+    if not claims:
+        return False  # it was there a moment ago and is not now: the next pass reads it again
+    n = max(_claim_number(k, key) for k in claims)
+    holder = _holder(claims[key if n == 1 else f"{key}-r{n}"])
+    if holder.get("by") == WATCHER:
+        return True
+    held = datetime.now(timezone.utc) - datetime.fromisoformat(holder["at"])
+    return held.total_seconds() > CLAIM_HELD and create_once(client, run.id, f"{key}-r{n + 1}", mine_now)
+
+
+def _claim_number(key: str, base: str) -> int:
+    return 1 if key == base else int(key.removeprefix(f"{base}-r"))
+
+
+def _holder(value: str) -> dict:
+    """Who holds a claim and since when (a claim written before it said who: a plain time, nobody's)."""
+    try:
+        holder = json.loads(value)
+    except ValueError:
+        holder = None
+    return holder if isinstance(holder, dict) else {"by": None, "at": value}
+
+
+def _attempt(client, run: FlowRun, recoveries: dict[str, str], limit: int) -> int | None:
+    """This crash's recovery number: the one already counted for it (a heal tried again), else the next,
+    claimed once; None when `limit` are used up."""
+    state = str(run.state.id)
+    for key, value in recoveries.items():
+        if key.removeprefix("once-recovery-").isdigit() and _holder(value).get("state") == state:
+            return int(key.removeprefix("once-recovery-"))
+    claim = json.dumps({"at": _now(), "state": state})
+    return next((n for n in range(1, limit + 1)
+                 if f"once-recovery-{n}" not in recoveries and create_once(client, run.id, f"once-recovery-{n}", claim)),
+                None)
 
 
 def _give_up(inc: Incident, run: FlowRun, limit: int) -> None:

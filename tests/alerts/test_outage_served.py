@@ -114,7 +114,15 @@ def test_prefect_down_a_minute_under_served_incidents_and_an_alert_storm(tmp_pat
             return {site: history(r[0]) for site, r in runs.items() if site in now and now[site] != "Scheduled"}
 
         time.sleep(10)  # a Pending run whose process died with the server is judged dead after its silence limit
-        states = wait_for(healed, 150, "the incidents to be going again, none crashed", every=2)
+        try:
+            states = wait_for(healed, 150, "the incidents to be going again, none crashed", every=2)
+        except TimeoutError:  # what is stuck, and what the watcher said about it
+            stuck = {site: [s["name"] for s in flow_run_states(server.api, r[0]["id"])] + [r[0]["state"].get("message")]
+                     for site, r in incidents(server.api, tag).items()
+                     if r[0]["state"]["name"] in ("Crashed", "Pending", "Failed")}
+            print("stuck:", stuck)
+            print("watcher log, last lines:", *(tmp_path / "watcher.log").read_text().splitlines()[-80:], sep="\n")
+            raise
         crashed = sorted(site for site, h in states.items() if "Crashed" in h)
         assert all(states[site][states[site].index("Crashed") + 1:][:1] == ["Recovering"] for site in crashed), states
         # a later alert of a group whose run crashed joins that run: a crash does not close an incident
