@@ -4,7 +4,8 @@ A step that acts is done once per incident (tasks/steps.py: step_task): Prefect 
 the result storage `StepRecords`, which keeps it as the input `done-<step>` of the incident's flow run on the
 Prefect server, so every worker sees it whatever its disk. The records are written by one thread per process
 (`WRITER`), in the order handed over, so a step does not wait for the server; the flow flushes it at every way
-out of the incident.
+out of the incident. Records handed over faster than the server takes them (quick steps one after another) go
+together, several steps' in one input `done--<n>` (a step id never starts with a dash): one request, not one a step.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import queue
 import threading
 import time
 from typing import Any, Callable
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect.context import SettingsContext, get_settings_context
 from prefect.filesystems import WritableFileSystem
@@ -45,9 +46,9 @@ class StepRecords(WritableFileSystem):
     def read_path(self, path: str, _sync: bool | None = None) -> bytes:
         if path in _records_read:  # Prefect reads a cached step's record twice (does it exist, then read it)
             return _records_read[path]
-        run_id, key = _done_key(path)
+        run_id, _, step_id = path.partition(":")
         with sync_client() as client:
-            value = read_input(client, run_id, key)
+            value = done_record(client, run_id, step_id)
         if value is None:
             raise FileNotFoundError(path)
         record = _keep_record(path, value)
@@ -62,19 +63,66 @@ class StepRecords(WritableFileSystem):
         return path
 
 
-# The done records handed to the writer and not yet written, by path ("<flow run id>:<step id>").
+# The done records handed to the writer and not yet written, by path ("<flow run id>:<step id>"); and those
+# written in another step's batch, until their own job comes by.
 _handed: dict[str, str] = {}
+_batched: set[str] = set()
+_handed_lock = threading.Lock()
+
+BATCH = "done--"  # the key of an input that holds several steps' records: `done--<n>`
 
 
 def write_handed(client, path: str) -> bool:
     """Write a step's done record now if it is still waiting in the writer (a job ahead of its own may take it:
-    tasks/steps.py _marked); False when there was none left to write."""
-    value = _handed.pop(path, None)
-    if value is None:
-        return False
+    tasks/steps.py _marked), with every other record of its run handed over meanwhile: one input for them all.
+    True when the record is on the server (now, or in an earlier batch); False when none was handed over."""
     run_id, key = _done_key(path)
-    create_once(client, run_id, key, value)
+    with _handed_lock:
+        if path in _batched:
+            _batched.discard(path)
+            return True
+        value = _handed.pop(path, None)
+        if value is None:
+            return False
+        others = {p: _handed.pop(p) for p in [p for p in _handed if p.startswith(f"{run_id}:")]}
+    if not others:
+        create_once(client, run_id, key, value)
+        return True
+    batch = {_step_of(p): v for p, v in {path: value, **others}.items()}
+    create_once(client, run_id, f"{BATCH}{uuid4().hex[:16]}", json.dumps(batch))  # once: the client may send it twice
+    with _handed_lock:
+        _batched.update(others)  # a batch that failed leaves them unmarked: their steps' began marks go as before
     return True
+
+
+def done_record(client, run_id, step_id: str) -> str | None:
+    """A step's done record on the server, raw, on its own or in a batch; None when it has none."""
+    value = read_input(client, run_id, f"done-{step_id}")
+    if value is None:
+        value = _records_in(inputs_under(client, run_id, BATCH)).get(step_id)
+    return value
+
+
+def _records_in(found: dict[str, str]) -> dict[str, str]:
+    """Step id -> raw record, from a run's `done-` inputs: a step's own, and the batches'."""
+    records: dict[str, str] = {}
+    for key, value in found.items():
+        if not key.startswith(BATCH):
+            records.setdefault(key.removeprefix("done-"), value)
+            continue
+        try:
+            batch = json.loads(value)
+        except ValueError:
+            continue
+        if isinstance(batch, dict):
+            for step_id, record in batch.items():
+                if isinstance(record, str):
+                    records.setdefault(step_id, record)
+    return records
+
+
+def _step_of(path: str) -> str:
+    return path.partition(":")[2]
 
 
 # The step records this process has read, by path: only records found (one not there yet may be written any moment).
@@ -110,8 +158,8 @@ def read_done_steps(run_id: str) -> set[str] | None:
     except Exception as exc:  # noqa: BLE001  (the slower way still works)
         logger.warning("could not read the done steps of %s (%s); each step looks for its own record", run_id, exc)
         return None
-    return {key.removeprefix("done-") for key, value in found.items()
-            if _keep_record(f"{run_id}:{key.removeprefix('done-')}", value) is not None}
+    return {step_id for step_id, value in _records_in(found).items()
+            if _keep_record(f"{run_id}:{step_id}", value) is not None}
 
 
 STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that every task names
@@ -183,6 +231,7 @@ class Writer:
         self._pending = 0
         self._thread: threading.Thread | None = None
         _handed.clear()  # a forked child writes only its own run's records
+        _batched.clear()
 
     def later(self, job: Callable[[Any], Any]) -> None:
         """Run `job(client)` on the writer thread, after every job handed over before it, with the Prefect

@@ -23,7 +23,8 @@ from runbooks.model import WaitStep
 from tasks.client import sync_client
 from tasks.incident import Incident
 from runbooks.settings import get_settings
-from tasks.inputs import pause_key, prefect_away, read_input
+from tasks.inputs import pause_key, prefect_away
+from tasks.records import done_record
 from tasks.people import pause_run, run_id_here, suspends_waits
 from tasks.tiers import at_text, wait_key
 from tasks.steps import Walk, runs, step_task
@@ -55,7 +56,7 @@ def run(inc: Incident, step: WaitStep, walk: Walk) -> dict:
 def _done(inc: Incident, step: WaitStep) -> bool:
     """Whether an earlier attempt of the run recorded the step done (below it comes back Cached): never suspend for it."""
     with sync_client() as client:
-        return read_input(client, inc.id, f"done-{step.id}") is not None
+        return done_record(client, inc.id, step.id) is not None
 
 
 def _describe(inc: Incident, step: WaitStep, end: float) -> str:

@@ -8,6 +8,7 @@ escalation watchers run throughout, as `runbook up` and production have them.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -27,8 +28,8 @@ from prefect.states import Crashed
 
 from flows.answers import answer_step
 from flows.launch import start_incident
-from tasks.inputs import read_input
-from tasks.records import WRITER, read_done_steps, step_records
+from tasks.inputs import create_once, inputs_under, read_input
+from tasks.records import WRITER, _records_read, done_record, read_done_steps, step_records, write_handed
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # what the served stack and every worker set
@@ -125,6 +126,30 @@ def test_a_step_record_is_an_input_of_the_incidents_run_and_only_a_json_one_is_r
                 records.read_path(f"{run.id}:{step}")
         # a later attempt reads every record at once: the JSON one is done (and kept), the pickle one is not
         assert read_done_steps(str(run.id)) == {"block-address"}
+
+
+def test_records_handed_over_faster_than_the_server_takes_them_go_in_one_input_and_each_is_found():
+    """Quick steps one after another: their records travel together (one request, not one a step), and each step's
+    record is found as if it were on its own: by a later attempt's one read, by Prefect's cache lookup, by a wait."""
+    records = step_records()
+    record = '{{"metadata": {{"serializer": {{"type": "json"}}, "storage_key": "k"}}, "result": "{}"}}'
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(bare)
+        held = threading.Event()
+        WRITER.later(lambda _client: held.wait(10))  # the server slow to answer: the records pile up meanwhile
+        steps = [f"post-{n}" for n in range(5)]
+        for n, step in enumerate(steps):
+            WRITER.later(lambda c, path=f"{run.id}:{step}": write_handed(c, path) or create_once(c, run.id, f"began-{step}", "x"))
+            records.write_path(f"{run.id}:{step}", record.format(n).encode())
+        held.set()
+        assert WRITER.flush()
+        kept = inputs_under(client, run.id, "")
+        assert [k for k in kept if k.startswith("done--")] and not [k for k in kept if k.startswith(("done-p", "began-"))], kept
+        _records_read.clear()  # as a process of a later attempt finds them
+        assert read_done_steps(str(run.id)) == set(steps)
+        _records_read.clear()
+        assert json.loads(records.read_path(f"{run.id}:post-3"))["result"] == "3"
+        assert done_record(client, run.id, "post-4") is not None and done_record(client, run.id, "post-5") is None
 
 
 def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing(monkeypatch, slept):

@@ -30,6 +30,7 @@ from flows.record.timeline import journal_from_events
 from runbooks.loader import load_file
 from runbooks.settings import get_settings
 from tasks.inputs import read_input
+from tasks.records import done_record
 from tests.alerts.procs import run_process, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -134,7 +135,7 @@ def test_a_long_wait_frees_its_process_and_its_time_rules_fire_meanwhile(served)
     assert end <= second < end + 15, f"the second action came {second - end:.1f} s after the wait's end"
 
     with get_client(sync_client=True) as client:
-        record = read_input(client, run.id, "done-observe")
+        record = done_record(client, run.id, "observe")
         states = [s.name for s in client.read_flow_run_states(run.id)]
     assert '"waited_seconds": 30.0' in record.replace('\\"', '"'), record
     # at the start, and again after the wake that fired the time rules (one wake fires both when the threshold's
