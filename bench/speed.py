@@ -426,10 +426,11 @@ def render_served(s: dict, samples: int) -> list[str]:
         "Neither limit decides these figures: the served runner has no `limit` (`serve_runbooks()` passes `limit=None`, "
         "so every scheduled run gets its process at once) and the bench runbook sets `concurrency_limit: 50` (the "
         "default of 5 from `Runbook.concurrency_limit` would queue the 10- and 20-incident batches in fives; the hand-"
-        "written deployment has no concurrency limit). What does decide them is that each flow run is a new Python "
-        "process, so K incidents are K interpreters importing Prefect (and, for a runbook, the engine and the "
-        "catalog) on two cores at once. One pass per K, hand-written first, then the runbook; not repeated, so a gap "
-        "between the two columns (e.g. the runbook ahead at K = 20) is not established as a real difference.",
+        "written deployment has no concurrency limit). What does decide them is how a run gets its process: "
+        "`prefect.serve` polls every second and starts each flow run as a new Python interpreter that imports "
+        "Prefect, so K incidents are K interpreters starting on two cores at once; `app.stack serve` is told of a "
+        "new run by the server's events and forks it from a parent that has imported everything already "
+        "(app/warm.py). One pass per K, hand-written first, then the runbook; not repeated.",
         "",
         f"**(d) Run created to first step Running, served** ({samples} runs one at a time, after a warm-up): from the "
         "flow run's `created` to the start time of its first step's task run, both as the Prefect server records "
