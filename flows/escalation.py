@@ -207,21 +207,27 @@ def watch(poll_seconds: float = 5.0) -> None:
     """The escalation watcher's loop; several may run at once (a wake is idempotent, each timer fires once)."""
     log.info("escalation watcher started: a pass every %g s; a running incident silent for %s s is dead",
              poll_seconds, silence_limit())
-    reachable_since = time.monotonic()
+    reachable_since = last_judged = time.monotonic()
     lanes, ahead = Lanes(), Lanes(1, name="watcher-ahead")
     while True:
         started = time.monotonic()
         try:
             with sync_client() as client:
                 woken = wake_due(client, lanes=lanes, ahead=ahead)
-                if time.monotonic() - started > (silence_limit() or 0) / 4:
-                    reachable_since = time.monotonic()  # a pass that hung: Prefect may have been away meanwhile
-                # heartbeats sent while Prefect was away are lost: judge silence only after a limit's worth of passes
-                dead = declare_dead(client) if time.monotonic() - reachable_since >= (silence_limit() or 0) else []
+                # heartbeats sent while Prefect was away are lost: judge silence only a limit after it answered again.
+                # A pass that failed says it was away; so does a long gap since the last judgement (a request in
+                # flight when Prefect went away hangs until it is back, in this pass or the one before).
+                now, limit = time.monotonic(), silence_limit() or 0
+                if now - last_judged > poll_seconds + limit / 4:
+                    log.warning("%.0f s since the last pass judged silence: Prefect may have been away; running "
+                                "incidents are judged again %g s from now", now - last_judged, limit)
+                    reachable_since = now
+                last_judged = now
+                dead = declare_dead(client) if now - reachable_since >= limit else []
                 healed = heal_crashed(client)
             log.info("pass done in %.2f s: %d woken, %d dead, %d recovered; %d waits in hand", time.monotonic() - started,
                      len(woken), len(dead), len(healed), lanes.in_hand())
         except Exception:  # Prefect restarting: try again next round
             log.exception("escalation watcher pass failed")
-            reachable_since = time.monotonic()
+            reachable_since = last_judged = time.monotonic()
         time.sleep(poll_seconds)

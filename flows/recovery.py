@@ -53,7 +53,9 @@ log = logging.getLogger("runbook.recovery")
 RECOVERABLE = {StateType.CRASHED, StateType.RUNNING, StateType.PENDING, StateType.PAUSED, StateType.FAILED}
 PAGE = 200  # the API's largest page of flow runs
 WATCHER = uuid.uuid4().hex  # this watcher, in the claims it holds
-CLAIM_HELD = 60.0  # seconds after which a claim whose heal never finished is taken as its watcher's death
+# Seconds after which a claim whose heal never finished is taken as its watcher's death: well past the ~62 s a
+# Prefect client retries one request that Prefect answers 503 (its holder may still be in that request).
+CLAIM_HELD = 180.0
 
 
 class NotRecoverable(Exception):
@@ -110,7 +112,10 @@ def heal_crashed(client) -> list[tuple[str, str]]:
             continue
         if not _take(client, run):
             continue  # another watcher has this crash in hand
-        attempt = _attempt(client, run, recoveries, limit)
+        now = client.read_flow_run(run.id).state  # read a pass ago: a watcher it took the crash over from may have healed it
+        if now is None or now.id != run.state.id:
+            continue
+        attempt = _attempt(client, run, inputs_under(client, run.id, "once-recovery-"), limit)
         if attempt is None:
             if create_once(client, run.id, "once-recovery-gave-up", _now()):
                 _give_up(incident, run, limit)
@@ -225,7 +230,8 @@ def _claim_number(key: str, base: str) -> int:
 
 
 def _holder(value: str) -> dict:
-    """Who holds a claim and since when (a claim written before it said who: a plain time, nobody's)."""
+    """A claim's value read as a dict: a heal's {"by", "at"}, a recovery's {"at", "state"} (a claim written
+    before it said more: a plain time, nobody's)."""
     try:
         holder = json.loads(value)
     except ValueError:

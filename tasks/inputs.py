@@ -3,8 +3,8 @@
 Everything that must outlive the run's process lives here: the forms people answer
 (Prefect's own keyset `paused-<pause key>-response|schema|description`), who may
 answer a wait (`...-who`), an explicit expiry (`...-expired`), things done once
-(`once-<name>`), the done records of steps that act (`done-<step>`, written through the
-result storage of tasks/records.py) and the resolution of the alert that started the incident.
+(`once-<name>`), the done records of steps that act (`done-<step>`, or several steps' in a
+batch `done--<hex>`, written through the result storage of tasks/records.py) and the resolution of the alert that started the incident.
 
 A pause key is `<step-id>-<n>`: the step that waits and the number of the ask
 (a refused answer makes the step ask again under `n + 1`). Prefect names a

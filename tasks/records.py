@@ -5,7 +5,7 @@ the result storage `StepRecords`, which keeps it as the input `done-<step>` of t
 Prefect server, so every worker sees it whatever its disk. The records are written by one thread per process
 (`WRITER`), in the order handed over, so a step does not wait for the server; the flow flushes it at every way
 out of the incident. Records handed over faster than the server takes them (quick steps one after another) go
-together, several steps' in one input `done--<n>` (a step id never starts with a dash): one request, not one a step.
+together, several steps' in one input `done--<hex>` (a step id never starts with a dash): one request, not one a step.
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ class StepRecords(WritableFileSystem):
     """Prefect result storage kept on the Prefect server: a step's result is an input of its incident's flow run.
 
     Prefect stores a result under its cache key, "<flow run id>:<step id>" (tasks/steps.py: step_task);
-    here that is the input `done-<step id>` of that run. Every worker sees it whatever its own disk,
-    a recovered incident that lands on another machine finds its finished steps Cached, and the
-    record goes with the run. The first record of a step stays (the server keeps one value per key).
+    here that is the input `done-<step id>` of that run, or an entry of a batch `done--<hex>` the writer
+    wrote for several steps at once. Every worker sees it whatever its own disk, a recovered incident that
+    lands on another machine finds its finished steps Cached, and the record goes with the run. The first
+    record of a step stays (the server keeps one value per key; a process hands each step's over once).
     """
 
     _block_type_name = "Runbook step records"
@@ -58,18 +59,20 @@ class StepRecords(WritableFileSystem):
 
     def write_path(self, path: str, content: bytes, _sync: bool | None = None) -> str:
         """Handed to this process's `WRITER`: the next step goes on while the record travels (see `Writer`)."""
-        _handed.setdefault(path, content.decode())  # the first record of a step stays, as on the server
+        with _handed_lock:
+            _handed.setdefault(path, content.decode())  # the first record of a step stays, as on the server
         WRITER.later(lambda client: write_handed(client, path))
         return path
 
 
 # The done records handed to the writer and not yet written, by path ("<flow run id>:<step id>"); and those
-# written in another step's batch, until their own job comes by.
+# written in another step's batch, until their own job comes by. The lock keeps the step's thread, which hands a
+# record over, and the writer's, which takes its run's records out together, from meeting in the dict.
 _handed: dict[str, str] = {}
 _batched: set[str] = set()
 _handed_lock = threading.Lock()
 
-BATCH = "done--"  # the key of an input that holds several steps' records: `done--<n>`
+BATCH = "done--"  # the key of an input that holds several steps' records: `done--<hex>`
 
 
 def write_handed(client, path: str) -> bool:
@@ -89,9 +92,15 @@ def write_handed(client, path: str) -> bool:
         create_once(client, run_id, key, value)
         return True
     batch = {_step_of(p): v for p, v in {path: value, **others}.items()}
-    create_once(client, run_id, f"{BATCH}{uuid4().hex[:16]}", json.dumps(batch))  # once: the client may send it twice
+    try:
+        create_once(client, run_id, f"{BATCH}{uuid4().hex[:16]}", json.dumps(batch))  # once: the client may send it twice
+    except Exception:
+        with _handed_lock:  # the others' own jobs try again, each for its own record; this one is lost, as before
+            for p, v in others.items():
+                _handed.setdefault(p, v)
+        raise
     with _handed_lock:
-        _batched.update(others)  # a batch that failed leaves them unmarked: their steps' began marks go as before
+        _batched.update(others)
     return True
 
 
@@ -230,8 +239,10 @@ class Writer:
         self._idle = threading.Condition()
         self._pending = 0
         self._thread: threading.Thread | None = None
+        global _handed_lock
         _handed.clear()  # a forked child writes only its own run's records
         _batched.clear()
+        _handed_lock = threading.Lock()  # one held by another thread at the fork would stay held in the child
 
     def later(self, job: Callable[[Any], Any]) -> None:
         """Run `job(client)` on the writer thread, after every job handed over before it, with the Prefect

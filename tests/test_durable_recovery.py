@@ -29,6 +29,7 @@ from prefect.states import Crashed
 from flows.answers import answer_step
 from flows.launch import start_incident
 from tasks.inputs import create_once, inputs_under, read_input
+from tasks import records
 from tasks.records import WRITER, _records_read, done_record, read_done_steps, step_records, write_handed
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
 
@@ -150,6 +151,27 @@ def test_records_handed_over_faster_than_the_server_takes_them_go_in_one_input_a
         _records_read.clear()
         assert json.loads(records.read_path(f"{run.id}:post-3"))["result"] == "3"
         assert done_record(client, run.id, "post-4") is not None and done_record(client, run.id, "post-5") is None
+
+
+def test_a_batch_the_server_refused_leaves_the_other_records_to_their_own_jobs():
+    """A batch lost is not several records lost: the others go back to wait for their own steps' jobs."""
+    class OnceRefusing:  # the server answers the first batch 503 (after the client's own retries)
+        def __init__(self):
+            self.refused, self.written = False, {}
+
+        def create_flow_run_input(self, flow_run_id, key, value):
+            if not self.refused:
+                self.refused = True
+                raise RuntimeError("503 Service Unavailable")
+            self.written[key] = json.loads(value)
+
+    run_id, client = "0b8f7f0e-1d2c-4c56-9a8b-000000000001", OnceRefusing()
+    records._handed.update({f"{run_id}:{step}": f'"{step}"' for step in ("one", "two", "three")})
+    with pytest.raises(RuntimeError):
+        write_handed(client, f"{run_id}:one")  # this one's record is lost, as a single record always was
+    assert write_handed(client, f"{run_id}:two") and write_handed(client, f"{run_id}:three")
+    assert list(client.written.values()) == [{"two": '"two"', "three": '"three"'}]
+    assert not write_handed(client, f"{run_id}:one") and not records._handed and not records._batched
 
 
 def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing(monkeypatch, slept):
