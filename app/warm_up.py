@@ -3,12 +3,14 @@
 Each forked run inherits the parsed contacts and site and the built runbook flows (a file
 changed since is read again by the run, runbooks/yamlfile.py, so nothing goes stale),
 Prefect's once-per-process check that the server speaks its API version, the TLS context every
-client of the project shares (tasks/client.py), and the Prefect collections a run's first block
-load would import.
+client of the project shares (tasks/client.py), the Prefect collections a run's first block
+load would import, the modules a run's first task imports, Prefect's client models built, and the
+report's templates compiled.
 """
 
 import gc
 import logging
+import sys
 import threading
 
 from prefect.settings import PREFECT_API_URL
@@ -17,6 +19,20 @@ from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.settings import get_settings
 from tasks.client import sync_client
+
+def _build_models() -> None:
+    """Build now every Prefect model imported so far whose build pydantic left for its first use."""
+    from pydantic import BaseModel
+
+    for module in [m for name, m in list(sys.modules.items()) if name.startswith("prefect.")]:
+        for obj in list(vars(module).values()):
+            if (isinstance(obj, type) and issubclass(obj, BaseModel) and obj.__module__ == module.__name__
+                    and not obj.__pydantic_complete__):
+                try:
+                    obj.model_rebuild()
+                except Exception:  # noqa: BLE001  (built at its first use, as before)
+                    pass
+
 
 # Python's forkserver survives only an ImportError while it preloads: anything else here (a broken contacts file)
 # would end it, and every run after it. Each run reads what failed again and fails with its own error instead.
@@ -51,6 +67,21 @@ try:
     load_prefect_collections()
 except Exception as exc:  # noqa: BLE001
     logging.getLogger("runbook.warm").warning("the warm parent could not import Prefect's collections (%s)", exc)
+
+try:
+    # Done by every run otherwise, on its first step's way or at its close (traced with py-spy on bench trace's
+    # runs): a task's first call imports the task engine and Prefect's task visualizer, graphviz with it
+    # (prefect/tasks.py Task.__call__), ~0.1 s; Prefect's client models are built at their first use (pydantic
+    # builds them late), ~30 ms; the report's templates were compiled as the incident closed.
+    import prefect.task_engine  # noqa: F401
+    import prefect.utilities.visualization  # noqa: F401
+
+    from flows.record.report import load_templates
+
+    _build_models()
+    load_templates()
+except Exception as exc:  # noqa: BLE001
+    logging.getLogger("runbook.warm").warning("the warm parent could not prepare the runs' first step (%s)", exc)
 
 try:
     from app.warm import forkserver_settings

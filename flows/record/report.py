@@ -10,6 +10,7 @@ its archive lost) the record is rebuilt from Prefect's events and artifacts.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -295,6 +296,7 @@ def render(report: IncidentReport, fmt: str) -> str:
     raise ValueError(f"unknown format '{fmt}'; one of {', '.join(FORMATS)}")
 
 
+@functools.lru_cache(maxsize=1)
 def _environment():
     # HTML escapes what it shows; Markdown shows text as written (an entity such as &#39; would be read literally).
     env = Environment(loader=FileSystemLoader(TEMPLATES), trim_blocks=True, lstrip_blocks=True,
@@ -304,6 +306,16 @@ def _environment():
     env.filters["iso"] = iso
     env.filters["cell"] = lambda s: str(s or "").replace("|", "\\|").replace("\n", " ")[:300]
     return env
+
+
+TEMPLATES_USED = ("report.html.j2", "report.md.j2")
+
+
+def load_templates() -> None:
+    """Compile the report's templates now (the warm parent does, app/warm_up.py): each incident renders both as it
+    closes, and compiling them costs more than rendering. Jinja reloads a template whose file changed since."""
+    for name in TEMPLATES_USED:
+        _environment().get_template(name)
 
 
 def render_html(report: IncidentReport) -> str:
