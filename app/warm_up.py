@@ -20,6 +20,7 @@ from integrations.site import load_site
 from runbooks.settings import get_settings
 from tasks.client import sync_client
 
+
 def _build_models() -> None:
     """Build now every Prefect model imported so far whose build pydantic left for its first use."""
     from pydantic import BaseModel
