@@ -45,6 +45,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.sections import show
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = "escalation-bench"
 BEGIN, END = "<!-- escalation:begin -->", "<!-- escalation:end -->"
@@ -361,10 +363,6 @@ def run_scenario(endpoint: Endpoint, incidents: int, queued: int, due_after: flo
         "passes": len(passes), "pass_median_s": round(statistics.median(passes), 2) if passes else None,
         "pass_max_s": round(max(passes), 2) if passes else None,
     }
-
-
-def show(value) -> str:
-    return "—" if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
 
 
 def markers(database: str) -> tuple[str, str]:

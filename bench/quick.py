@@ -49,6 +49,8 @@ import httpx
 
 from prefect import flow, task
 
+from bench.sections import figure_rows, show
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOK = "quick-bench"
 SAMPLES = 10
@@ -492,9 +494,6 @@ TARGETS = [  # (what, our key, bare Prefect's key, target)
 
 
 def render(results: dict) -> str:
-    def show(value) -> str:
-        return "—" if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
-
     lines = [BEGIN, "## Warm start (`python -m bench quick`)", "",
              "Alert to action on the served stack (`app.stack serve`, warm forked runs, told by the server's events) next to",
              "bare Prefect (a hand-written flow served by `prefect.serve`, runner poll 1 s) in the same run, against one",
@@ -503,8 +502,7 @@ def render(results: dict) -> str:
              f"Machine: {results.get('cpus')} CPUs; load average {show(results.get('load_average'))} when it ended; "
              f"the run took {show(results.get('seconds'))} s.", "",
              "| figure | response-runbooks | bare Prefect | target |", "|---|---|---|---|"]
-    for what, ours, bare, target in TARGETS:
-        lines.append(f"| {what} | {show(results.get(ours))} | {show(results.get(bare)) if bare else ''} | {target} |")
+    lines += figure_rows(results, TARGETS)
     lines += ["", f"Step overhead ratio: {show(results.get('step_overhead_ratio'))}; storm: "
               f"{show(results.get('storm_incidents'))} incidents for {show(results.get('storm_groups'))} groups; "
               f"burst: {show(results.get('burst_waiting'))} of 200 waiting at the end.", "",

@@ -38,6 +38,7 @@ import httpx
 import yaml
 
 from bench import sections
+from bench.sections import figure_rows, show
 from bench.quick import ROOT, TARGETS, Arrivals, Stack, bare, endpoint, latencies, write_config
 
 POOL = "runbooks"  # the pool flows/deploy.py puts every runbook on
@@ -133,16 +134,13 @@ def measure(home: Path, log=print) -> dict:
 
 
 BEGIN, END = "<!-- worker:begin -->", "<!-- worker:end -->"
-AFTER = "<!-- tracks:begin -->"  # the section goes before this one: right after the warm-start section's notes
+AFTER = "<!-- tracks:begin -->"  # a new section goes before this one: right after the warm-start section's notes
 
 # bench/quick.py's rows for the figures a worker has (the drain, the burst and the per-step figure are the stack's)
 ROWS = [row for row in TARGETS if row[1].startswith(("alert_to_first_action", "first_page", "answer_to_next_page"))]
 
 
 def render(results: dict) -> str:
-    def show(value) -> str:
-        return "—" if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
-
     lines = [BEGIN, "## Warm start on a work pool worker (`python -m bench worker`)", "",
              "The same figures as above, in production's shape (docs/production.md section 3): the bench runbook deployed",
              "by `prefect deploy --all` from the prefect.yaml `python -m flows.deploy` generates, onto a work pool of type",
@@ -156,17 +154,7 @@ def render(results: dict) -> str:
              f"Machine: {results.get('cpus')} CPUs; load average {show(results.get('load_average'))} when it ended; "
              f"the run took {show(results.get('seconds'))} s; {results.get('samples')} samples a side after a warm-up.", "",
              "| figure | response-runbooks (runbook worker) | bare Prefect (process worker) | target |", "|---|---|---|---|"]
-    for what, ours, bare_key, target in ROWS:
-        lines.append(f"| {what} | {show(results.get(ours))} | {show(results.get(bare_key)) if bare_key else ''} | {target} |")
-    return "\n".join(lines + [END])
-
-
-def place_markers(path: Path = sections.BENCHMARKS) -> None:
-    """First run: put this section's empty markers before the tracks section, so write_section fills them there."""
-    text = path.read_text(encoding="utf-8")
-    if BEGIN in text or AFTER not in text:
-        return  # already placed, or nowhere to place them: write_section appends at the end
-    path.write_text(text.replace(AFTER, f"{BEGIN}\n{END}\n\n{AFTER}", 1), encoding="utf-8")
+    return "\n".join(lines + figure_rows(results, ROWS) + [END])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                     "cpus": os.cpu_count(), "query_seconds": float(QUERY_SECONDS), "samples": SAMPLES})
     print(json.dumps(results))
     if "--no-write" not in argv and "--json" not in argv:  # as bench quick: --json only prints
-        place_markers()
-        sections.write_section(render(results), BEGIN, END)
+        sections.write_section(render(results), BEGIN, END, before=AFTER)
     return 0
 
 
