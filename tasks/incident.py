@@ -111,6 +111,13 @@ class Incident:
         # need not look for a record before they act. None: unknown, each looks.
         self.done_steps: set[str] | None = None
 
+    def done_before(self, step_id: str) -> bool | None:
+        """Whether an earlier attempt recorded the step done: False in the attempt that started the incident, else
+        what the attempt read as it began (`done_steps`); None when that is unknown (the step looks for its record)."""
+        if self.first_attempt:
+            return False
+        return None if self.done_steps is None else step_id in self.done_steps
+
     # ---- time
 
     def seconds(self, span: timedelta) -> float:

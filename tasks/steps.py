@@ -78,8 +78,7 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
                                     result_storage=step_records(), result_serializer="json",
                                     # nothing to find in the attempt that started the incident, nor for a step
                                     # no earlier attempt recorded done: such a step only records
-                                    refresh_cache=inc.first_attempt or (inc.done_steps is not None
-                                                                        and step.id not in inc.done_steps))
+                                    refresh_cache=inc.done_before(step.id) is False)
         if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
             once["tags"] = site_tags(inc.site.name)
     else:

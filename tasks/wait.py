@@ -55,10 +55,9 @@ def run(inc: Incident, step: WaitStep, walk: Walk) -> dict:
 
 def _done(inc: Incident, step: WaitStep) -> bool:
     """Whether an earlier attempt of the run recorded the step done (below it comes back Cached): never suspend for it."""
-    if inc.first_attempt:
-        return False  # no earlier attempt
-    if inc.done_steps is not None:
-        return step.id in inc.done_steps  # read as the attempt began
+    known = inc.done_before(step.id)
+    if known is not None:
+        return known
     with sync_client() as client:
         return done_record(client, inc.id, step.id) is not None
 
