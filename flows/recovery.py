@@ -217,8 +217,8 @@ def _take(client, run: FlowRun) -> bool:
     claims = inputs_under(client, run.id, key)
     if not claims:
         return False  # it was there a moment ago and is not now: the next pass reads it again
-    n = max(_claim_number(k, key) for k in claims)
-    holder = _holder(claims[key if n == 1 else f"{key}-r{n}"])
+    latest = max(claims, key=lambda k: _claim_number(k, key))
+    holder, n = _holder(claims[latest]), _claim_number(latest, key)
     if holder.get("by") == WATCHER:
         return True
     held = datetime.now(timezone.utc) - datetime.fromisoformat(holder["at"])

@@ -47,7 +47,7 @@ class StepRecords(WritableFileSystem):
     def read_path(self, path: str, _sync: bool | None = None) -> bytes:
         if path in _records_read:  # Prefect reads a cached step's record twice (does it exist, then read it)
             return _records_read[path]
-        run_id, _, step_id = path.partition(":")
+        run_id, step_id = _split(path)
         with sync_client() as client:
             value = done_record(client, run_id, step_id)
         if value is None:
@@ -91,7 +91,7 @@ def write_handed(client, path: str) -> bool:
     if not others:
         create_once(client, run_id, key, value)
         return True
-    batch = {_step_of(p): v for p, v in {path: value, **others}.items()}
+    batch = {_split(p)[1]: v for p, v in {path: value, **others}.items()}
     try:
         create_once(client, run_id, f"{BATCH}{uuid4().hex[:16]}", json.dumps(batch))  # once: the client may send it twice
     except Exception:
@@ -130,8 +130,10 @@ def _records_in(found: dict[str, str]) -> dict[str, str]:
     return records
 
 
-def _step_of(path: str) -> str:
-    return path.partition(":")[2]
+def _split(path: str) -> tuple[str, str]:
+    """A record's path, "<flow run id>:<step id>" (Prefect's cache key of the step), as (run id, step id)."""
+    run_id, _, step_id = path.partition(":")
+    return run_id, step_id
 
 
 # The step records this process has read, by path: only records found (one not there yet may be written any moment).
@@ -175,7 +177,7 @@ STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that eve
 
 
 def _done_key(path: str) -> tuple[UUID, str]:
-    run_id, _, step_id = path.partition(":")
+    run_id, step_id = _split(path)
     return UUID(run_id), f"done-{step_id}"
 
 
