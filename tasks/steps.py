@@ -8,6 +8,7 @@ of their own (branch, approval, parallel, waits with an expiry branch).
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from datetime import datetime, timedelta
 from typing import Any, Callable
@@ -20,8 +21,10 @@ from prefect.exceptions import ObjectNotFound
 from runbooks.model import KINDS, StepBase
 from tasks.client import sync_client
 from tasks.incident import Incident
-from tasks.inputs import create_once, read_input
+from tasks.inputs import create_once, prefect_away, read_input
 from tasks.records import WRITER, step_records, write_handed
+
+logger = logging.getLogger("runbook.steps")
 
 Walk = Callable[[Incident, list], None]
 Handler = Callable[[Incident, Any, Walk], dict]
@@ -102,16 +105,27 @@ def site_tags(site: str) -> list[str]:
     tag = f"site:{site}"
     checked = _site_limited.get(site)
     if checked is None or time.monotonic() - checked[0] > SITE_LIMIT_CHECK_SECONDS:
+        checked = _site_limited[site] = (time.monotonic(), _site_limit_exists(tag))
+    return [tag] if checked[1] else []
+
+
+def _site_limit_exists(tag: str) -> bool:
+    """Whether a concurrency limit of the tag exists. While Prefect is away the step waits for it to say: a tag
+    added on a guess would have Prefect ask it for a slot it cannot give, and fail the incident for that."""
+    delay = 1.0
+    while True:
         try:
             with sync_client() as client:
                 client.read_concurrency_limit_by_tag(tag)
-            limited = True
+            return True
         except ObjectNotFound:
-            limited = False
-        except Exception:
-            limited = True
-        checked = _site_limited[site] = (time.monotonic(), limited)
-    return [tag] if checked[1] else []
+            return False
+        except Exception as exc:
+            if not prefect_away(exc):
+                return True  # an answer that cannot be read: the tag goes, so a limit is never skipped
+            logger.warning("Prefect is away (%s): the step waits for it to say whether %s has a limit", exc, tag)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
 
 def _journaled(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[..., Any]:

@@ -242,6 +242,26 @@ def run_root(flow_run_id: str) -> str:
     return str(run.id)
 
 
+def test_a_site_limit_lookup_while_prefect_is_away_waits_for_it_rather_than_guessing(monkeypatch, slept):
+    """A tag added on a guess made Prefect ask for a slot it could not give, and the incident failed (the outage drill)."""
+    import contextlib
+
+    import httpx
+    from prefect.exceptions import ObjectNotFound
+
+    from tasks import steps
+
+    answers = [httpx.ConnectError("refused"), httpx.ConnectError("refused"), ObjectNotFound(http_exc=Exception())]
+
+    class Client:
+        def read_concurrency_limit_by_tag(self, tag):
+            raise answers.pop(0)
+
+    monkeypatch.setattr(steps, "sync_client", lambda: contextlib.nullcontext(Client()))
+    assert steps.site_tags(f"away-{uuid.uuid4().hex[:6]}") == [], "no limit, once Prefect could say so"
+    assert slept == [1.0, 2.0] and not answers
+
+
 def test_action_steps_carry_the_site_tag_only_where_a_site_limit_exists():
     """The tag makes Prefect ask the server for a slot on every action; without a limit it is two calls for nothing."""
     from prefect.client.orchestration import get_client
