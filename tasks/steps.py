@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
 from prefect.context import TaskRunContext
 from prefect.exceptions import ObjectNotFound
 
@@ -86,9 +87,35 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
             once["tags"] = site_tags(inc.site.name)
     else:
         once = dict(cache_policy=NO_CACHE, persist_result=False)
-    return task(fn, name=step.id, task_run_name=step.id, **once,
+    made = task(fn, name=step.id, task_run_name=step.id, **once,
                 retries=getattr(step, "retries", 0), retry_delay_seconds=getattr(step, "retry_delay", timedelta()).total_seconds(),
                 timeout_seconds=step.timeout.total_seconds() if getattr(step, "timeout", None) else None)
+    return _WaitsForItsSlot(made) if made.tags else made
+
+
+class _WaitsForItsSlot:
+    """A step task with a site tag, whose call waits while Prefect is away when asked for the site's slot.
+
+    Prefect asks for the slot before the step's function runs and raises ConcurrencySlotAcquisitionError when it
+    cannot be asked (the cause: a connection refused, a 503): the step has not acted, so it asks again, 1, 2, 4... 15 s
+    apart, rather than fail the incident because Prefect was restarting.
+    """
+
+    def __init__(self, made):
+        self.task = made
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        delay = 1.0
+        while True:
+            try:
+                return self.task(*args, **kwargs)
+            except ConcurrencySlotAcquisitionError as exc:
+                if not prefect_away(exc):
+                    raise
+                logger.warning("Prefect is away (%s): step %s waits to ask for its slot of %s again",
+                               exc.__cause__ or exc, self.task.name, ", ".join(sorted(self.task.tags)))
+                time.sleep(delay)
+                delay = min(delay * 2, 15.0)
 
 
 SITE_LIMIT_CHECK_SECONDS = 30.0
@@ -100,7 +127,8 @@ def site_tags(site: str) -> list[str]:
 
     Prefect asks the server for a slot of every tag a task run has, and gives it back after: two calls
     a step, limit or not. So the tag goes only where a limit is, looked up at most every 30 s by each
-    process; a limit created during an incident applies within that. If the lookup fails, the tag goes.
+    process; a limit created during an incident applies within that. While Prefect is away the lookup waits for
+    it; a lookup that fails otherwise adds the tag, so a limit is never skipped.
     """
     tag = f"site:{site}"
     checked = _site_limited.get(site)

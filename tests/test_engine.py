@@ -262,6 +262,44 @@ def test_a_site_limit_lookup_while_prefect_is_away_waits_for_it_rather_than_gues
     assert slept == [1.0, 2.0] and not answers
 
 
+def test_an_action_waits_for_its_site_slot_while_prefect_is_away_and_acts_once(monkeypatch, slept):
+    """A site with a limit: Prefect's engine asks for the slot before the step runs and, when it cannot be asked,
+    raises ConcurrencySlotAcquisitionError; the step had not acted, so it asks again rather than fail the incident."""
+    import contextlib
+
+    import httpx
+    import prefect.task_engine
+    from prefect import flow, task
+    from prefect.cache_policies import NO_CACHE
+    from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
+
+    from tasks import steps
+
+    real = prefect.task_engine._concurrency
+    refusals = [2]
+
+    @contextlib.contextmanager
+    def away_twice(names, **kwargs):
+        if names and refusals[0]:
+            refusals[0] -= 1
+            raise ConcurrencySlotAcquisitionError(f"Unable to acquire concurrency slots on {names!r}") from httpx.ConnectError("refused")
+        with real(names, **kwargs):
+            yield
+
+    monkeypatch.setattr(prefect.task_engine, "_concurrency", away_twice)
+    acted: list[str] = []
+    waiting = steps._WaitsForItsSlot(task(lambda step_id: acted.append(step_id) or {"ok": True}, name="open-valve",
+                                          tags=["site:somewhere"], cache_policy=NO_CACHE))
+
+    @flow
+    def one_step():
+        return waiting("open-valve")
+
+    assert one_step() == {"ok": True}
+    assert refusals == [0] and acted == ["open-valve"], "refused twice, then acted once"
+    assert slept[:2] == [1.0, 2.0]
+
+
 def test_action_steps_carry_the_site_tag_only_where_a_site_limit_exists():
     """The tag makes Prefect ask the server for a slot on every action; without a limit it is two calls for nothing."""
     from prefect.client.orchestration import get_client
