@@ -60,6 +60,11 @@ def evaluate(source: str, context: dict[str, Any]) -> bool:
         return False
 
 
+def is_plain(source: str) -> bool:
+    """Text that renders as itself: no Jinja markup, and no trailing newline (Jinja drops one)."""
+    return "{" not in source and not source.endswith("\n")
+
+
 def render(source: str, context: dict[str, Any]) -> str:
     """Render a template; a name that is not there yet renders as '—' with its name."""
     try:

@@ -23,7 +23,7 @@ from integrations.contacts import Directory, Person
 from integrations.localtime import local_time
 from integrations.notify import Delivery, Message, deliver
 from integrations.site import Site
-from runbooks.expressions import evaluate, render
+from runbooks.expressions import evaluate, is_plain, render
 from runbooks.model import Runbook, Text
 from runbooks.settings import get_settings
 from runbooks.workdays import CHINA
@@ -63,6 +63,13 @@ def plan_clock(value: datetime | str | None) -> datetime | None:
     return at if at.tzinfo else at.replace(tzinfo=CHINA)
 
 
+def _plain_utc(moment: datetime) -> datetime:
+    """The moment as a plain UTC datetime. Prefect hands out its own DateTime (pendulum's), whose arithmetic goes
+    through a deprecation wrapper: the incident's clock is read on every step, so it keeps a plain one."""
+    at = moment.astimezone(timezone.utc)
+    return datetime(at.year, at.month, at.day, at.hour, at.minute, at.second, at.microsecond, tzinfo=timezone.utc)
+
+
 class Incident:
     def __init__(self, runbook: Runbook, *, params: dict[str, Any], severity: str | None, drill: bool,
                  time_scale: float, auto: bool, answers: dict[str, Any], alert: dict | None,
@@ -86,7 +93,7 @@ class Incident:
         self.site = site
         self.run_url = run_url
         # The run's own start: a run that restarts (a crashed worker, a suspended wait) keeps its clock.
-        self.started = started or datetime.now(timezone.utc)
+        self.started = _plain_utc(started) if started else datetime.now(timezone.utc)
         # The plan's clock at that start: the same unless a drill says what time it plays (`--clock`), so that a
         # "same day" or "working day" deadline does not depend on when the drill happens to run.
         self.clock = plan_clock(clock) or self.started
@@ -161,7 +168,10 @@ class Incident:
         return True if not condition else evaluate(condition, self.context(**extra))
 
     def text(self, text: Text | None, language: str = "zh", **extra: Any) -> str:
-        return "" if text is None else render(text.get(language), self.context(**extra))
+        if text is None:
+            return ""
+        source = text.get(language)
+        return source if is_plain(source) else render(source, self.context(**extra))  # most titles: no context to build
 
     def both(self, text: Text | None, **extra: Any) -> str:
         if text is None:
