@@ -46,7 +46,7 @@ import httpx
 
 from flows import launch
 from integrations.alerts.model import Alert
-from integrations.alerts.store import Incident, SpoolItem, Store
+from integrations.alerts.store import Incident, SpoolItem, Store, connect
 from tasks.client import sync_client
 from tasks.inputs import prefect_away
 
@@ -310,11 +310,7 @@ class SpoolBatches:
 
     def _connection(self) -> sqlite3.Connection:
         if self._db is None:
-            db = sqlite3.connect(self.store.path, timeout=self.store.busy_timeout, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")
-            db.row_factory = sqlite3.Row
-            self._db = db
+            self._db = connect(self.store.path, self.store.busy_timeout, durable=True, check_same_thread=False)
         return self._db
 
     def pending(self, limit: int) -> list[SpoolItem]:

@@ -16,9 +16,10 @@ without another service to run.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -97,6 +98,16 @@ class Incident:
     last_starts_at: str | None
 
 
+def connect(path: Path, busy_timeout: float, *, durable: bool, check_same_thread: bool = True) -> sqlite3.Connection:
+    """A connection to the intake's database in WAL mode, autocommit (transactions are begun by hand), rows by name;
+    `durable`: each commit waits for the disk."""
+    db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=check_same_thread)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+    db.row_factory = sqlite3.Row
+    return db
+
+
 class Store:
     def __init__(self, state_dir: Path, *, busy_timeout: float = 30):
         self.busy_timeout = busy_timeout  # how long a write waits for a locked database before it fails
@@ -105,21 +116,31 @@ class Store:
         self.path = self.dir / "intake.sqlite3"
         self.unrouted_path = self.dir / "unrouted.jsonl"
         self._lock = threading.Lock()
+        self._kept = threading.local()  # each thread's connections (Store._db)
         with self._db() as db:
             db.executescript(SCHEMA)
 
     @contextmanager
     def _db(self, *, durable: bool = False) -> Iterator[sqlite3.Connection]:
-        """A connection. `durable`: each commit waits for the disk (an accepted alert is on disk before we answer
-        202). Else a commit survives the process dying but not the machine losing power: in WAL mode what a power
-        loss can take is the last commits, in order, so the spool's marks go with the ledger's writes before them
-        and their alerts are handled again (a run is started with an idempotency key: the same run again). Each
-        durable commit costs a disk flush, milliseconds, which a storm's hundreds of ledger writes cannot afford."""
-        with closing(sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            db.row_factory = sqlite3.Row
+        """This thread's connection, kept open (opening one, with its pragmas, cost more than the statements most
+        calls run on it: a third of a storm's drain). `durable`: each commit waits for the disk (an accepted alert is
+        on disk before we answer 202). Else a commit survives the process dying but not the machine losing power: in
+        WAL mode what a power loss can take is the last commits, in order, so the spool's marks go with the ledger's
+        writes before them and their alerts are handled again (a run is started with an idempotency key: the same run
+        again). Each durable commit costs a disk flush, milliseconds, which a storm's hundreds of ledger writes cannot
+        afford. A block that leaves a transaction open (it raised between BEGIN and COMMIT) has it rolled back."""
+        kept = self._kept.__dict__
+        if kept.get("pid") != os.getpid():  # a forked child opens its own: a connection must not cross a fork
+            kept.clear()
+            kept["pid"] = os.getpid()
+        db = kept.get(durable)
+        if db is None:
+            db = kept[durable] = connect(self.path, self.busy_timeout, durable=durable)
+        try:
             yield db
+        finally:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
 
     # ---------------------------------------------------------------- spool
 
