@@ -3,7 +3,7 @@
 Each forked run inherits the parsed contacts and site and the built runbook flows (a file
 changed since is read again by the run, runbooks/yamlfile.py, so nothing goes stale),
 Prefect's once-per-process check that the server speaks its API version, the TLS context every
-client of the project shares (tasks/client.py), the Prefect collections a run's first block
+client of the project shares (tasks/client.py), the block that keeps the steps' done records, the Prefect collections a run's first block
 load would import, the modules a run's first task imports, Prefect's client models built, and the
 report's templates compiled.
 """
@@ -68,6 +68,23 @@ try:
     load_prefect_collections()
 except Exception as exc:  # noqa: BLE001
     logging.getLogger("runbook.warm").warning("the warm parent could not import Prefect's collections (%s)", exc)
+
+if PREFECT_API_URL.value():
+    try:
+        # The block that keeps the steps' done records (tasks/records.py), read here once rather than by each run
+        # on its first acting step's way (one request, 50-90 ms on a busy server: bench trace). Loading a block
+        # emits an event, and Prefect's events worker would start threads here (see above): this load emits none.
+        import prefect.blocks.core as _blocks
+
+        from tasks.records import load_step_records
+
+        _emit, _blocks.emit_event = _blocks.emit_event, lambda *args, **kwargs: None
+        try:
+            load_step_records()
+        finally:
+            _blocks.emit_event = _emit
+    except Exception as exc:  # noqa: BLE001  (each run loads it, as before)
+        logging.getLogger("runbook.warm").warning("the warm parent could not load the step records' block (%s)", exc)
 
 try:
     # Done by every run otherwise, on its first step's way or at its close (traced with py-spy on bench trace's

@@ -189,13 +189,18 @@ def step_records() -> StepRecords:
     delay = 1.0
     while True:
         try:
-            return _step_records(PREFECT_API_URL.value())
+            return load_step_records()
         except Exception as exc:
             if not prefect_away(exc):
                 raise
             logger.warning("Prefect is away (%s): the step waits for it before it acts, to keep its record there", exc)
             time.sleep(delay)
             delay = min(delay * 2, 15.0)
+
+
+def load_step_records() -> StepRecords:
+    """The block of this process's server, read (or saved) at its first use; no waiting while Prefect is away."""
+    return _step_records(PREFECT_API_URL.value())
 
 
 REGISTER_TRIES = 6
