@@ -295,11 +295,10 @@ class Result:
 class SpoolBatches:
     """The drainer's reads and writes of the spool (Store's table), many rows at a time.
 
-    Store reads and writes a row per connection; here a batch of pending alerts is read at once and what
-    became of them written in one transaction (synchronous=FULL, as Store appends: few commits, and its flush
-    of the log covers the ledger writes before it, so a done mark never outlives them). The connection stays
-    open for the drainer's life, which also spares Store's short connections the checkpoint SQLite runs when a
-    database's last one closes.
+    Store reads and writes a row per call; here a batch of pending alerts is read at once and what became of
+    them written in one transaction (synchronous=FULL, as Store appends: few commits, and its flush of the log
+    covers the ledger writes before it, so a done mark never outlives them). One connection for the drainer's
+    life, shared by its lanes under a lock.
     A row is marked done only after its alert was handled; a process that dies before leaves it
     pending, to be handled again (the same idempotency key gives the same run)."""
 

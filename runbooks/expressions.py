@@ -61,8 +61,9 @@ def evaluate(source: str, context: dict[str, Any]) -> bool:
 
 
 def is_plain(source: str) -> bool:
-    """Text that renders as itself: no Jinja markup, and no trailing newline (Jinja drops one)."""
-    return "{" not in source and not source.endswith("\n")
+    """Text that renders as itself: no Jinja markup, no carriage return (Jinja turns each line break into a bare newline)
+    and no trailing newline (Jinja drops one)."""
+    return "{" not in source and "\r" not in source and not source.endswith("\n")
 
 
 def render(source: str, context: dict[str, Any]) -> str:

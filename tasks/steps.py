@@ -90,15 +90,16 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
     made = task(fn, name=step.id, task_run_name=step.id, **once,
                 retries=getattr(step, "retries", 0), retry_delay_seconds=getattr(step, "retry_delay", timedelta()).total_seconds(),
                 timeout_seconds=step.timeout.total_seconds() if getattr(step, "timeout", None) else None)
-    return _WaitsForItsSlot(made) if made.tags else made
+    return _WaitsForItsSlot(made)
 
 
 class _WaitsForItsSlot:
-    """A step task with a site tag, whose call waits while Prefect is away when asked for the site's slot.
+    """A step task whose call waits while Prefect is away when asked for a slot of its tags (the site's limit, or a
+    tag the caller's context adds: the engine clears those, but a task run asks for every tag it has).
 
-    Prefect asks for the slot before the step's function runs and raises ConcurrencySlotAcquisitionError when it
+    Prefect asks for the slots before the step's function runs and raises ConcurrencySlotAcquisitionError when it
     cannot be asked (the cause: a connection refused, a 503): the step has not acted, so it asks again, 1, 2, 4... 15 s
-    apart, rather than fail the incident because Prefect was restarting.
+    apart, rather than fail the incident because Prefect was restarting. A task without tags asks for nothing.
     """
 
     def __init__(self, made):
