@@ -33,7 +33,6 @@ import platform
 import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -209,7 +208,7 @@ def watcher_passes(log_file: Path, since: float, until: float) -> list[float]:
 def measure(home: Path, incidents: int, queued: int, due_after: float, log=print, database: str | None = None) -> dict:
     from bench.quick import Stack
     from bench.speed import child_env, start_server
-    from tests.alerts.procs import free_port, stop_process, wait_for  # noqa: F401
+    from tests.alerts.procs import stop_process, wait_for
 
     endpoint = Endpoint()
     prefect_proc, api = start_server(home, **({"PREFECT_API_DATABASE_CONNECTION_URL": database} if database else {}))

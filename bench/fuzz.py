@@ -42,7 +42,7 @@ import httpx
 
 from bench import sections
 
-from tests.alerts.fuzzing import KINDS, fuzz_request
+from tests.alerts.fuzzing import fuzz_request
 from tests.alerts.procs import (ROOT, PrefectServer, Receiver, am_alert, am_notification, count_flow_runs, flow_runs,
                                 register_unserved, wait_for)
 
