@@ -171,6 +171,8 @@ def page_due_tiers(client, run: FlowRun, who: dict, now: datetime) -> None:
     due_tiers = [(i, t) for i, t in enumerate(who.get("tiers", [])) if i not in paged and now >= datetime.fromisoformat(t["at"])]
     if not due_tiers or "text" not in due_tiers[0][1]:
         return
+    if client.read_flow_run(run.id).state.id != run.state.id:
+        return  # answered or woken since the pass read it: a page now would ask for what may be done
     incident = detached(run)
     sent = []
     for index, tier in due_tiers:

@@ -334,3 +334,20 @@ def test_a_run_read_before_it_was_woken_is_not_woken_again(pager):
         assert escalation._look_after(client, run, now) is None  # the same, stale, view of the run
         names = [s.name for s in client.read_flow_run_states(run.id)]
     assert names.count("Resuming") == 1, names
+
+
+def test_a_tier_of_a_run_answered_since_the_pass_read_it_is_not_paged(pager):
+    """The pass reads the waiting runs, then its lanes page their due tiers: a run answered in between (its state
+    moved on) must not have its tier paged from that stale look."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    import flows.escalation as escalation
+
+    with get_client(sync_client=True) as client:
+        [run_id] = suspended(client, 1, deployed=True)
+        stale = client.read_flow_run(run_id)
+        client.set_flow_run_state(run_id, Scheduled(name="Resuming", message="answered"), force=True)
+        escalation._look_after(client, stale, datetime.now(timezone.utc))
+    time.sleep(1)
+    assert pager == [], "no page for a wait that was answered"
