@@ -3,9 +3,9 @@
 Each forked run inherits the parsed contacts and site and the built runbook flows (a file
 changed since is read again by the run, runbooks/yamlfile.py, so nothing goes stale),
 Prefect's once-per-process check that the server speaks its API version, the TLS context every
-client of the project shares (tasks/client.py), the block that keeps the steps' done records, the Prefect collections a run's first block
-load would import, the modules a run's first task imports, Prefect's client models built, and the
-report's templates compiled.
+client of the project shares (tasks/client.py), the Prefect collections a run's first block load
+would import, the block that keeps the steps' done records, the modules a run's first task imports,
+Prefect's client models built, and the report's templates compiled.
 """
 
 import gc

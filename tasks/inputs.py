@@ -14,8 +14,10 @@ keyset after the state, so a suspended wait's inputs start `suspended-`.
 from __future__ import annotations
 
 import json
+import logging
+import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable, TypeVar
 from uuid import UUID
 
 import httpx
@@ -24,6 +26,8 @@ from prefect.client.schemas.filters import FlowFilter, FlowFilterId, FlowRunFilt
 from prefect.exceptions import ObjectNotFound
 
 from tasks.client import sync_client
+
+T = TypeVar("T")
 
 RESOLUTION_KEY = "alert-resolved"
 KEYSET_PREFIXES = ("paused", "suspended")  # Prefect's keyset starts with the state's name
@@ -101,6 +105,21 @@ def prefect_away(exc: BaseException) -> bool:
         return exc.response.status_code >= 500 or exc.response.status_code in (408, 429)
     cause = exc.__cause__ or exc.__context__
     return cause is not None and cause is not exc and prefect_away(cause)
+
+
+def while_away(call: Callable[[], T], waiting: str, log: logging.Logger, *, only: type[BaseException] = Exception) -> T:
+    """`call()`, asked again 1, 2, 4 ... 15 s apart while it fails (with an `only` error) because Prefect is away,
+    with a warning saying what waits ("Prefect is away (<error>): <waiting>"); any other error is raised."""
+    delay = 1.0
+    while True:
+        try:
+            return call()
+        except only as exc:
+            if not prefect_away(exc):
+                raise
+            log.warning("Prefect is away (%s): %s", exc, waiting)
+            time.sleep(delay)
+            delay = min(delay * 2, 15.0)
 
 
 def read_input(client, run_id, key: str) -> str | None:

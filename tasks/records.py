@@ -25,7 +25,7 @@ from prefect.filesystems import WritableFileSystem
 from prefect.settings import PREFECT_API_URL
 
 from tasks.client import sync_client
-from tasks.inputs import create_once, inputs_under, prefect_away, read_input
+from tasks.inputs import create_once, inputs_under, prefect_away, read_input, while_away
 
 logger = logging.getLogger("runbook.records")
 
@@ -186,16 +186,7 @@ def step_records() -> StepRecords:
 
     Read once per process, before its first step that acts. If Prefect is away then (down, restarting, busy), the
     step waits for it, asking again every few seconds: an incident must not fail because Prefect was away."""
-    delay = 1.0
-    while True:
-        try:
-            return load_step_records()
-        except Exception as exc:
-            if not prefect_away(exc):
-                raise
-            logger.warning("Prefect is away (%s): the step waits for it before it acts, to keep its record there", exc)
-            time.sleep(delay)
-            delay = min(delay * 2, 15.0)
+    return while_away(load_step_records, "the step waits for it before it acts, to keep its record there", logger)
 
 
 def load_step_records() -> StepRecords:

@@ -22,7 +22,7 @@ from prefect.exceptions import ObjectNotFound
 from runbooks.model import KINDS, StepBase
 from tasks.client import sync_client
 from tasks.incident import Incident
-from tasks.inputs import create_once, prefect_away, read_input
+from tasks.inputs import create_once, read_input, while_away
 from tasks.records import WRITER, step_records, write_handed
 
 logger = logging.getLogger("runbook.steps")
@@ -106,17 +106,8 @@ class _WaitsForItsSlot:
         self.task = made
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        delay = 1.0
-        while True:
-            try:
-                return self.task(*args, **kwargs)
-            except ConcurrencySlotAcquisitionError as exc:
-                if not prefect_away(exc):
-                    raise
-                logger.warning("Prefect is away (%s): step %s waits to ask for its slot of %s again",
-                               exc.__cause__ or exc, self.task.name, ", ".join(sorted(self.task.tags)))
-                time.sleep(delay)
-                delay = min(delay * 2, 15.0)
+        return while_away(lambda: self.task(*args, **kwargs), f"step {self.task.name} waits to ask for its slots again",
+                          logger, only=ConcurrencySlotAcquisitionError)
 
 
 SITE_LIMIT_CHECK_SECONDS = 30.0
@@ -141,20 +132,18 @@ def site_tags(site: str) -> list[str]:
 def _site_limit_exists(tag: str) -> bool:
     """Whether a concurrency limit of the tag exists. While Prefect is away the step waits for it to say: a tag
     added on a guess would have Prefect ask it for a slot it cannot give, and fail the incident for that."""
-    delay = 1.0
-    while True:
+    def ask() -> bool:
         try:
             with sync_client() as client:
                 client.read_concurrency_limit_by_tag(tag)
             return True
         except ObjectNotFound:
             return False
-        except Exception as exc:
-            if not prefect_away(exc):
-                return True  # an answer that cannot be read: the tag goes, so a limit is never skipped
-            logger.warning("Prefect is away (%s): the step waits for it to say whether %s has a limit", exc, tag)
-            time.sleep(delay)
-            delay = min(delay * 2, 15.0)
+
+    try:
+        return while_away(ask, f"the step waits for it to say whether {tag} has a limit", logger)
+    except Exception:  # noqa: BLE001
+        return True  # an answer that cannot be read: the tag goes, so a limit is never skipped
 
 
 def _journaled(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[..., Any]:
