@@ -142,10 +142,12 @@ class Intake:
     def __init__(self, store: Store, *, start_incident: Callable | None = None, deliver_resolution: Callable | None = None,
                  run_is_open: Callable[[str], bool] | None = None, emit: Callable | None = None,
                  health: Callable[[], BaseException | None] | None = None,
-                 open_runs: Callable[[list[str]], set[str]] | None = None):
+                 open_runs: Callable[[list[str]], set[str]] | None = None,
+                 start_incidents: Callable[[str, list[dict[str, Any]]], dict[str, Any]] | None = None):
         self.store = store
         self.launcher = launch.Launcher()  # its client is opened on first use, so hooks given here never open one
         self.start_incident = start_incident or self.launcher.start_incident
+        self.start_incidents = start_incidents or (self.launcher.start_incidents if start_incident is None else None)
         self.deliver_resolution = deliver_resolution or _deliver_resolution
         self.run_is_open = run_is_open or self.launcher.run_is_open
         self.open_runs = open_runs or (self.launcher.open_runs if run_is_open is None else None)
@@ -153,6 +155,7 @@ class Intake:
         self.health = health or self.launcher.health
         self._open: dict[str, bool] = {}   # flow run id -> open, for the current batch
         self._members: dict[tuple, tuple] = {}  # (runbook, group, episode, fingerprint) -> (starts, firing) written this batch
+        self._started: dict[str, Any] = {}  # idempotency key -> the run started for it ahead of the batch (start_ahead)
 
     def close(self) -> None:
         self.launcher.close()
@@ -172,8 +175,36 @@ class Intake:
         except Exception as exc:
             log.debug("could not read the incidents' states ahead of the batch: %s", exc)
 
+    def start_ahead(self, heads: list[dict[str, Any]]) -> None:
+        """Before a batch, after ``read_open``: the incidents the first alerts of its groups start, created together
+        (``start_incidents``: one request for up to 100 runs, not one each). Each alert then takes its run in its turn,
+        as if it had started it, so its outcome, its ledger write and its event are as before. Only what that turn
+        would start is created (the same decision, on the same ledger and states), under the same idempotency key.
+        Best effort: what is not created here is started by its alert in its turn, and its error handled there."""
+        self._started = {}
+        if self.start_incidents is None:
+            return
+        try:
+            by_runbook: dict[str, list[dict[str, Any]]] = {}
+            for item in heads:
+                try:
+                    alert, decision = Alert.model_validate(item["alert"]), item["decision"]
+                except Exception:  # noqa: BLE001  (an item that cannot be read fails in its own turn)
+                    continue
+                if _handled_as(alert, decision) == "firing":
+                    episode = self._episode_to_start(alert, decision["runbook"])[1]
+                    if episode is not None:
+                        by_runbook.setdefault(decision["runbook"], []).append(_start_arguments(alert, decision, episode))
+            for runbook, starts in by_runbook.items():
+                self._started.update(self.start_incidents(runbook, starts))
+            if self._started and self.open_runs is not None:  # a key may give an earlier run: its state as it is now
+                open_ids = self.open_runs(sorted(str(run_id) for run_id in self._started.values()))
+                self._open.update({str(run_id): str(run_id) in open_ids for run_id in self._started.values()})
+        except Exception as exc:
+            log.debug("could not start the batch's incidents together; each alert starts its own: %s", exc)
+
     def forget_open(self) -> None:
-        self._open, self._members = {}, {}
+        self._open, self._members, self._started = {}, {}, {}
 
     @staticmethod
     def _ledger_key(item: dict[str, Any]) -> tuple[str | None, str]:
@@ -206,37 +237,48 @@ class Intake:
         alert = Alert.model_validate(item["alert"])
         decision = item["decision"]
         runbook = decision["runbook"]
-        if decision.get("follow_group"):
+        how = _handled_as(alert, decision)
+        if how == "follow-group":
             known = self.store.incident_by_group(alert.group)
             outcome, runbook = (self._follow(alert, known.runbook) if known else Outcome("no-incident")), getattr(known, "runbook", None)
-        elif alert.extra.get("event_action") == "acknowledge":
+        elif how == "acknowledge":
             outcome = self._follow(alert, runbook)
         else:
-            outcome = self._firing(alert, decision) if alert.status == "firing" else self._resolved(alert, runbook)
+            outcome = self._firing(alert, decision) if how == "firing" else self._resolved(alert, runbook)
         try:
             self.emit(alert, outcome.what, outcome.flow_run_id, runbook)
         except Exception:  # the incident is started; a lost event must not replay it
             log.exception("could not emit the event for alert %s", alert.fingerprint)
         return outcome
 
+    def _episode_to_start(self, alert: Alert, runbook: str) -> tuple[Incident | None, int | None]:
+        """The group's incident in the ledger, and the episode this firing alert starts: None when it joins that
+        incident (open) or repeats what a closed one already had."""
+        known = self.store.incident(runbook, alert.group)
+        if known is None:
+            return None, 1
+        starts = utc_text(alert.starts_at)
+        if self._is_open(known.flow_run_id):
+            return known, None
+        if starts is not None and known.last_starts_at is not None and starts <= known.last_starts_at:
+            return known, None
+        return known, known.episode + 1
+
     def _firing(self, alert: Alert, decision: dict[str, Any]) -> Outcome:
         runbook, group = decision["runbook"], alert.group
         starts = utc_text(alert.starts_at)
-        known = self.store.incident(runbook, group)
-        if known and self._is_open(known.flow_run_id):
+        known, episode = self._episode_to_start(alert, runbook)
+        if known is not None and episode is None:
+            if not self._is_open(known.flow_run_id):
+                return Outcome("repeat-of-closed", known.flow_run_id)
             if known.last_starts_at is None or (starts is not None and starts > known.last_starts_at):
                 self.store.saw_start(runbook, group, starts)  # only when newer: each write is a transaction
             self._set_member(known, alert.fingerprint, starts, firing=True)
             return Outcome("joined", known.flow_run_id)
-        if known and starts is not None and known.last_starts_at is not None and starts <= known.last_starts_at:
-            return Outcome("repeat-of-closed", known.flow_run_id)
-        episode = known.episode + 1 if known else 1
-        run = self.start_incident(
-            runbook, decision.get("parameters") or {},
-            severity=decision.get("severity"), drill=bool(decision.get("drill")),
-            idempotency_key=idempotency_key(runbook, group, episode),
-            alert=alert.model_dump(mode="json"), incident=incident_label(alert, group),
-        )
+        start = _start_arguments(alert, decision, episode)
+        run = self._started.pop(start["idempotency_key"], None)
+        if run is None:
+            run = self.start_incident(runbook, **start)
         run_id = str(getattr(run, "id", run))
         if getattr(run, "state", None) is not None:  # the run as the server has it (the same key may give an old one)
             self._open[run_id] = launch.incident_open(run)
@@ -269,6 +311,22 @@ class Intake:
         self.deliver_resolution(known.flow_run_id, alert.model_dump(mode="json"))
         self.store.record_resolution(known.flow_run_id, alert.fingerprint)
         return Outcome("resolution-delivered", known.flow_run_id)
+
+
+def _handled_as(alert: Alert, decision: dict[str, Any]) -> str:
+    """Which way ``Intake.handle`` takes an alert: follow-group, acknowledge, firing or resolved."""
+    if decision.get("follow_group"):
+        return "follow-group"
+    if alert.extra.get("event_action") == "acknowledge":
+        return "acknowledge"
+    return "firing" if alert.status == "firing" else "resolved"
+
+
+def _start_arguments(alert: Alert, decision: dict[str, Any], episode: int) -> dict[str, Any]:
+    """``start_incident``'s arguments (after the runbook) for the episode a firing alert starts."""
+    return dict(parameters=decision.get("parameters") or {}, severity=decision.get("severity"),
+                drill=bool(decision.get("drill")), idempotency_key=idempotency_key(decision["runbook"], alert.group, episode),
+                alert=alert.model_dump(mode="json"), incident=incident_label(alert, alert.group))
 
 
 def lane_key(item: SpoolItem) -> str:
@@ -429,6 +487,7 @@ class Drainer:
             lanes.setdefault(lane_key(item), []).append(item)
         halt = threading.Event()  # set when Prefect is unreachable: the other lanes stop asking
         self.intake.read_open([item.item for item in items])
+        self.intake.start_ahead([lane[0].item for lane in lanes.values()])
         try:
             if self.lanes > 1 and len(lanes) > 1:
                 if self._pool is None:

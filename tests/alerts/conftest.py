@@ -56,6 +56,7 @@ class FakePrefect:
         self.resolutions: list[tuple[str, dict]] = []
         self.events: list[dict] = []
         self.closed: set[str] = set()
+        self.bulk_calls: list[list[str]] = []  # the idempotency keys of each bulk create
         self.down = False
 
     def _check(self):
@@ -74,6 +75,17 @@ class FakePrefect:
             self.by_key[idempotency_key] = run_id
             self.runs.append({**call, "id": run_id})
         return SimpleNamespace(id=uuid.UUID(run_id))
+
+    def start_incidents(self, runbook_id, starts):
+        """Prefect's bulk create, as the Launcher uses it: the run of each key (an earlier one for a known key)."""
+        self._check()
+        with self.lock:
+            self.bulk_calls.append([s["idempotency_key"] for s in starts])
+        return {s["idempotency_key"]: self.start_incident(runbook_id, **s).id for s in starts}
+
+    def open_runs(self, flow_run_ids):
+        self._check()
+        return {run_id for run_id in flow_run_ids if run_id not in self.closed}
 
     def deliver_resolution(self, flow_run_id, alert):
         self._check()

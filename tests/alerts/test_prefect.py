@@ -173,6 +173,33 @@ def test_launcher_keeps_the_key_semantics_and_finds_a_deployment_made_again(fres
         launcher.close()
 
 
+def test_launchers_bulk_create_makes_the_runs_start_incident_makes(fresh_probe):
+    """Many incidents at once (the drainer's batch): Prefect's bulk create, 100 runs a request, each run as
+    `start_incident` makes it, and a key already used gives its run back, as `start_incident`'s does."""
+    from prefect import get_client
+
+    from flows.launch import Launcher
+
+    launcher = Launcher()
+    try:
+        known = uuid.uuid4().hex
+        first = launcher.start_incident(fresh_probe, {"site": "x"}, idempotency_key=known)
+        starts = [dict(parameters={"site": f"s{i}"}, severity="1", drill=i == 0, idempotency_key=f"{known}-{i}",
+                       alert={"fingerprint": f"f{i}"}, incident=f"probe #{i}") for i in range(149)]
+        created = launcher.start_incidents(fresh_probe, starts + [dict(parameters={"site": "y"}, idempotency_key=known)])
+        assert len(created) == 150 and created[known] == first.id
+        with get_client(sync_client=True) as client:
+            run = client.read_flow_run(created[f"{known}-0"])
+        single = launcher.start_incident(fresh_probe, idempotency_key=uuid.uuid4().hex, **{
+            k: v for k, v in starts[0].items() if k != "idempotency_key"})
+        assert run.parameters == single.parameters and sorted(run.tags) == sorted(single.tags) == sorted(
+            [f"runbook:{fresh_probe}", "drill"])
+        assert run.idempotency_key == f"{known}-0" and run.state.is_scheduled()
+        assert launcher.open_runs([str(i) for i in created.values()]) == {str(i) for i in created.values()}
+    finally:
+        launcher.close()
+
+
 def test_launcher_fails_fast_when_prefect_goes_away(probe_runbook):
     """Once connected, Prefect's client retries a refused connection for about a minute; the Launcher's raises
     at once (the drainer backs off itself and reports Prefect unreachable)."""

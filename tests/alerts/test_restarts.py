@@ -88,7 +88,8 @@ def test_receiver_killed_before_draining_loses_nothing_and_starts_nothing_twice(
 def test_receiver_killed_while_draining_starts_each_incident_once(prefect_api, prefect_home, tmp_path):
     """SIGKILL in the middle of a drain: whatever was half done (a run created, the spool not yet told) is
     asked again with the same idempotency key and gets the same run. The receiver reaches Prefect through a
-    slow link, so the kill lands while runs are being created (a drain takes a batch at a time)."""
+    slow link, so the kill lands after the batch's runs are created (together, in one bulk create) and before
+    its alerts are marked handled."""
     register_unserved(prefect_api, "intake-hold")
     tag = uuid.uuid4().hex[:8]
     slow = SlowLink(prefect_api, delay=0.25)
@@ -108,7 +109,7 @@ def test_receiver_killed_while_draining_starts_each_incident_once(prefect_api, p
     finally:
         receiver.stop()
         slow.close()
-    assert created < len(groups) and left > 0, f"killed in the middle of the drain ({created} runs made, {left} left)"
+    assert created > 0 and left > 0, f"killed in the middle of the drain ({created} runs made, {left} left)"
     runs = runs_by_site(prefect_api, tag)
     assert sorted(runs) == sorted(f"{tag}-{n}" for n in groups)
     assert all(len(r) == 1 for r in runs.values()), {site: len(r) for site, r in runs.items()}

@@ -96,6 +96,60 @@ def test_a_storm_spooled_at_once_starts_one_incident_per_group_and_loses_nothing
     check(store, fake, expected)
 
 
+def bulk_intake(store: Store, fake: FakePrefect, start_incidents=None) -> Intake:
+    """The intake as `runbook up` has it: the batch's first alerts start their incidents in one bulk create."""
+    return Intake(store, start_incident=fake.start_incident, start_incidents=start_incidents or fake.start_incidents,
+                  deliver_resolution=fake.deliver_resolution, run_is_open=fake.run_is_open, open_runs=fake.open_runs,
+                  emit=fake.emit, health=fake.health)
+
+
+def test_a_storms_incidents_start_together_in_one_bulk_create_per_batch(tmp_path):
+    """Each group's first alert finds its incident created ahead, in one request for the batch: its outcome is
+    still `started` (and the group's order, the one incident per group, the resolutions are as before), and no
+    alert starts one of its own."""
+    items, expected = storm()
+    store = Store(tmp_path)
+    store.append(items)
+    fake = FakePrefect()
+    drain_all(Drainer(bulk_intake(store, fake), batch=len(items)), store)
+    check(store, fake, expected)
+    assert [len(keys) for keys in fake.bulk_calls] == [GROUPS]
+    assert len(fake.starts) == GROUPS  # each run asked for once: by the bulk create, none again by its alert
+
+
+def test_runs_the_bulk_create_did_not_make_are_started_by_their_alerts(tmp_path):
+    """A bulk create that fails, or that makes only some of the runs, loses nothing: the rest start in turn."""
+    for seed, bulk in ((6, "fails"), (7, "half")):
+        items, expected = storm(seed=seed)
+        store = Store(tmp_path / bulk)
+        store.append(items)
+        fake = FakePrefect()
+
+        def start_some(runbook_id, starts, bulk=bulk, fake=fake):
+            if bulk == "fails":
+                raise httpx.HTTPStatusError("404", request=httpx.Request("POST", "http://x"), response=httpx.Response(404))
+            return fake.start_incidents(runbook_id, starts[::2])
+
+        drain_all(Drainer(bulk_intake(store, fake, start_some), batch=len(items)), store)
+        check(store, fake, expected)
+
+
+def test_a_bulk_create_asked_again_after_a_crash_gives_the_same_incidents(tmp_path):
+    """The process dies after the bulk create, before any alert of the batch is marked: the next drainer creates
+    them again under the same keys, which give the same runs."""
+    items, expected = storm(seed=8)
+    store = Store(tmp_path)
+    store.append(items)
+    fake = FakePrefect()
+    first = Drainer(bulk_intake(store, fake), batch=len(items))
+    first.intake.start_ahead([first.spool.pending(len(items))[0].item])
+    first.stop()
+    assert len(fake.runs) == 1 and store.pending_count() == len(items)
+
+    drain_all(Drainer(bulk_intake(store, fake), batch=len(items)), store)
+    check(store, fake, expected)
+
+
 def test_prefect_away_in_the_middle_of_a_storm(tmp_path):
     """From the 20th start on, Prefect is unreachable for half a second: those groups wait (their later alerts
     behind them), the drainer backs off and tries again; in the end every alert is handled, each group in
