@@ -147,6 +147,7 @@ class Intake:
         self.store = store
         self.launcher = launch.Launcher()  # its client is opened on first use, so hooks given here never open one
         self.start_incident = start_incident or self.launcher.start_incident
+        # many at once only where the default start is used (a hook given for one start is what a caller wants used)
         self.start_incidents = start_incidents or (self.launcher.start_incidents if start_incident is None else None)
         self.deliver_resolution = deliver_resolution or _deliver_resolution
         self.run_is_open = run_is_open or self.launcher.run_is_open
@@ -156,6 +157,7 @@ class Intake:
         self._open: dict[str, bool] = {}   # flow run id -> open, for the current batch
         self._members: dict[tuple, tuple] = {}  # (runbook, group, episode, fingerprint) -> (starts, firing) written this batch
         self._started: dict[str, Any] = {}  # idempotency key -> the run started for it ahead of the batch (start_ahead)
+        self._said_bulk_failed = False
 
     def close(self) -> None:
         self.launcher.close()
@@ -192,18 +194,27 @@ class Intake:
                 except Exception:  # noqa: BLE001  (an item that cannot be read fails in its own turn)
                     continue
                 if _handled_as(alert, decision) == "firing":
-                    episode = self._episode_to_start(alert, decision["runbook"])[1]
-                    if episode is not None:
+                    what, _, episode = self._firing_decision(alert, decision["runbook"])
+                    if what == "start":
                         by_runbook.setdefault(decision["runbook"], []).append(_start_arguments(alert, decision, episode))
+            if sum(map(len, by_runbook.values())) < 2:
+                return  # one start: its own create, whose answer carries the run's state, is one request, not two
             for runbook, starts in by_runbook.items():
                 self._started.update(self.start_incidents(runbook, starts))
             if self._started and self.open_runs is not None:  # a key may give an earlier run: its state as it is now
                 open_ids = self.open_runs(sorted(str(run_id) for run_id in self._started.values()))
                 self._open.update({str(run_id): str(run_id) in open_ids for run_id in self._started.values()})
         except Exception as exc:
-            log.debug("could not start the batch's incidents together; each alert starts its own: %s", exc)
+            if not self._said_bulk_failed and not prefect_away(exc):  # Prefect away: the lanes say so
+                log.warning("could not create the batch's incidents together (%s); each alert starts its own", exc)
+                self._said_bulk_failed = True
 
     def forget_open(self) -> None:
+        """After a batch. A run created ahead that no alert took (its lane stopped early: Prefect away, the drainer
+        stopping) has no ledger row yet: the next batch decides for its alert again and takes it by its key."""
+        if self._started:
+            log.info("%d incident(s) created ahead wait for their alerts' next try: %s", len(self._started),
+                     ", ".join(str(run_id) for run_id in self._started.values()))
         self._open, self._members, self._started = {}, {}, {}
 
     @staticmethod
@@ -251,30 +262,30 @@ class Intake:
             log.exception("could not emit the event for alert %s", alert.fingerprint)
         return outcome
 
-    def _episode_to_start(self, alert: Alert, runbook: str) -> tuple[Incident | None, int | None]:
-        """The group's incident in the ledger, and the episode this firing alert starts: None when it joins that
-        incident (open) or repeats what a closed one already had."""
+    def _firing_decision(self, alert: Alert, runbook: str) -> tuple[str, Incident | None, int]:
+        """What a firing alert does: "joined" its group's open incident, "repeat-of-closed" (what a closed one
+        already had) or "start" a new episode; with the group's incident in the ledger and the episode to start."""
         known = self.store.incident(runbook, alert.group)
         if known is None:
-            return None, 1
+            return "start", None, 1
         starts = utc_text(alert.starts_at)
         if self._is_open(known.flow_run_id):
-            return known, None
+            return "joined", known, known.episode
         if starts is not None and known.last_starts_at is not None and starts <= known.last_starts_at:
-            return known, None
-        return known, known.episode + 1
+            return "repeat-of-closed", known, known.episode
+        return "start", known, known.episode + 1
 
     def _firing(self, alert: Alert, decision: dict[str, Any]) -> Outcome:
         runbook, group = decision["runbook"], alert.group
         starts = utc_text(alert.starts_at)
-        known, episode = self._episode_to_start(alert, runbook)
-        if known is not None and episode is None:
-            if not self._is_open(known.flow_run_id):
-                return Outcome("repeat-of-closed", known.flow_run_id)
+        what, known, episode = self._firing_decision(alert, runbook)
+        if what == "repeat-of-closed":
+            return Outcome(what, known.flow_run_id)
+        if what == "joined":
             if known.last_starts_at is None or (starts is not None and starts > known.last_starts_at):
                 self.store.saw_start(runbook, group, starts)  # only when newer: each write is a transaction
             self._set_member(known, alert.fingerprint, starts, firing=True)
-            return Outcome("joined", known.flow_run_id)
+            return Outcome(what, known.flow_run_id)
         start = _start_arguments(alert, decision, episode)
         run = self._started.pop(start["idempotency_key"], None)
         if run is None:

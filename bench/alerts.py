@@ -358,11 +358,13 @@ def render_drain(results: list[dict[str, Any]], took: float) -> str:
         "|---|---|---|---|---|---|---|",
         *rows,
         "",
-        "How: `app/intake.py` reads up to 200 pending alerts at a time, hands each group's over in spool order on up to "
-        "4 lanes side by side, asks whether the batch's incidents are open in one request and marks the batch done in "
-        "one transaction; `flows/launch.py` `Launcher` keeps one client and the deployment ids. Target: at least 200 "
-        "alerts/s. Each group costs the server one flow run to create (and each alert one `runbook.alert.*` event to "
-        "take in): compare the drain's runs created per second with bare Prefect's on the same server. Load above 2 "
+        "How: `app/intake.py` reads up to 200 pending alerts at a time, asks whether the batch's incidents are open in "
+        "one request, creates the incidents its groups' first alerts start in one bulk create (Prefect's "
+        "`create_flow_run/bulk`, up to 100 runs a request), hands each group's alerts over in spool order on up to 4 "
+        "lanes side by side and marks the batch done in one transaction; `flows/launch.py` `Launcher` keeps one client "
+        "and the deployment ids. Target: at least 200 alerts/s. Each group costs the server one flow run to create (and "
+        "each alert one `runbook.alert.*` event to take in): compare the drain's runs created per second with bare "
+        "Prefect's (`run_deployment`, one run at a time) on the same server. Load above 2 "
         "on this 2-CPU machine makes every figure here slower (other test runs share it).",
         "",
         "Reproduce: `.venv/bin/python -m bench.alerts --drain-only` (`--drain N:G` for other sizes, repeatable); "

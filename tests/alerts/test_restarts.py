@@ -109,7 +109,8 @@ def test_receiver_killed_while_draining_starts_each_incident_once(prefect_api, p
     finally:
         receiver.stop()
         slow.close()
-    assert created > 0 and left > 0, f"killed in the middle of the drain ({created} runs made, {left} left)"
+    # killed with runs made whose alerts were not yet marked handled (more pending than groups without a run)
+    assert left > len(groups) - created, f"killed in the middle of the drain ({created} runs made, {left} left)"
     runs = runs_by_site(prefect_api, tag)
     assert sorted(runs) == sorted(f"{tag}-{n}" for n in groups)
     assert all(len(r) == 1 for r in runs.values()), {site: len(r) for site, r in runs.items()}

@@ -11,8 +11,9 @@ from datetime import datetime, timedelta, timezone
 
 import httpx
 
-from app.intake import Drainer, Intake
+from app.intake import Drainer, Intake, idempotency_key
 from integrations.alerts import get_source
+from integrations.alerts.model import Alert
 from integrations.alerts.store import Store
 from tests.alerts.conftest import FakePrefect, wait_until
 
@@ -118,20 +119,53 @@ def test_a_storms_incidents_start_together_in_one_bulk_create_per_batch(tmp_path
 
 
 def test_runs_the_bulk_create_did_not_make_are_started_by_their_alerts(tmp_path):
-    """A bulk create that fails, or that makes only some of the runs, loses nothing: the rest start in turn."""
+    """A bulk create that fails, or that makes only some of the runs, loses nothing: the rest start in turn, and
+    what it made is used (each run asked for once)."""
     for seed, bulk in ((6, "fails"), (7, "half")):
         items, expected = storm(seed=seed)
         store = Store(tmp_path / bulk)
         store.append(items)
         fake = FakePrefect()
+        asked = []
 
         def start_some(runbook_id, starts, bulk=bulk, fake=fake):
+            asked.append(len(starts))
             if bulk == "fails":
                 raise httpx.HTTPStatusError("404", request=httpx.Request("POST", "http://x"), response=httpx.Response(404))
             return fake.start_incidents(runbook_id, starts[::2])
 
         drain_all(Drainer(bulk_intake(store, fake, start_some), batch=len(items)), store)
         check(store, fake, expected)
+        assert asked == [GROUPS] and len(fake.starts) == GROUPS, (bulk, asked, len(fake.starts))
+
+
+def test_only_the_alerts_that_start_an_episode_are_created_ahead(tmp_path):
+    """A second storm over the same groups once their incidents closed: the alerts that repeat what a closed
+    incident had start nothing; the newer ones start episode 2, created ahead; resolutions start nothing."""
+    store = Store(tmp_path)
+    fake = FakePrefect()
+    items, _ = storm(seed=9)
+    store.append(items)
+    drain_all(Drainer(bulk_intake(store, fake), batch=len(items)), store)
+    fake.close_all()
+    again = [json.loads(json.dumps(item)) for item in items]
+    newer = {f"storm-{g}" for g in range(0, GROUPS, 2)}  # half the groups fire again, later
+    for item in again:
+        if item["alert"]["group_key"] in newer:
+            item["alert"]["starts_at"] = (STARTS + timedelta(hours=1)).isoformat()
+    fake.bulk_calls.clear()
+    store.append(again)
+    drain_all(Drainer(bulk_intake(store, fake), batch=len(again)), store)
+
+    groups = {item["alert"]["group_key"]: Alert.model_validate(item["alert"]).group for item in items}
+    assert [sorted(keys) for keys in fake.bulk_calls] == [sorted(idempotency_key("storm", groups[g], 2) for g in newer)]
+    assert len(fake.runs) == GROUPS + len(newer)
+    outcomes = {}
+    for row in store.spool_rows()[len(items):]:
+        item = json.loads(row["item"])
+        outcomes.setdefault(item["alert"]["group_key"], []).append(row["outcome"].split()[0])
+    for group, seen in outcomes.items():
+        assert seen[0] == ("started" if group in newer else "repeat-of-closed"), (group, seen)
 
 
 def test_a_bulk_create_asked_again_after_a_crash_gives_the_same_incidents(tmp_path):
@@ -142,9 +176,12 @@ def test_a_bulk_create_asked_again_after_a_crash_gives_the_same_incidents(tmp_pa
     store.append(items)
     fake = FakePrefect()
     first = Drainer(bulk_intake(store, fake), batch=len(items))
-    first.intake.start_ahead([first.spool.pending(len(items))[0].item])
+    pending = first.spool.pending(len(items))
+    heads = list({item.item["alert"]["group_key"]: item.item for item in reversed(pending)}.values())
+    first.intake.read_open(heads)
+    first.intake.start_ahead(heads)  # what drain() does first; then the process dies
     first.stop()
-    assert len(fake.runs) == 1 and store.pending_count() == len(items)
+    assert len(fake.runs) == GROUPS and store.pending_count() == len(items)
 
     drain_all(Drainer(bulk_intake(store, fake), batch=len(items)), store)
     check(store, fake, expected)
