@@ -23,8 +23,9 @@ alert stays pending and is retried with backoff; later alerts of its group wait
 behind it so their order is kept.
 
 Prefect is asked through one client for the intake's life (``launch.Launcher``:
-deployment ids kept by name, runs created directly from the deployment), and
-whether the batch's incidents are open is read in one request.
+deployment ids kept by name, runs created directly from the deployment),
+whether the batch's incidents are open is read in one request, and the incidents
+its groups' first alerts start are created together in one (``Intake.start_ahead``).
 """
 
 from __future__ import annotations
