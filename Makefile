@@ -24,4 +24,4 @@ lint: install
 
 test: install
 	bash scripts/test-deps.sh
-	$(BIN)/python -m pytest -q -ra -n 4 --dist loadfile --no-loadscope-reorder --durations=30
+	$(BIN)/python -m pytest -q -ra -n 2 --dist loadfile --durations=30

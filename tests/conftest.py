@@ -55,28 +55,6 @@ def _start_server(home: Path) -> tuple[subprocess.Popen, str]:
 _server: dict = {}
 
 
-# The files whose tests take minutes (real servers and workers killed and started again, clocks that must pass), longest
-# first. They are handed out first (with `--no-loadscope-reorder`, as `make test` runs): under `-n` they run side by side
-# from the start, and the many short files fill in around them, instead of being the run's tail on one worker.
-LONG_FILES = (
-    "tests/test_durable_scenarios.py",
-    "tests/production/test_worker_kills.py",
-    "tests/production/test_production.py",
-    "tests/test_durable_recovery.py",
-    "tests/test_cli.py",
-    "tests/alerts/test_outage_served.py",
-    "tests/alerts/test_restarts.py",
-    "tests/test_wait_suspends.py",
-    "tests/test_durable_time.py",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    rank = {path: i for i, path in enumerate(LONG_FILES)}
-    root = Path(str(config.rootpath))
-    items.sort(key=lambda item: rank.get(Path(str(item.path)).relative_to(root).as_posix(), len(rank)))
-
-
 def pytest_configure(config):
     """Start the server before any test module imports prefect: Prefect reads its settings at import.
 
