@@ -173,10 +173,14 @@ class Intake:
             ledger = {self._ledger_key(item) for item in items}
             run_ids = {known.flow_run_id for known in map(self._known, ledger) if known is not None}
             if run_ids:
-                open_ids = self.open_runs(sorted(run_ids))
-                self._open = {run_id: run_id in open_ids for run_id in run_ids}
+                self._read_states(run_ids)
         except Exception as exc:
             log.debug("could not read the incidents' states ahead of the batch: %s", exc)
+
+    def _read_states(self, run_ids: set[str]) -> None:
+        """Whether each of these incidents is open, in one request (``open_runs``), kept for the batch."""
+        open_ids = self.open_runs(sorted(run_ids))
+        self._open.update({run_id: run_id in open_ids for run_id in run_ids})
 
     def start_ahead(self, heads: list[dict[str, Any]]) -> None:
         """Before a batch, after ``read_open``: the incidents the first alerts of its groups start, created together
@@ -203,8 +207,7 @@ class Intake:
             for runbook, starts in by_runbook.items():
                 self._started.update(self.start_incidents(runbook, starts))
             if self._started and self.open_runs is not None:  # a key may give an earlier run: its state as it is now
-                open_ids = self.open_runs(sorted(str(run_id) for run_id in self._started.values()))
-                self._open.update({str(run_id): str(run_id) in open_ids for run_id in self._started.values()})
+                self._read_states({str(run_id) for run_id in self._started.values()})
         except Exception as exc:
             if not self._said_bulk_failed and not prefect_away(exc):  # Prefect away: the lanes say so
                 log.warning("could not create the batch's incidents together (%s); each alert starts its own", exc)
