@@ -80,9 +80,10 @@ def parts(tmp_path_factory):
                    RUNBOOK_SUSPEND_WAIT_AFTER="3600")
     # the worker polls seldom: what starts and resumes its runs at once is the server's events
     worker = _start([str(Path(sys.executable).parent / "runbook"), "worker", "--pool", POOL], logs / "worker.log",
-                    PREFECT_WORKER_QUERY_SECONDS="15")
+                    PREFECT_WORKER_QUERY_SECONDS="15", RUNBOOK_SUSPEND_WAIT_AFTER="3600")
     deploy = ("from prefect.deployments.runner import EntrypointType\nfrom flows.catalog import FLOWS\n"
-              f"FLOWS['warm-drill'].to_deployment(name='on-worker', work_pool_name='{POOL}',"
+              "for name in ('warm-drill', 'warm-hold'):\n"
+              f"    FLOWS[name].to_deployment(name='on-worker', work_pool_name='{POOL}',"
               " entrypoint_type=EntrypointType.MODULE_PATH).apply()")
     try:
         wait_for(lambda: _deployed("warm-drill/runbook") and _deployed("warm-hold/runbook"), 180,
@@ -105,6 +106,52 @@ def _pool_exists() -> bool:
             return False
 
 
+def test_the_worker_gives_a_run_its_labels_once_and_reads_a_deployment_once_a_submission():
+    """What a resume on the worker does not repeat: the labels a run carries already, the second deployment read of
+    its submission (Prefect's worker reads it to check it exists, then to build the job), the flow's record."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from app.worker import RunbookWorker, _ReadOnce
+
+    calls: list[str] = []
+
+    class Client:
+        async def update_flow_run_labels(self, run_id, labels):
+            calls.append("labels")
+
+        async def read_deployment(self, deployment_id):
+            calls.append("deployment")
+            return SimpleNamespace(id=deployment_id)
+
+        async def read_flow(self, flow_id):
+            calls.append("flow")
+            return SimpleNamespace(id=flow_id)
+
+    async def scenario() -> None:
+        worker = RunbookWorker(work_pool_name="p", name="w")
+        worker._client = client = Client()
+        worker._work_pool = SimpleNamespace(name="p", id=uuid.uuid4())
+        reads = _ReadOnce(client)
+        new, resumed = uuid.uuid4(), uuid.uuid4()
+        worker._submitting[new] = SimpleNamespace(labels={})
+        worker._submitting[resumed] = SimpleNamespace(labels={
+            "prefect.worker.name": "w", "prefect.worker.type": "runbook",
+            "prefect.work-pool.name": "p", "prefect.work-pool.id": str(worker._work_pool.id)})
+        await worker._give_worker_labels_to_flow_run(new)
+        await worker._give_worker_labels_to_flow_run(resumed)
+        assert calls == ["labels"], "only the run without them is labelled"
+        calls.clear()
+        for _ in range(2):  # two submissions of the same deployment and flow
+            reads.fresh("d")
+            await client.read_deployment("d")
+            await client.read_deployment("d")
+            await client.read_flow("f")
+        assert calls == ["deployment", "flow", "deployment"]
+
+    asyncio.run(scenario())
+
+
 def state_of(run_id):
     with get_client(sync_client=True) as client:
         return client.read_flow_run(UUID(str(run_id))).state
@@ -116,9 +163,10 @@ def name_of(run_id) -> str:
 
 
 def process_of(run_id) -> int:
+    """The run's process as its runner (`host:pid`) or worker (`pid`, as Prefect's workers record it) says."""
     with get_client(sync_client=True) as client:
         recorded = client.read_flow_run(UUID(str(run_id))).infrastructure_pid
-    assert recorded and ":" in recorded, recorded
+    assert recorded and recorded.rpartition(":")[2].isdigit(), recorded
     return int(recorded.rpartition(":")[2])
 
 
@@ -160,11 +208,19 @@ def test_the_runbook_worker_runs_an_incident_of_its_pool_warm_and_resumes_it(par
     _act_wait_answer_complete(run.id, "worker")
     log = (parts["logs"] / "worker.log").read_text()
     assert "Traceback" not in log, log[-3000:]
+    with get_client(sync_client=True) as client:
+        labels = client.read_flow_run(run.id).labels
+    assert labels.get("prefect.work-pool.name") == POOL and labels.get("prefect.worker.type") == "runbook", labels
 
 
-def test_a_warm_run_cancelled_from_the_api_stops(parts, base_url):
+@pytest.mark.parametrize("where", ["served", "worker"])
+def test_a_warm_run_cancelled_from_the_api_stops(parts, base_url, where):
+    """Served, the runner's own cancellation; on the worker, the one executor context it keeps for all its runs."""
     Endpoint.calls = []
-    run = start_incident("warm-hold", {"base_url": base_url})
+    if where == "served":
+        run = start_incident("warm-hold", {"base_url": base_url})
+    else:
+        run = run_deployment("warm-hold/on-worker", parameters={"parameters": {"base_url": base_url}}, timeout=0)
     wait_for(lambda: "/first" in Endpoint.calls, 60, "the first action", every=0.2)
     wait_for(lambda: state_of(run.id).is_running(), 30, "the run to hold", every=0.2)
     pid = process_of(run.id)
