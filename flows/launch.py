@@ -16,8 +16,8 @@ from uuid import UUID
 import httpx
 from prefect import get_client
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
+from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
@@ -67,12 +67,15 @@ def start_incident(runbook_id: str, parameters: dict[str, Any] | None = None, *,
     )
 
 
+CLOSED = [StateType.COMPLETED, StateType.FAILED, StateType.CANCELLED]  # an incident's run in any other state is open
+
+
 def incident_open(run: FlowRun) -> bool:
     """Whether an incident's run is still open: not Completed, Failed or Cancelled.
 
     A Crashed run is open: its process died (Prefect unreachable, a machine lost) and the escalation
     watcher sets it going again (flows/recovery.py), so a later alert of its group joins it."""
-    return run.state is None or run.state.is_crashed() or not run.state.is_final()
+    return run.state is None or run.state.type not in CLOSED
 
 
 RETRIED_ANSWERS = frozenset({408, 429, 502, 503})  # the answers Prefect's client retries (prefect/client/base.py)
@@ -222,12 +225,21 @@ class Launcher:
             return False
 
     def open_runs(self, flow_run_ids: Iterable[str]) -> set[str]:
-        """Which of these incidents are open, in one request per 200 (a run that no longer exists is closed)."""
+        """Which of these incidents are open (a run that no longer exists is closed), per 200.
+
+        First a count of those not closed: when it is all of them (a storm's incidents, nearly always) that is the
+        answer, and the server counts rows instead of sending each run (its parameters carry its alert) to be parsed
+        here: reading 60 runs was a quarter of a storm's drain. Else each run is read and judged by `incident_open`."""
         ids = sorted(set(flow_run_ids))
         open_ids: set[str] = set()
         for start in range(0, len(ids), PAGE):
             page = [UUID(i) for i in ids[start:start + PAGE]]
-            runs = self.client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=page)), limit=len(page))
+            by_id = FlowRunFilterId(any_=page)
+            not_closed = FlowRunFilter(id=by_id, state=FlowRunFilterState(type=FlowRunFilterStateType(not_any_=CLOSED)))
+            if self.client.count_flow_runs(flow_run_filter=not_closed) == len(page):
+                open_ids.update(map(str, page))
+                continue
+            runs = self.client.read_flow_runs(flow_run_filter=FlowRunFilter(id=by_id), limit=len(page))
             open_ids.update(str(run.id) for run in runs if incident_open(run))
         return open_ids
 

@@ -145,6 +145,31 @@ def test_no_resolution_yet_reads_as_none(probe_runbook):
     assert read_resolution(run.id) == {"status": "resolved", "fingerprint": "f1"}
 
 
+def test_launcher_says_which_incidents_are_open_by_a_count_or_by_reading_them(fresh_probe):
+    """`open_runs` (the drainer's read before each batch): all open is one count; else each run is read, and a
+    Completed, Failed or Cancelled run is closed, a Crashed one open (the watcher sets it going), a missing one closed."""
+    from prefect import get_client
+    from prefect.states import Cancelled, Completed, Crashed, Failed
+
+    from flows.launch import Launcher
+
+    launcher = Launcher()
+    try:
+        runs = [launcher.start_incident(fresh_probe, {"n": i}, idempotency_key=uuid.uuid4().hex) for i in range(6)]
+        ids = [str(run.id) for run in runs]
+        requests: list[str] = []
+        launcher.client._client.event_hooks["request"].append(lambda request: requests.append(request.url.path))
+        assert launcher.open_runs(ids) == set(ids)
+        assert [path.rsplit("/api", 1)[1] for path in requests] == ["/flow_runs/count"], "all open: one count"
+        with get_client(sync_client=True) as client:
+            for run, state in zip(runs, [Completed(), Failed(), Cancelled(), Crashed()]):
+                client.set_flow_run_state(run.id, state, force=True)
+        gone = str(uuid.uuid4())
+        assert launcher.open_runs(ids + [gone]) == {ids[3], ids[4], ids[5]}
+    finally:
+        launcher.close()
+
+
 def test_launcher_keeps_the_key_semantics_and_finds_a_deployment_made_again(fresh_probe):
     """The drainer's Launcher: one client, the deployment's id kept; the same key gives the same run,
     and a deployment deleted and made again (a new id, the server answers 404) is looked up again."""
