@@ -359,7 +359,7 @@ def render_drain(results: list[dict[str, Any]], took: float) -> str:
         *rows,
         "",
         "How: `app/intake.py` reads up to 200 pending alerts at a time, asks whether the batch's incidents are open in "
-        "one request, creates the incidents its groups' first alerts start in one bulk create (Prefect's "
+        "one request (a count of those not closed; each run is read only when some are), creates the incidents its groups' first alerts start in one bulk create (Prefect's "
         "`create_flow_run/bulk`, up to 100 runs a request), hands each group's alerts over in spool order on up to 4 "
         "lanes side by side and marks the batch done in one transaction; `flows/launch.py` `Launcher` keeps one client "
         "and the deployment ids. Target: at least 200 alerts/s. Each group costs the server one flow run to create (and "
