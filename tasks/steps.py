@@ -83,7 +83,10 @@ def step_task(step: StepBase, fn: Callable[..., Any], inc: Incident | None = Non
                                     # nothing to find in the attempt that started the incident, nor for a step
                                     # no earlier attempt recorded done: such a step only records
                                     refresh_cache=inc.done_before(step.id) is False)
-        if step.kind == "action":  # `prefect concurrency-limit create site:<name> N` bounds actions at one site
+        # `prefect concurrency-limit create site:<name> N` bounds actions at one site; a step an earlier attempt recorded
+        # done will not act (it is found Cached), so it neither looks the limit up nor asks for a slot: a resume's replay
+        # of its done steps waits on neither
+        if step.kind == "action" and inc.done_before(step.id) is not True:
             once["tags"] = site_tags(inc.site.name)
     else:
         once = dict(cache_policy=NO_CACHE, persist_result=False)

@@ -300,6 +300,39 @@ def test_an_action_waits_for_its_site_slot_while_prefect_is_away_and_acts_once(m
     assert slept[:2] == [1.0, 2.0]
 
 
+def test_an_action_an_earlier_attempt_did_asks_for_no_site_slot():
+    """A resumed or recovered attempt finds a done action Cached: it does not act, so it neither looks the site's
+    limit up nor asks for a slot (two calls to the server each, on the resume's way to its next step)."""
+    from types import SimpleNamespace
+
+    from prefect.client.orchestration import get_client
+
+    from runbooks.model import ActionStep
+    from tasks import steps
+
+    site = f"limit-probe-{uuid.uuid4().hex[:6]}"
+    step = ActionStep(id="open-valve", title={"zh": "开阀", "en": "Open the valve"}, kind="action", http={"url": "http://127.0.0.1:9/x"})
+
+    def tags(done: bool | None) -> list[str]:
+        inc = SimpleNamespace(id=uuid.uuid4(), site=SimpleNamespace(name=site), done_before=lambda step_id: done)
+        return list(steps.step_task(step, lambda step_id: {}, inc).task.tags)
+
+    with get_client(sync_client=True) as client:
+        client.create_concurrency_limit(tag=f"site:{site}", concurrency_limit=2)
+        try:
+            looked_up = []
+            real = steps._site_limit_exists
+            steps._site_limit_exists = lambda tag: looked_up.append(tag) or real(tag)
+            try:
+                assert tags(True) == [] and looked_up == [], "done before: no lookup, no tag"
+                assert tags(False) == [f"site:{site}"] and tags(None) == [f"site:{site}"]
+            finally:
+                steps._site_limit_exists = real
+        finally:
+            client.delete_concurrency_limit_by_tag(f"site:{site}")
+            steps._site_limited.pop(site, None)
+
+
 def test_action_steps_carry_the_site_tag_only_where_a_site_limit_exists():
     """The tag makes Prefect ask the server for a slot on every action; without a limit it is two calls for nothing."""
     from prefect.client.orchestration import get_client
