@@ -12,13 +12,20 @@ worker polls as soon as the server's events say a run of its pool is scheduled.
 What a run's start does not repeat, where Prefect's process worker does it at every start and every
 resume (about 0.3 s of a resume on two cores, before the run's process exists):
 - one executor context (its client, control channel and cancellation observer) for the worker's life, as
-  Prefect's Runner keeps one, instead of opening one per run (the observer's subscription alone is 0.15 s);
+  Prefect's Runner keeps one, instead of opening one per run (the observer's subscription alone is 0.15 s).
+  As in the Runner, an attempt of a run is not submitted while its previous attempt is still ending in it
+  (a wait answered at once): its process, control and observer registrations are by run id. It is submitted
+  the moment that attempt has ended. A cancellation that fails (the run deleted meanwhile) is logged, where
+  in the shared context it would end the worker and every run. As in the Runner, the context's observer
+  that gives up after a long outage stops cancelling runs until the worker restarts (Prefect warns of it,
+  and PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE makes it crash them instead);
 - the worker's labels are not written again onto a run that already carries them (each resume did);
 - a submission reads its deployment once, not twice, and a flow's record once per worker.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -37,6 +44,7 @@ if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
 WORKER_TYPE = "runbook"
+logger = logging.getLogger("runbook.worker")
 
 
 class RunbookWorker(ProcessWorker):
@@ -52,12 +60,18 @@ class RunbookWorker(ProcessWorker):
         self._listening = anyio.CancelScope()
         self._executor: FlowRunExecutorContext | None = None
         self._submitting: dict[UUID, "FlowRun"] = {}
+        self._attempts: set[UUID] = set()  # runs with an attempt in the shared executor context, until it has ended
         self._reads: _ReadOnce | None = None
 
     async def setup(self) -> None:
         # entered before Prefect's setup, so it closes after the runs' task group has seen every run through
         self._executor = await self._exit_stack.enter_async_context(FlowRunExecutorContext())
-        await super().setup()
+        _cancellations_that_fail_alone(self._executor)
+        try:
+            await super().setup()
+        except BaseException:
+            await self._exit_stack.aclose()
+            raise
         self._reads = _ReadOnce(self.client)
         self._listening = anyio.CancelScope()
         self._runs_task_group.start_soon(self._listen)
@@ -73,7 +87,12 @@ class RunbookWorker(ProcessWorker):
 
         with self._listening:
             await listen_for_scheduled_runs(mine, self.get_and_submit_flow_runs, lambda: not self.is_setup,
-                                            PREFECT_WORKER_QUERY_SECONDS.value())
+                                            PREFECT_WORKER_QUERY_SECONDS.value(), busy=lambda: self._attempts)
+
+    async def _submit_scheduled_flow_runs(self, flow_run_response: list) -> list["FlowRun"]:
+        """Prefect's, but a run whose last attempt is still ending waits for it (see the module's docstring)."""
+        ready = [entry for entry in flow_run_response if entry.flow_run.id not in self._attempts]
+        return await super()._submit_scheduled_flow_runs(ready)
 
     async def _submit_run(self, flow_run: "FlowRun") -> None:
         self._submitting[flow_run.id] = flow_run
@@ -114,21 +133,41 @@ class RunbookWorker(ProcessWorker):
             nonlocal execution
             execution = await executor.submit(task_status=task_status)
 
-        async with anyio.create_task_group() as group:
-            handle = await group.start(execute)
-            if handle.pid is None:
-                raise RuntimeError("Flow run process has no PID")
-            task_status.started(handle.pid)
+        self._attempts.add(flow_run.id)
+        try:
+            async with anyio.create_task_group() as group:
+                handle = await group.start(execute)
+                if handle.pid is None:
+                    raise RuntimeError("Flow run process has no PID")
+                task_status.started(handle.pid)
+        finally:
+            self._attempts.discard(flow_run.id)
         if execution is None or execution.status_code is None:
             raise RuntimeError("Failed to start flow run process.")
         return ProcessWorkerResult(status_code=execution.status_code, identifier=str(execution.handle.pid))
+
+
+def _cancellations_that_fail_alone(ctx: FlowRunExecutorContext) -> None:
+    """A cancellation that raises (its run deleted meanwhile, the server away past the client's retries) is logged:
+    it runs in the context's task group, which in a context shared by every run would end them all with it."""
+    manager = ctx._cancellation_manager
+    cancel = manager.cancel_by_id
+
+    async def cancel_by_id(flow_run_id: UUID) -> None:
+        try:
+            await cancel(flow_run_id)
+        except Exception as exc:  # noqa: BLE001
+            logger.warning("could not cancel flow run %s: %s", flow_run_id, exc)
+
+    manager.cancel_by_id = cancel_by_id
 
 
 class _ReadOnce:
     """The worker client's deployment and flow reads, remembered: Prefect's worker reads a run's deployment twice
     within a moment as it submits it (to check it exists, then to build the job from it), and the run's flow each
     time. The first read of each submission goes to the server (`fresh`), the second is its answer; a flow's
-    record (its name and id) never changes, so it is read once per worker."""
+    record (its name and id) never changes, so it is read once per worker. Each caller gets a copy of the deployment:
+    building a job changes its job variables in place."""
 
     def __init__(self, client: Any) -> None:
         self._read_deployment, self._read_flow = client.read_deployment, client.read_flow
@@ -144,7 +183,7 @@ class _ReadOnce:
             return await self._read_deployment(deployment_id, *args, **kwargs)
         if deployment_id not in self._deployments:
             self._deployments[deployment_id] = await self._read_deployment(deployment_id)
-        return self._deployments[deployment_id]
+        return self._deployments[deployment_id].model_copy(deep=True)
 
     async def read_flow(self, flow_id: Any, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs:

@@ -82,6 +82,7 @@ def watch(start, waiting, size: int, roots: dict[str, int], log, what: str) -> d
         try:
             count = waiting()
         except (httpx.HTTPError, ValueError):  # the server too busy to answer the count: count again
+            time.sleep(0.5)
             continue
         if count >= size:
             break

@@ -106,15 +106,54 @@ def _pool_exists() -> bool:
             return False
 
 
+def test_the_worker_holds_a_runs_next_attempt_until_its_last_one_has_ended(monkeypatch):
+    """One executor context serves every run of the worker, its registrations by run id: a wait answered at once
+    makes the next attempt scheduled while the last one's process is still ending. That attempt is left for the poll
+    made when the last one has ended (app/warm.py listen_for_scheduled_runs's `busy`), as Prefect's Runner does."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from prefect.workers.process import ProcessWorker
+
+    from app.worker import RunbookWorker
+
+    handed: list = []
+
+    async def prefects(self, response):
+        handed.extend(entry.flow_run.id for entry in response)
+        return []
+
+    monkeypatch.setattr(ProcessWorker, "_submit_scheduled_flow_runs", prefects)
+
+    async def scenario() -> None:
+        worker = RunbookWorker(work_pool_name="p", name="w")
+        ending, new = uuid.uuid4(), uuid.uuid4()
+        worker._attempts.add(ending)
+        entries = [SimpleNamespace(flow_run=SimpleNamespace(id=i)) for i in (ending, new)]
+        await worker._submit_scheduled_flow_runs(entries)
+        assert handed == [new]
+        worker._attempts.discard(ending)
+        await worker._submit_scheduled_flow_runs(entries)
+        assert handed == [new, ending, new]
+
+    asyncio.run(scenario())
+
+
 def test_the_worker_gives_a_run_its_labels_once_and_reads_a_deployment_once_a_submission():
     """What a resume on the worker does not repeat: the labels a run carries already, the second deployment read of
     its submission (Prefect's worker reads it to check it exists, then to build the job), the flow's record."""
     import asyncio
     from types import SimpleNamespace
 
+    from pydantic import BaseModel
+
     from app.worker import RunbookWorker, _ReadOnce
 
     calls: list[str] = []
+
+    class Deployment(BaseModel):
+        id: str
+        job_variables: dict = {}
 
     class Client:
         async def update_flow_run_labels(self, run_id, labels):
@@ -122,7 +161,7 @@ def test_the_worker_gives_a_run_its_labels_once_and_reads_a_deployment_once_a_su
 
         async def read_deployment(self, deployment_id):
             calls.append("deployment")
-            return SimpleNamespace(id=deployment_id)
+            return Deployment(id=deployment_id)
 
         async def read_flow(self, flow_id):
             calls.append("flow")
@@ -144,8 +183,9 @@ def test_the_worker_gives_a_run_its_labels_once_and_reads_a_deployment_once_a_su
         calls.clear()
         for _ in range(2):  # two submissions of the same deployment and flow
             reads.fresh("d")
-            await client.read_deployment("d")
-            await client.read_deployment("d")
+            first = await client.read_deployment("d")
+            first.job_variables["env"] = {"A": "1"}  # as building a job does, in place
+            assert (await client.read_deployment("d")).job_variables == {}, "each caller has its own copy"
             await client.read_flow("f")
         assert calls == ["deployment", "flow", "deployment"]
 
