@@ -30,7 +30,7 @@ from tasks.incident import Incident, IncidentEnded, alert_summary, run_url
 from tasks.records import WRITER, read_done_steps
 from tasks.kinds import HANDLERS
 from tasks.people import ask
-from tasks.steps import StepFailed, plain, summary
+from tasks.steps import StepFailed, plain, site_limit_ahead, summary
 
 # How an incident ended -> the name of the run's final state.
 OUTCOMES = {"resolved": "Completed", "rejected": "Rejected", "expired": "Expired", "failed": "Failed"}
@@ -55,6 +55,8 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
                    answers=answers or {}, alert=alert, flow_run_id=run_id, label=incident,
                    directory=load_directory(settings.contacts_file), site=load_site(settings.site_file),
                    run_url=run_url(run_id), started=_run_started(FlowRunContext.get().flow_run), clock=clock)
+    if any(step.kind == "action" for step, _ in runbook.all_steps()):
+        site_limit_ahead(inc.site.name)
     if severity is None and runbook.severity and runbook.severity.before_grading == "none":
         inc.severity = None  # no level until a grade step gives one (runbooks/model.py Severity.before_grading)
     started = inc.claim("started", unsure=None)

@@ -300,32 +300,28 @@ def test_an_action_waits_for_its_site_slot_while_prefect_is_away_and_acts_once(m
     assert slept[:2] == [1.0, 2.0]
 
 
-def test_an_action_an_earlier_attempt_did_asks_for_no_site_slot():
-    """A resumed or recovered attempt finds a done action Cached: it does not act, so it neither looks the site's
-    limit up nor asks for a slot (two calls to the server each, on the resume's way to its next step)."""
-    from types import SimpleNamespace
+def test_a_run_looks_its_sites_limit_up_while_it_starts():
+    """`site_limit_ahead` (flows/engine.py calls it as an incident with actions begins): the lookup runs beside the
+    run's start, and the first action's `site_tags` finds its answer there instead of asking the server itself."""
+    import time as clock
 
     from prefect.client.orchestration import get_client
 
-    from runbooks.model import ActionStep
     from tasks import steps
 
     site = f"limit-probe-{uuid.uuid4().hex[:6]}"
-    step = ActionStep(id="open-valve", title={"zh": "开阀", "en": "Open the valve"}, kind="action", http={"url": "http://127.0.0.1:9/x"})
-
-    def tags(done: bool | None) -> list[str]:
-        inc = SimpleNamespace(id=uuid.uuid4(), site=SimpleNamespace(name=site), done_before=lambda step_id: done)
-        return list(steps.step_task(step, lambda step_id: {}, inc).task.tags)
-
     with get_client(sync_client=True) as client:
         client.create_concurrency_limit(tag=f"site:{site}", concurrency_limit=2)
         try:
+            steps.site_limit_ahead(site)
+            deadline = clock.monotonic() + 30
+            while site not in steps._site_limited and clock.monotonic() < deadline:
+                clock.sleep(0.05)
             looked_up = []
             real = steps._site_limit_exists
             steps._site_limit_exists = lambda tag: looked_up.append(tag) or real(tag)
             try:
-                assert tags(True) == [] and looked_up == [], "done before: no lookup, no tag"
-                assert tags(False) == [f"site:{site}"] and tags(None) == [f"site:{site}"]
+                assert steps.site_tags(site) == [f"site:{site}"] and looked_up == [], "the answer was there already"
             finally:
                 steps._site_limit_exists = real
         finally:
