@@ -20,7 +20,6 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -63,39 +62,6 @@ def count_waiting(api: str, flow_name: str) -> int:
     return int(response.json())
 
 
-def watch(start, waiting, size: int, roots: dict[str, int], log, what: str) -> dict:
-    """Start the burst (`start()`), then count `waiting()` every half second until all `size` wait or the watch ends;
-    the process trees' CPU seconds meanwhile and their peak memory."""
-    samples = [quick.tree_pss(roots)]
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.wait(0.5):
-            samples.append(quick.tree_pss(roots))
-
-    threading.Thread(target=sample, daemon=True).start()
-    cpu_before = quick.tree_cpu(roots)
-    began = time.time()
-    start()
-    count = 0
-    while time.time() - began < WATCH_SECONDS:
-        try:
-            count = waiting()
-        except (httpx.HTTPError, ValueError):  # the server too busy to answer the count: count again
-            time.sleep(0.5)
-            continue
-        if count >= size:
-            break
-        time.sleep(0.5)
-    took = time.time() - began
-    done.set()
-    cpu = {name: round(after - cpu_before[name], 1) for name, after in quick.tree_cpu(roots).items()}
-    peak = max(samples, key=lambda s: sum(s.values()))
-    log(f"{what}: {count} of {size} waiting after {took:.1f} s; CPU s {cpu}; peak {sum(peak.values()):.0f} MB")
-    return {"seconds": round(took, 1) if count >= size else None, "waiting": count, "cpu_seconds": cpu,
-            "peak_memory_mb": round(sum(peak.values())), "peak_memory_by_process_mb": {k: round(v) for k, v in peak.items()}}
-
-
 def measure(home: Path, size: int, log=print) -> dict:
     from prefect.deployments import run_deployment
 
@@ -117,11 +83,13 @@ def measure(home: Path, size: int, log=print) -> dict:
             for i in range(size):
                 run_deployment("bare-wait/bare", parameters={"base_url": s.base_url, "n": f"burst{i}"}, timeout=0)
 
-        results["ours"] = watch(ours, lambda: len(quick.paused_runs(s.api)), size,
-                                {**server, "serve": s.stack.procs["serve"].pid, "intake": s.stack.procs["intake"].pid},
-                                log, "ours")
-        results["bare"] = watch(bare, lambda: count_waiting(s.api, "bare-wait"), size,
-                                {**server, "bare": s.stack.procs["bare-wait"].pid}, log, "bare Prefect")
+        log("ours:")
+        results["ours"] = quick.watch(ours, lambda: len(quick.paused_runs(s.api)), size,
+                                      {**server, "serve": s.stack.procs["serve"].pid, "intake": s.stack.procs["intake"].pid},
+                                      log, WATCH_SECONDS)
+        log("bare Prefect:")
+        results["bare"] = quick.watch(bare, lambda: count_waiting(s.api, "bare-wait"), size,
+                                      {**server, "bare": s.stack.procs["bare-wait"].pid}, log, WATCH_SECONDS)
     return results
 
 

@@ -429,8 +429,9 @@ def tree_cpu(roots: dict[str, int]) -> dict[str, float]:
     return {name: sum(cpu_seconds(pid) for pid in tree[pid]) for name, pid in roots.items()}
 
 
-def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[str, int], log) -> dict:
-    already = len(paused_runs(api))
+def watch(start, waiting, size: int, roots: dict[str, int], log, seconds: float) -> dict:
+    """Start a burst (`start()`), then count `waiting()` every half second until all `size` wait or `seconds` have
+    passed; the process trees' CPU seconds meanwhile and their peak memory (PSS, sampled every half second)."""
     samples = [tree_pss(roots)]
     done = threading.Event()
 
@@ -441,30 +442,40 @@ def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[
     threading.Thread(target=sample, daemon=True).start()
     cpu_before = tree_cpu(roots)
     began = time.time()
-    with httpx.Client(timeout=30) as client:
-        for i in range(BURST):
-            client.post(f"{intake}/alerts/alertmanager", json=alert(base_url, f"burst{i}")).raise_for_status()
-    posted = time.time() - began
-    waiting = 0
-    while time.time() - began < BURST_SECONDS:
+    start()
+    count = 0
+    while time.time() - began < seconds:
         try:
-            waiting = len(paused_runs(api)) - already
+            count = waiting()
         except (httpx.HTTPError, ValueError) as exc:  # the server too busy to answer this count: count again
             log(f"burst: could not count the waiting incidents ({type(exc).__name__}); counting again")
+            time.sleep(0.5)
             continue
-        if waiting >= BURST:
+        if count >= size:
             break
         time.sleep(0.5)
     took = time.time() - began
     done.set()
     cpu = {name: round(after - cpu_before[name], 1) for name, after in tree_cpu(roots).items()}
     peak = max(samples, key=lambda s: sum(s.values()))
-    log(f"burst: {BURST} alerts posted in {posted:.1f} s; {waiting} waiting after {took:.1f} s; "
-        f"peak memory {sum(peak.values()):.0f} MB ({', '.join(f'{k} {v:.0f}' for k, v in peak.items())}); "
-        f"CPU s meanwhile: {cpu}")
-    return {"burst_200_to_first_wait_s": round(took, 1) if waiting >= BURST else None, "burst_waiting": waiting,
-            "burst_peak_memory_mb": round(sum(peak.values())), "burst_first_actions": arrivals.count("/first/burst"),
-            "burst_peak_memory_by_process_mb": {k: round(v) for k, v in peak.items()}, "burst_cpu_seconds": cpu}
+    log(f"burst: {count} of {size} waiting after {took:.1f} s; peak memory {sum(peak.values()):.0f} MB "
+        f"({', '.join(f'{k} {v:.0f}' for k, v in peak.items())}); CPU s meanwhile: {cpu}")
+    return {"seconds": round(took, 1) if count >= size else None, "waiting": count, "cpu_seconds": cpu,
+            "peak_memory_mb": round(sum(peak.values())), "peak_memory_by_process_mb": {k: round(v) for k, v in peak.items()}}
+
+
+def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[str, int], log) -> dict:
+    already = len(paused_runs(api))
+
+    def post() -> None:
+        with httpx.Client(timeout=30) as client:
+            for i in range(BURST):
+                client.post(f"{intake}/alerts/alertmanager", json=alert(base_url, f"burst{i}")).raise_for_status()
+
+    found = watch(post, lambda: len(paused_runs(api)) - already, BURST, roots, log, BURST_SECONDS)
+    return {"burst_200_to_first_wait_s": found["seconds"], "burst_waiting": found["waiting"],
+            "burst_peak_memory_mb": found["peak_memory_mb"], "burst_first_actions": arrivals.count("/first/burst"),
+            "burst_peak_memory_by_process_mb": found["peak_memory_by_process_mb"], "burst_cpu_seconds": found["cpu_seconds"]}
 
 
 def drain(log, api: str, home: Path) -> dict:
