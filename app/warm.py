@@ -342,10 +342,10 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
     returned yet), so a poll at once may not find the run: a second poll follows `LOOK_AGAIN_SECONDS` after the last
     event, instead of the regular poll up to `fallback_seconds` later.
 
-    `busy()` gives the runs a runner is still seeing through (its poll skips them; a worker lets a run go once
-    its process has started, so it passes none). A wait answered at once is resumed while its suspended attempt
-    is still ending: that run is polled for again the moment the attempt has ended, not at the next regular
-    poll (up to `fallback_seconds` later)."""
+    `busy()` gives the runs whose last attempt is still ending (a runner's poll skips them, and so does the runbook
+    worker's: app/worker.py). A wait answered at once is resumed while its suspended attempt is still ending: that
+    run is polled for again the moment the attempt has ended, not at the next regular poll (up to
+    `fallback_seconds` later)."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 

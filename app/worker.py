@@ -70,6 +70,13 @@ class RunbookWorker(ProcessWorker):
         try:
             await super().setup()
         except BaseException:
+            # what Prefect's teardown stops before it closes the stack: the worker channel's loop in the runs' task
+            # group would keep the close waiting
+            for scope in self._scheduled_task_scopes:
+                scope.cancel()
+            if self._worker_channel is not None:
+                self._worker_channel.stop()
+            self._executor = None
             await self._exit_stack.aclose()
             raise
         self._reads = _ReadOnce(self.client)

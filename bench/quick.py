@@ -442,20 +442,22 @@ def watch(start, waiting, size: int, roots: dict[str, int], log, seconds: float)
     threading.Thread(target=sample, daemon=True).start()
     cpu_before = tree_cpu(roots)
     began = time.time()
-    start()
     count = 0
-    while time.time() - began < seconds:
-        try:
-            count = waiting()
-        except (httpx.HTTPError, ValueError) as exc:  # the server too busy to answer this count: count again
-            log(f"burst: could not count the waiting incidents ({type(exc).__name__}); counting again")
+    try:
+        start()
+        while time.time() - began < seconds:
+            try:
+                count = waiting()
+            except (httpx.HTTPError, ValueError) as exc:  # the server too busy to answer this count: count again
+                log(f"burst: could not count the waiting incidents ({type(exc).__name__}); counting again")
+                time.sleep(0.5)
+                continue
+            if count >= size:
+                break
             time.sleep(0.5)
-            continue
-        if count >= size:
-            break
-        time.sleep(0.5)
+    finally:
+        done.set()
     took = time.time() - began
-    done.set()
     cpu = {name: round(after - cpu_before[name], 1) for name, after in tree_cpu(roots).items()}
     peak = max(samples, key=lambda s: sum(s.values()))
     log(f"burst: {count} of {size} waiting after {took:.1f} s; peak memory {sum(peak.values()):.0f} MB "

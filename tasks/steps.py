@@ -17,7 +17,7 @@ from typing import Any, Callable
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-from prefect.context import TaskRunContext
+from prefect.context import SettingsContext, TaskRunContext, get_settings_context
 from prefect.exceptions import ObjectNotFound
 
 from runbooks.model import KINDS, StepBase
@@ -136,7 +136,13 @@ def site_limit_ahead(site: str) -> None:
     to the first step. An action that comes first looks it up itself, as without this."""
     checked = _site_limited.get(site)
     if checked is None or time.monotonic() - checked[0] > SITE_LIMIT_CHECK_SECONDS:
-        threading.Thread(target=site_tags, args=(site,), daemon=True, name=f"site-limit-{site}").start()
+        settings = get_settings_context()  # the run's (its API, key, TLS), not the process's first ones
+
+        def look_up() -> None:
+            with SettingsContext(profile=settings.profile, settings=settings.settings):
+                site_tags(site)
+
+        threading.Thread(target=look_up, daemon=True, name=f"site-limit-{site}").start()
 
 
 def _site_limit_exists(tag: str) -> bool:

@@ -317,6 +317,7 @@ def test_a_run_looks_its_sites_limit_up_while_it_starts():
             deadline = clock.monotonic() + 30
             while site not in steps._site_limited and clock.monotonic() < deadline:
                 clock.sleep(0.05)
+            assert site in steps._site_limited, "the lookup beside the run's start did not answer within 30 s"
             looked_up = []
             real = steps._site_limit_exists
             steps._site_limit_exists = lambda tag: looked_up.append(tag) or real(tag)
