@@ -125,17 +125,21 @@ def site_tags(site: str) -> list[str]:
     """
     tag = f"site:{site}"
     checked = _site_limited.get(site)
-    if checked is None or time.monotonic() - checked[0] > SITE_LIMIT_CHECK_SECONDS:
+    if _stale(checked):
         checked = _site_limited[site] = (time.monotonic(), _site_limit_exists(tag))
     return [tag] if checked[1] else []
+
+
+def _stale(checked: tuple[float, bool] | None) -> bool:
+    """Whether a site's looked-up answer is missing or older than SITE_LIMIT_CHECK_SECONDS."""
+    return checked is None or time.monotonic() - checked[0] > SITE_LIMIT_CHECK_SECONDS
 
 
 def site_limit_ahead(site: str) -> None:
     """Look the site's limit up in a thread of its own while the run starts, so that its first action finds the
     answer: a run's process (forked, or resumed after a wait) starts with none, and the lookup was 0.05 s on the way
     to the first step. An action that comes first looks it up itself, as without this."""
-    checked = _site_limited.get(site)
-    if checked is None or time.monotonic() - checked[0] > SITE_LIMIT_CHECK_SECONDS:
+    if _stale(_site_limited.get(site)):
         settings = get_settings_context()  # the run's (its API, key, TLS), not the process's first ones
 
         def look_up() -> None:
