@@ -70,14 +70,10 @@ class RunbookWorker(ProcessWorker):
         try:
             await super().setup()
         except BaseException:
-            # what Prefect's teardown stops before it closes the stack: the worker channel's loop in the runs' task
-            # group would keep the close waiting
-            for scope in self._scheduled_task_scopes:
-                scope.cancel()
-            if self._worker_channel is not None:
-                self._worker_channel.stop()
-            self._executor = None
-            await self._exit_stack.aclose()
+            # Prefect's __aenter__ leaves a failed setup as it is, and its stack now holds the context: its own
+            # teardown stops what setup started (the worker channel's loop first, which would keep the close waiting);
+            # the error is this method's to raise, not the stack's to carry
+            await self.teardown(None, None, None)
             raise
         self._reads = _ReadOnce(self.client)
         self._listening = anyio.CancelScope()
@@ -86,6 +82,7 @@ class RunbookWorker(ProcessWorker):
     async def teardown(self, *exc_info: Any) -> None:
         self._listening.cancel()  # before the runs' task group is awaited
         await super().teardown(*exc_info)
+        self._executor = None
 
     async def _listen(self) -> None:
         def mine(related: set[str]) -> bool:

@@ -139,6 +139,28 @@ def test_the_worker_holds_a_runs_next_attempt_until_its_last_one_has_ended(monke
     asyncio.run(scenario())
 
 
+def test_a_worker_whose_setup_fails_closes_its_executor_context(monkeypatch):
+    """The shared executor context is entered before Prefect's setup: when that fails, Prefect's teardown closes it."""
+    import asyncio
+
+    from prefect.workers.process import ProcessWorker
+
+    from app.worker import RunbookWorker
+
+    async def fails(self):
+        raise RuntimeError("the pool cannot be read")
+
+    monkeypatch.setattr(ProcessWorker, "setup", fails)
+
+    async def scenario() -> None:
+        worker = RunbookWorker(work_pool_name="p", name="w")
+        with pytest.raises(RuntimeError, match="the pool cannot be read"):
+            await worker.setup()
+        assert worker._executor is None and not worker._exit_stack._exit_callbacks, "nothing left open"
+
+    asyncio.run(scenario())
+
+
 def test_the_worker_gives_a_run_its_labels_once_and_reads_a_deployment_once_a_submission():
     """What a resume on the worker does not repeat: the labels a run carries already, the second deployment read of
     its submission (Prefect's worker reads it to check it exists, then to build the job), the flow's record."""
