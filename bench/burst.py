@@ -44,13 +44,7 @@ def bare_wait(base_url: str, n: str) -> None:
     suspend_flow_run(timeout=3600)
 
 
-SERVE_BARE_WAIT = """
-from prefect import serve
-from prefect.deployments.runner import EntrypointType
-from bench.burst import bare_wait
-serve(bare_wait.to_deployment(name="bare", entrypoint_type=EntrypointType.MODULE_PATH), limit=None,
-      print_starting_message=False)
-"""
+SERVE_BARE_WAIT = quick.serve_bare("bench.burst", "bare_wait")
 
 
 def count_waiting(api: str, flow_name: str) -> int:
@@ -74,17 +68,12 @@ def measure(home: Path, size: int, log=print) -> dict:
                  "bare Prefect's served flow", every=0.5)
         server = {"server": s.server_pid}
 
-        def ours() -> None:
-            with httpx.Client(timeout=30) as client:
-                for i in range(size):
-                    client.post(f"{s.intake}/alerts/alertmanager", json=quick.alert(s.base_url, f"burst{i}")).raise_for_status()
-
         def bare() -> None:
             for i in range(size):
                 run_deployment("bare-wait/bare", parameters={"base_url": s.base_url, "n": f"burst{i}"}, timeout=0)
 
         log("ours:")
-        results["ours"] = quick.watch(ours, lambda: len(quick.paused_runs(s.api)), size,
+        results["ours"] = quick.watch(lambda: quick.post_burst(s.intake, s.base_url, size), lambda: len(quick.paused_runs(s.api)), size,
                                       {**server, "serve": s.stack.procs["serve"].pid, "intake": s.stack.procs["intake"].pid},
                                       log, WATCH_SECONDS)
         log("bare Prefect:")

@@ -104,13 +104,14 @@ def bare_incident(base_url: str, n: str) -> None:
     bare_first(base_url, n)
 
 
-SERVE_BARE = """
-from prefect import serve
-from prefect.deployments.runner import EntrypointType
-from bench.quick import bare_incident
-serve(bare_incident.to_deployment(name="bare", entrypoint_type=EntrypointType.MODULE_PATH), limit=None,
-      print_starting_message=False)
-"""
+def serve_bare(module: str, flow: str) -> str:
+    """The script (`python -c`) that serves a hand-written flow as bare Prefect does: `prefect.serve`, no limit."""
+    return (f"from prefect import serve\nfrom prefect.deployments.runner import EntrypointType\nfrom {module} import {flow}\n"
+            f"serve({flow}.to_deployment(name='bare', entrypoint_type=EntrypointType.MODULE_PATH), limit=None,"
+            " print_starting_message=False)\n")
+
+
+SERVE_BARE = serve_bare("bench.quick", "bare_incident")
 
 
 class Arrivals:
@@ -466,15 +467,17 @@ def watch(start, waiting, size: int, roots: dict[str, int], log, seconds: float)
             "peak_memory_mb": round(sum(peak.values())), "peak_memory_by_process_mb": {k: round(v) for k, v in peak.items()}}
 
 
+def post_burst(intake: str, base_url: str, size: int) -> None:
+    """`size` alerts of as many groups (`burst0`, `burst1`...) POSTed to the intake one after another."""
+    with httpx.Client(timeout=30) as client:
+        for i in range(size):
+            client.post(f"{intake}/alerts/alertmanager", json=alert(base_url, f"burst{i}")).raise_for_status()
+
+
 def burst(api: str, intake: str, base_url: str, arrivals: Arrivals, roots: dict[str, int], log) -> dict:
     already = len(paused_runs(api))
-
-    def post() -> None:
-        with httpx.Client(timeout=30) as client:
-            for i in range(BURST):
-                client.post(f"{intake}/alerts/alertmanager", json=alert(base_url, f"burst{i}")).raise_for_status()
-
-    found = watch(post, lambda: len(paused_runs(api)) - already, BURST, roots, log, BURST_SECONDS)
+    found = watch(lambda: post_burst(intake, base_url, BURST), lambda: len(paused_runs(api)) - already, BURST, roots,
+                  log, BURST_SECONDS)
     return {"burst_200_to_first_wait_s": found["seconds"], "burst_waiting": found["waiting"],
             "burst_peak_memory_mb": found["peak_memory_mb"], "burst_first_actions": arrivals.count("/first/burst"),
             "burst_peak_memory_by_process_mb": found["peak_memory_by_process_mb"], "burst_cpu_seconds": found["cpu_seconds"]}
