@@ -61,6 +61,7 @@ class StepRecords(WritableFileSystem):
         """Handed to this process's `WRITER`: the next step goes on while the record travels (see `Writer`)."""
         with _handed_lock:
             _handed.setdefault(path, content.decode())  # the first record of a step stays, as on the server
+        WRITER.handed()
         WRITER.later(lambda client: write_handed(client, path))
         return path
 
@@ -218,6 +219,9 @@ def _step_records(api_url: str | None) -> StepRecords:
     return StepRecords.load(STEP_RECORDS)  # the other's by now, or its error says what is wrong
 
 
+MARK_GRACE_SECONDS = 0.3  # how long a step's began mark waits for the step's done record to take its place
+
+
 class Writer:
     """One thread per process that writes a run's records to the server in the order they were handed over.
 
@@ -237,10 +241,29 @@ class Writer:
         self._idle = threading.Condition()
         self._pending = 0
         self._thread: threading.Thread | None = None
+        self._changed = threading.Condition()  # a record handed over, or a flush begun (mark_unless_done waits on it)
+        self._hurry = 0  # flushes under way
         global _handed_lock
         _handed.clear()  # a forked child writes only its own run's records
         _batched.clear()
         _handed_lock = threading.Lock()  # one held by another thread at the fork would stay held in the child
+
+    def mark_unless_done(self, path: str, mark: Callable[[Any], Any]) -> None:
+        """A step begins: write its done record in its began mark's place if it is done within MARK_GRACE_SECONDS,
+        else `mark(client)` then. A quick step costs the server one write, not two; a long one is marked a moment
+        after it began. `flush()` cuts the grace short (the process is about to let its run go).
+        Only for the attempt that started its incident (tasks/steps.py _marked): no earlier mark can be there."""
+        def job(client) -> None:
+            with self._changed:
+                self._changed.wait_for(lambda: path in _handed or path in _batched or self._hurry, MARK_GRACE_SECONDS)
+            write_handed(client, path) or mark(client)
+
+        self.later(job)
+
+    def handed(self) -> None:
+        """A record was handed over: a mark waiting for it goes now."""
+        with self._changed:
+            self._changed.notify_all()
 
     def later(self, job: Callable[[Any], Any]) -> None:
         """Run `job(client)` on the writer thread, after every job handed over before it, with the Prefect
@@ -256,14 +279,21 @@ class Writer:
     def flush(self, timeout: float = 60.0) -> bool:
         """Wait until every job handed over so far is done; False if some were still left after `timeout`."""
         deadline = time.monotonic() + timeout
-        with self._idle:
-            while self._pending:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    logger.warning("%d run records not yet written to the server after %g s", self._pending, timeout)
-                    return False
-                self._idle.wait(left)
-        return True
+        with self._changed:
+            self._hurry += 1
+            self._changed.notify_all()
+        try:
+            with self._idle:
+                while self._pending:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        logger.warning("%d run records not yet written to the server after %g s", self._pending, timeout)
+                        return False
+                    self._idle.wait(left)
+            return True
+        finally:
+            with self._changed:
+                self._hurry -= 1
 
     def _run(self, jobs: queue.Queue) -> None:
         client, bound_to = None, None  # one client for the process's records, made again if the settings change

@@ -24,7 +24,7 @@ from runbooks.model import KINDS, StepBase
 from tasks.client import sync_client
 from tasks.incident import Incident
 from tasks.inputs import create_once, read_input, while_away
-from tasks.records import WRITER, step_records, write_handed
+from tasks.records import WRITER, step_records
 
 logger = logging.getLogger("runbook.steps")
 
@@ -187,16 +187,15 @@ def _marked(fn: Callable[..., Any], step: StepBase, inc: Incident) -> Callable[.
     The mark goes to the process's record writer (tasks/records.py: WRITER), so the action does not wait
     for the server; a process that dies before it is written leaves no mark, and its next attempt acts
     again unannounced. In the attempt that started the incident no earlier mark can be there to find, so
-    when the step is done by the time the writer gets to its mark, the writer writes the step's done record
-    in the mark's place instead (it says more, and lands sooner): a quick step costs one write, not two, and
-    the writer does not fall behind quick steps.
+    the writer gives the step a moment (records.MARK_GRACE_SECONDS) and, when it is done by then, writes its
+    done record in the mark's place instead (it says more, and lands sooner): a quick step costs one write, not
+    two, and the writer does not fall behind quick steps.
     """
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> Any:
         this = str(TaskRunContext.get().task_run.id)
         if inc.first_attempt:
-            WRITER.later(lambda client: write_handed(client, f"{inc.id}:{step.id}")
-                         or create_once(client, inc.id, f"began-{step.id}", this))
+            WRITER.mark_unless_done(f"{inc.id}:{step.id}", lambda client: create_once(client, inc.id, f"began-{step.id}", this))
         else:
             WRITER.later(lambda client: _mark_begun(client, inc, step, this))
         return fn(*args, **kwargs)

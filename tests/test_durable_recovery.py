@@ -153,6 +153,37 @@ def test_records_handed_over_faster_than_the_server_takes_them_go_in_one_input_a
         assert done_record(client, run.id, "post-4") is not None and done_record(client, run.id, "post-5") is None
 
 
+def test_a_quick_step_has_its_done_record_written_in_its_began_marks_place_and_a_long_one_is_marked(monkeypatch):
+    """In the attempt that started the incident, a step's began mark waits a moment for the step's done record
+    (records.MARK_GRACE_SECONDS): a step done by then costs one write, its record; one still acting is marked then;
+    and a flush (the process letting its run go) does not wait out the moment."""
+    records_ = step_records()
+    record = '{"metadata": {"serializer": {"type": "json"}, "storage_key": "k"}, "result": "{}"}'
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(bare)
+
+        def mark(step):
+            return lambda c: create_once(c, run.id, f"began-{step}", "this task run")
+
+        WRITER.mark_unless_done(f"{run.id}:quick", mark("quick"))
+        time.sleep(0.05)  # the step acts
+        records_.write_path(f"{run.id}:quick", record.encode())
+        assert WRITER.flush()
+        kept = inputs_under(client, run.id, "")
+        assert "began-quick" not in kept and done_record(client, run.id, "quick") is not None, kept
+
+        began = time.monotonic()
+        WRITER.mark_unless_done(f"{run.id}:long", mark("long"))  # still acting when the moment is up
+        wait_until("the long step's mark", lambda: read_input(client, run.id, "began-long") is not None, 10)
+        assert time.monotonic() - began >= records.MARK_GRACE_SECONDS
+
+        monkeypatch.setattr(records, "MARK_GRACE_SECONDS", 60.0)
+        began = time.monotonic()
+        WRITER.mark_unless_done(f"{run.id}:suspends", mark("suspends"))
+        assert WRITER.flush() and time.monotonic() - began < 10, "the flush cut the moment short"
+        assert read_input(client, run.id, "began-suspends") == "this task run"
+
+
 def test_a_batch_the_server_refused_leaves_the_other_records_to_their_own_jobs():
     """A batch lost is not several records lost: the others go back to wait for their own steps' jobs."""
     class OnceRefusing:  # the server answers the first batch 503 (after the client's own retries)
