@@ -23,7 +23,8 @@ from prefect.client.schemas.sorting import FlowRunSort
 from prefect.exceptions import ObjectNotFound
 
 from tasks.client import sync_client
-from tasks.incident import Entry, emit_entry, runbook_of
+from tasks.incident import runbook_of
+from tasks.journal import Entry, emit_entry
 from tasks.inputs import read_input, step_of, who_key
 
 from integrations.contacts import load_directory

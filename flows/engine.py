@@ -27,6 +27,7 @@ from runbooks.parameters import ParameterError, validate_parameters
 from runbooks.settings import get_settings
 from tasks.client import sync_client
 from tasks.incident import Incident, IncidentEnded, alert_summary, run_url
+from tasks.journal import JOURNAL
 from tasks.records import WRITER, read_done_steps
 from tasks.kinds import HANDLERS
 from tasks.people import ask
@@ -92,6 +93,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     finally:
         inc.closed.set()
         watcher.join(timeout=30)
+        JOURNAL.flush()  # a step's start held a moment (tasks/journal.py) goes before the process may
         WRITER.flush()  # the steps' done records are on the server before anything else may run the incident
     settle_at_close(inc)
     inc.record("incident.closed", message, actor="runbook", outcome=outcome)

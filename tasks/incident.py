@@ -3,7 +3,7 @@
 Its parameters, grade, answers, clock and journal. The flow, its parallel tracks
 (child flow runs in threads) and the time-rule watcher share one `Incident`;
 everything they learn goes through `record()`, which keeps the journal, logs it
-and emits it as a Prefect event so the timeline can be rebuilt from Prefect's history.
+and posts it as a Prefect event (tasks/journal.py) so the timeline can be rebuilt from Prefect's history.
 """
 
 from __future__ import annotations
@@ -14,9 +14,6 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
-from pydantic import BaseModel, Field
-
-from prefect.events import emit_event
 from prefect.settings import PREFECT_UI_URL
 
 from integrations.contacts import Directory, Person
@@ -29,21 +26,11 @@ from runbooks.settings import get_settings
 from runbooks.workdays import CHINA
 from tasks.client import sync_client
 from tasks.inputs import create_once, read_input
+from tasks.journal import JOURNAL, Entry
 
 logger = logging.getLogger("runbook.incident")
 
 NOT_MEETING = ("skipped", "failed", "expired", "rejected")  # a step that ended so did not do what a deadline asks
-
-
-class Entry(BaseModel):
-    """One line of the incident journal."""
-
-    at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
-    kind: str = Field(description="step.started, step.done, step.answered, page.sent, threshold.fired, deadline.missed, ...")
-    step: str | None = None
-    actor: str | None = Field(None, description="Who did it: a person id, 'runbook' or 'drill'.")
-    text: str = ""
-    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class IncidentEnded(Exception):
@@ -213,7 +200,7 @@ class Incident:
         with self._lock:
             self.journal.append(entry)
         logger.info("[%s] %s%s%s", kind, f"{step}: " if step else "", text, f" (by {actor})" if actor else "")
-        _emit(self, entry)
+        JOURNAL.send(self.id, self.runbook.id, entry, drill=self.drill)
         return entry
 
     def claim(self, name: str, unsure: bool | None = True) -> bool | None:
@@ -283,31 +270,6 @@ class Incident:
             self.record("page.unreached", f"could not reach {', '.join(missed)} on any channel", step=step, people=missed)
         logger.debug("paged %d people in %.2fs", len(people), time.monotonic() - started)
         return deliveries
-
-
-def _emit(incident: Incident, entry: Entry) -> None:
-    emit_entry(incident.id, incident.runbook.id, entry, drill=incident.drill)
-
-
-def emit_entry(incident_id: str, runbook_id: str, entry: Entry, *, drill: bool = False) -> None:
-    """Publish a journal entry as a Prefect event (the feed in the UI, and the record after the run).
-
-    Also for what happens to an incident outside its process (an answer refused before it reached the run)."""
-    try:
-        emit_event(
-            event=f"runbook.{entry.kind}",
-            resource={"prefect.resource.id": f"runbook.incident.{incident_id}", "prefect.resource.name": runbook_id},
-            related=[{"prefect.resource.id": f"prefect.flow-run.{incident_id}", "prefect.resource.role": "flow-run"}],
-            payload={"step": entry.step, "actor": entry.actor, "text": entry.text, "drill": drill,
-                     **{k: v for k, v in entry.data.items() if _jsonable(v)}},
-            occurred=entry.at,
-        )
-    except Exception as exc:  # an event that cannot be sent must not stop the incident
-        logger.debug("could not emit event %s: %s", entry.kind, exc)
-
-
-def _jsonable(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool, type(None), list, dict))
 
 
 def runbook_of(tags) -> str | None:

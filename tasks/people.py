@@ -42,6 +42,7 @@ from tasks.incident import Incident, IncidentEnded
 from tasks.steps import StepFailed, plain, summary
 from tasks.inputs import (KEYSET_PREFIXES, ask_base, earlier_track_runs, inputs_under, mark_expired, next_due_message, pause_key,
                           put_input, read_input, who_key)
+from tasks.journal import JOURNAL
 from tasks.records import WRITER
 from tasks.tiers import at_text, epoch, page_tier, paged_meanwhile, reminder_timer, wait_key
 
@@ -293,6 +294,7 @@ def pause_run(client, run_id, key: str, model: type[RunInput], description: str,
     keyset = keyset_from_paused_state(state)
     state.state_details.run_input_keyset = keyset
     put_input(client, run_id, who_key(keyset), json.dumps(who, ensure_ascii=False))
+    JOURNAL.flush()  # the step's start, if still held (tasks/journal.py), goes before the run waits
     if reschedule:  # once suspended the run may be resumed at once, by another process: it must find every done step
         WRITER.flush()
     result = propose_state_sync(client=client, state=state, flow_run_id=run_id)

@@ -17,7 +17,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from tasks.incident import Entry, Incident
+from tasks.incident import Incident
+from tasks.journal import Entry
 from flows.record.timeline import TimelineEntry, journal_from_events
 from runbooks.model import Runbook
 from runbooks.settings import get_settings

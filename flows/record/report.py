@@ -31,7 +31,7 @@ from runbooks.loader import RunbookError, load_file
 from runbooks.model import Runbook
 from runbooks.settings import get_settings
 from tasks.client import sync_client
-from tasks.incident import Entry
+from tasks.journal import Entry
 
 TEMPLATES = Path(__file__).parent / "templates"
 FORMATS = ("md", "html", "json")

@@ -28,7 +28,8 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventOrder, Eve
 from prefect.exceptions import ObjectNotFound, PrefectHTTPStatusError
 
 from tasks.client import sync_client
-from tasks.incident import Entry, alert_summary
+from tasks.incident import alert_summary
+from tasks.journal import Entry, entries_of
 from tasks.inputs import RESOLUTION_KEY, ask_key, ask_of, read_dated, read_json, step_of
 
 logger = logging.getLogger("runbook.timeline")
@@ -97,11 +98,7 @@ def journal_from_events(flow_run_id: str) -> list[Entry]:
                 if ev.id in seen:
                     continue
                 seen.add(ev.id)
-                payload = dict(ev.payload)
-                step, actor, text = payload.pop("step", None), payload.pop("actor", None), payload.pop("text", "")
-                payload.pop("drill", None)
-                entries.append(Entry(at=ev.occurred, kind=ev.event.removeprefix("runbook."), step=step, actor=actor,
-                                     text=text or "", data=payload))
+                entries += entries_of(ev.event.removeprefix("runbook."), ev.occurred, ev.payload)
             if not page.next_page:
                 break
             page = client.read_events_page(str(page.next_page))

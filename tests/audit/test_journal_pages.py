@@ -18,7 +18,7 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 
 from flows.record.timeline import journal_from_events
 from tasks.client import sync_client
-from tasks.incident import Entry, emit_entry
+from tasks.journal import Entry, emit_entry
 from tests.alerts.procs import wait_for
 
 pytestmark = pytest.mark.server

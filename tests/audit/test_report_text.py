@@ -15,7 +15,7 @@ from cli.main import app
 from flows.record.archive import FieldOutline, IncidentRecord, PlanOutline, RuleOutline, StepOutline, write_record
 from flows.record.report import build_report, render_html, render_markdown
 from integrations.localtime import local_time, site_zone
-from tasks.incident import Entry
+from tasks.journal import Entry
 
 TRICKY = """Tom's "A&B" <script>"""
 STARTED = datetime(2026, 11, 30, 4, 59, 16, 592496, tzinfo=timezone.utc)
