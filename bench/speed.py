@@ -458,8 +458,8 @@ def render_local(results: dict) -> list[str]:
         f"| compiled runbook | {a['compiled'] * 1000:.0f} ms |",
         f"| runbook overhead | {(a['compiled'] - a['hand-written']) * 1000:+.0f} ms per step |",
         "",
-        "The runbook's extra time per step is its journal (a log line and a Prefect event per `step.started` / "
-        "`step.done`), the step's own task object (built per incident: it carries the incident's cache key), and, for "
+        "The runbook's extra time per step is its journal (a log line per `step.started` / `step.done`, and a Prefect "
+        "event for them, one for both when the step is quick), the step's own task object (built per incident: it carries the incident's cache key), and, for "
         "actions, the done record and began mark that let a restarted incident skip the step, written to the Prefect "
         "server by the process's record writer beside the steps (the server shares the machine's two CPUs).",
         "",

@@ -53,7 +53,7 @@ def emit_entry(incident_id: str, runbook_id: str, entry: Entry, *, drill: bool =
                **{k: v for k, v in entry.data.items() if _jsonable(v)}}
     if started is not None:
         payload[STARTED] = {"at": started.at.isoformat(), "actor": started.actor, "text": started.text,
-                            **{k: v for k, v in started.data.items() if _jsonable(v)}}
+                            "data": {k: v for k, v in started.data.items() if _jsonable(v)}}
     try:
         emit_event(
             event=f"runbook.{entry.kind}",
@@ -74,13 +74,13 @@ def entries_of(kind: str, occurred: datetime, payload: dict[str, Any]) -> list[E
     started = payload.pop(STARTED, None) if kind == "step.done" else None
     lines = [Entry(at=occurred, kind=kind, step=step, actor=actor, text=text or "", data=payload)]
     if isinstance(started, dict):
-        started = dict(started)
         try:
-            at = datetime.fromisoformat(started.pop("at"))
+            at = datetime.fromisoformat(started["at"])
         except (KeyError, TypeError, ValueError):
             at = occurred
-        lines.insert(0, Entry(at=at, kind="step.started", step=step, actor=started.pop("actor", None),
-                              text=started.pop("text", "") or "", data=started))
+        data = started.get("data")
+        lines.insert(0, Entry(at=at, kind="step.started", step=step, actor=started.get("actor"),
+                              text=started.get("text") or "", data=data if isinstance(data, dict) else {}))
     return lines
 
 
@@ -113,6 +113,7 @@ class Post:
     def _reset(self) -> None:
         self._held: dict[tuple[str, str], _Held] = {}  # (incident id, step id) -> its start, not sent yet
         self._changed = threading.Condition()
+        self._sending = 0  # starts the post's thread has taken out and is sending
         self._thread: threading.Thread | None = None
 
     def send(self, incident_id: str, runbook_id: str, entry: Entry, *, drill: bool = False) -> None:
@@ -133,12 +134,15 @@ class Post:
         if entry.kind != "step.started" or not entry.step:
             emit_entry(incident_id, runbook_id, entry, drill=drill)
 
-    def flush(self) -> None:
-        """Send every start held, now (the process is about to let its run go)."""
+    def flush(self, timeout: float = 5.0) -> None:
+        """Send every start held, now, and wait for those the post's thread is sending (the process is about to let
+        its run go: Prefect's event client sends what it was given before the process ends)."""
         with self._changed:
             held, self._held = list(self._held.values()), {}
         for h in held:
             h.send()
+        with self._changed:
+            self._changed.wait_for(lambda: not self._sending, timeout)
 
     def _run(self) -> None:
         while True:
@@ -151,8 +155,15 @@ class Post:
                 if not ready:
                     self._changed.wait(min(h.due for h in self._held.values()) - now)
                     continue
+                self._sending += len(ready)
             for h in ready:
-                h.send()
+                try:
+                    h.send()
+                except Exception as exc:  # noqa: BLE001  (the thread goes on for the next)
+                    logger.warning("could not send a step's start to the journal: %s", exc)
+            with self._changed:
+                self._sending -= len(ready)
+                self._changed.notify_all()
 
 
 JOURNAL = Post()

@@ -249,13 +249,17 @@ class Writer:
         _handed_lock = threading.Lock()  # one held by another thread at the fork would stay held in the child
 
     def mark_unless_done(self, path: str, mark: Callable[[Any], Any]) -> None:
-        """A step begins: write its done record in its began mark's place if it is done within MARK_GRACE_SECONDS,
-        else `mark(client)` then. A quick step costs the server one write, not two; a long one is marked a moment
+        """A step begins: write its done record in its began mark's place if it is done within MARK_GRACE_SECONDS
+        of its start, else `mark(client)` then. A quick step costs the server one write, not two; a long one is marked a moment
         after it began. `flush()` cuts the grace short (the process is about to let its run go).
         Only for the attempt that started its incident (tasks/steps.py _marked): no earlier mark can be there."""
+        until = time.monotonic() + MARK_GRACE_SECONDS  # from the step's start, not from when the writer gets to it:
+        # marks of steps that begin together (parallel tracks) wait out one moment between them, not one each
+
         def job(client) -> None:
             with self._changed:
-                self._changed.wait_for(lambda: path in _handed or path in _batched or self._hurry, MARK_GRACE_SECONDS)
+                self._changed.wait_for(lambda: path in _handed or path in _batched or self._hurry,
+                                       max(0.0, until - time.monotonic()))
             write_handed(client, path) or mark(client)
 
         self.later(job)

@@ -177,6 +177,14 @@ def test_a_quick_step_has_its_done_record_written_in_its_began_marks_place_and_a
         wait_until("the long step's mark", lambda: read_input(client, run.id, "began-long") is not None, 10)
         assert time.monotonic() - began >= records.MARK_GRACE_SECONDS
 
+        monkeypatch.setattr(records, "MARK_GRACE_SECONDS", 1.0)  # three steps begin together (parallel tracks):
+        began = time.monotonic()                                # the writer waits out one moment, not three
+        for track in range(3):
+            WRITER.mark_unless_done(f"{run.id}:track-{track}", mark(f"track-{track}"))
+        wait_until("the three tracks' marks", lambda: all(
+            read_input(client, run.id, f"began-track-{t}") for t in range(3)), 10)
+        assert time.monotonic() - began < 2.5
+
         monkeypatch.setattr(records, "MARK_GRACE_SECONDS", 60.0)
         began = time.monotonic()
         WRITER.mark_unless_done(f"{run.id}:suspends", mark("suspends"))

@@ -3,6 +3,7 @@ journal has both lines, at their own times, whatever way the start went."""
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from uuid import uuid4
@@ -65,11 +66,30 @@ def test_flush_sends_what_is_held(sent):
     assert len(sent) == 1
 
 
+def test_flush_waits_for_a_start_the_post_is_sending(monkeypatch):
+    """The process may end right after a flush: a start the post's thread was sending has reached Prefect's event
+    client by then (which sends what it holds before the process ends)."""
+    monkeypatch.setattr(journal, "HOLD_SECONDS", 0.05)
+    sent, sending = [], threading.Event()
+
+    def slow(incident, runbook, entry, drill=False, started=None):
+        sending.set()
+        time.sleep(0.5)
+        sent.append(entry.kind)
+
+    monkeypatch.setattr(journal, "emit_entry", slow)
+    post = Post()
+    post.send("inc", "rb", Entry(kind="step.started", step="hold"))
+    assert sending.wait(5)
+    post.flush()
+    assert sent == ["step.started"]
+
+
 def test_a_folded_event_reads_back_as_two_lines():
     began = datetime(2026, 12, 2, 4, 0, tzinfo=timezone.utc)
     lines = entries_of("step.done", began + timedelta(seconds=2), {
         "step": "call", "actor": None, "text": "status_code=200", "drill": False,
-        "started": {"at": began.isoformat(), "actor": None, "text": "呼叫 / Call", "step_kind": "action"}})
+        "started": {"at": began.isoformat(), "actor": None, "text": "呼叫 / Call", "data": {"step_kind": "action"}}})
     assert [(e.kind, e.step, e.at, e.text, e.data) for e in lines] == [
         ("step.started", "call", began, "呼叫 / Call", {"step_kind": "action"}),
         ("step.done", "call", began + timedelta(seconds=2), "status_code=200", {})]
