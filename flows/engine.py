@@ -93,7 +93,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     finally:
         inc.closed.set()
         watcher.join(timeout=30)
-        JOURNAL.flush()  # a step's start held a moment (tasks/journal.py) goes before the process may
+        JOURNAL.flush()  # a step's start still held a moment (tasks/journal.py) goes before the process ends
         WRITER.flush()  # the steps' done records are on the server before anything else may run the incident
     settle_at_close(inc)
     inc.record("incident.closed", message, actor="runbook", outcome=outcome)

@@ -1,11 +1,10 @@
 """The incident journal's lines, and how they reach Prefect: one event per line, `runbook.<kind>` on
 `runbook.incident.<id>` (related to the incident's flow run, so the run's page in the UI lists them).
 
-The Prefect server spends some 3 ms of CPU on each event it takes in (measured on the two-core bench machine:
-docs/BENCHMARKS.md, warm start), and a step's journal is two lines, step.started and step.done, beside the three
-events Prefect sends for the step's task run: on a quick step, the server's work for the journal slowed the next
-step (1.4x a hand-written task; 1.2x without the start's event). So a step's start is held a moment
-(`HOLD_SECONDS`) before it goes:
+The Prefect server spends 3-4 ms of CPU on each event it takes in, and during a run of quick steps it is already
+most of a CPU busy with the three events Prefect sends for each step's task run (docs/BENCHMARKS.md, "Where a quick
+step's extra time goes"); a step's journal is two lines more, step.started and step.done. So that a quick step
+costs the server one event for its journal, not two, a step's start is held a moment (`HOLD_SECONDS`) before it goes:
 - the step is done by then: one event, its step.done, carries the start (`STARTED` in its payload);
 - anything else is recorded about the step first (a page, a failed try): the start goes, then that line;
 - the moment is up (a long action, a wait for a person): the start goes alone, from the post's own thread;
