@@ -49,10 +49,10 @@ def emit_entry(incident_id: str, runbook_id: str, entry: Entry, *, drill: bool =
 
     Also for what happens to an incident outside its process (an answer refused before it reached the run)."""
     payload = {"step": entry.step, "actor": entry.actor, "text": entry.text, "drill": drill,
-               **{k: v for k, v in entry.data.items() if _jsonable(v)}}
+               **_jsonable(entry.data)}
     if started is not None:
         payload[STARTED] = {"at": started.at.isoformat(), "actor": started.actor, "text": started.text,
-                            "data": {k: v for k, v in started.data.items() if _jsonable(v)}}
+                            "data": _jsonable(started.data)}
     try:
         emit_event(
             event=f"runbook.{entry.kind}",
@@ -83,8 +83,9 @@ def entries_of(kind: str, occurred: datetime, payload: dict[str, Any]) -> list[E
     return lines
 
 
-def _jsonable(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool, type(None), list, dict))
+def _jsonable(data: dict[str, Any]) -> dict[str, Any]:
+    """The entries of a line's data that an event's payload can carry."""
+    return {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool, type(None), list, dict))}
 
 
 class _Held:
@@ -116,21 +117,24 @@ class Post:
         self._thread: threading.Thread | None = None
 
     def send(self, incident_id: str, runbook_id: str, entry: Entry, *, drill: bool = False) -> None:
-        key = (incident_id, entry.step or "")
+        if not entry.step:  # about no step: nothing of it is held
+            emit_entry(incident_id, runbook_id, entry, drill=drill)
+            return
+        key = (incident_id, entry.step)
         with self._changed:
-            held = self._held.pop(key, None) if entry.step else None
-            if entry.kind == "step.started" and entry.step:
+            held = self._held.pop(key, None)
+            if entry.kind == "step.started":
                 self._held[key] = _Held(incident_id, runbook_id, drill, entry)
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, daemon=True, name="journal-post")
                     self._thread.start()
                 self._changed.notify()
         if held is not None and entry.kind == "step.done":
-            held.send(entry)
+            held.send(entry)  # one event for both
             return
         if held is not None:
             held.send()
-        if entry.kind != "step.started" or not entry.step:
+        if entry.kind != "step.started":
             emit_entry(incident_id, runbook_id, entry, drill=drill)
 
     def flush(self, timeout: float = 5.0) -> None:
