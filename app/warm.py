@@ -196,11 +196,25 @@ def _heartbeats_that_stop_at_once() -> None:
 _NOT_THE_RUNS = ("PREFECT_SERVER_", "PREFECT_WORKER_")
 
 
+_last_environment: list[tuple[Any, dict[str, str]]] = []  # the settings object last asked for, and its environment
+
+
+def settings_environment() -> dict[str, str]:
+    """The current Prefect settings as environment variables, as Prefect's starters and workers give them to each run
+    (`to_environment_variables(exclude_unset=True)`), computed once per settings object. Prefect computes them at
+    every start and every resume: 30-80 ms of the runner's or worker's event loop on two cores, for a value that
+    changes only with the settings."""
+    settings = get_current_settings()
+    if not _last_environment or _last_environment[0][0] is not settings:
+        _last_environment[:] = [(settings, settings.to_environment_variables(exclude_unset=True))]
+    return dict(_last_environment[0][1])
+
+
 @functools.cache
 def forkserver_settings() -> dict[str, str]:
-    """The forkserver's Prefect settings as environment variables: computed once (0.08 s on two cores), by
-    app/warm_up.py before any fork, so that each run only compares its environment with them."""
-    return get_current_settings().to_environment_variables(exclude_unset=True)
+    """The forkserver's Prefect settings as environment variables: computed once, by app/warm_up.py before any
+    fork, so that each run only compares its environment with them."""
+    return settings_environment()
 
 
 def _changed_settings(env: dict[str, str]) -> set[str]:
@@ -239,7 +253,7 @@ class WarmStarter:
     def _environment(self, flow_run: "FlowRun") -> tuple[dict[str, str], bool]:
         """What `python -m prefect.engine` would be started with, as EngineCommandStarter builds it."""
         # the job's own environment (a work pool's `env` job variable) wins over the worker's settings, as in Prefect
-        env: dict[str, Any] = {**get_current_settings().to_environment_variables(exclude_unset=True), **self._env}
+        env: dict[str, Any] = {**settings_environment(), **self._env}
         env.update({"PREFECT__FLOW_RUN_ID": str(flow_run.id), "PREFECT__ENABLE_CANCELLATION_AND_CRASHED_HOOKS": "false"})
         # No PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED=false here: the forkserver asked the server's version once
         # (app/warm_up.py) and every fork inherits that answer; a setting the forkserver lacks would make each run
@@ -320,7 +334,8 @@ class WarmRunner(Runner):
             with scope:
                 await listen_for_scheduled_runs(deployments_of(self), self._get_and_submit_flow_runs,
                                                 lambda: self.stopping, self.query_seconds,
-                                                busy=lambda: poller._submitting_flow_run_ids)
+                                                busy=lambda: poller._submitting_flow_run_ids,
+                                                taken=lambda: poller._submitting_flow_run_ids)
 
         self._runs_task_group.start_soon(listen)
         self._exit_stack.callback(scope.cancel)  # stops listening before the runs' task group is awaited
@@ -328,19 +343,23 @@ class WarmRunner(Runner):
 
 
 SCHEDULED_TYPES = {"SCHEDULED"}
-LOOK_AGAIN_SECONDS = 0.15
+LOOK_AGAIN_SECONDS = (0.05, 0.15)  # after the last event: the commit is usually in by the first
 
 
 async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Callable[[], Awaitable[Any]],
                                     stopping: Callable[[], bool], fallback_seconds: float,
-                                    busy: Callable[[], set[UUID]] = set) -> None:
+                                    busy: Callable[[], set[UUID]] = set,
+                                    taken: Callable[[], set[UUID]] | None = None) -> None:
     """Call `poll()` when the server says a run is scheduled (new, or a suspended one resumed) whose related
     resources (`prefect.deployment.<id>`, `prefect.work-pool.<id>`, ...) are `mine`. Events that arrive while a
     poll runs make one more poll, not one each: a storm of alerts does not become a storm of queries.
 
     The server may send a state's event before the request that set it has committed (the answer's call had not
-    returned yet), so a poll at once may not find the run: a second poll follows `LOOK_AGAIN_SECONDS` after the last
-    event, instead of the regular poll up to `fallback_seconds` later.
+    returned yet), so a poll at once may not find the run: more polls follow `LOOK_AGAIN_SECONDS` after the last
+    event (an answer's commit lands some 20-40 ms after its event), instead of the regular poll up to
+    `fallback_seconds` later. With `taken()`, the runs this runner or worker has in hand (submitting or running),
+    a look again is skipped once every run told of is among them: a poll takes the server's write lock (it
+    records who polled), and one at the wrong moment holds up the run's own state changes.
 
     `busy()` gives the runs whose last attempt is still ending (a runner's poll skips them, and so does the runbook
     worker's: app/worker.py). A wait answered at once is resumed while its suspended attempt is still ending: that
@@ -351,7 +370,8 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
 
     wanted = {"now": anyio.Event()}
     held: set[str] = set()  # runs told of while an attempt of theirs was still ending
-    look_again: list[float] = []  # when to poll once more after the last event (its run may not have been visible)
+    look_again: list[float] = []  # when to poll again after the last event (its run may not have been visible)
+    told: set[str] = set()  # runs told of since, not yet found taken
 
     async def poller() -> None:
         while True:
@@ -364,10 +384,16 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
 
     async def when_ended() -> None:
         while True:
-            await anyio.sleep(0.05)
+            await anyio.sleep(0.025)
             if look_again and time.monotonic() >= look_again[0]:
-                look_again.clear()
-                wanted["now"].set()
+                look_again.pop(0)
+                if taken is not None:
+                    told.difference_update(str(run_id) for run_id in taken())
+                if told or taken is None:
+                    wanted["now"].set()
+                if not told or not look_again:
+                    told.clear()
+                    look_again.clear()
             if held:
                 ending = {str(run_id) for run_id in busy()}
                 if held - ending:
@@ -387,8 +413,9 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
                             run_id = event.resource.id.removeprefix("prefect.flow-run.")
                             if run_id in {str(r) for r in busy()}:
                                 held.add(run_id)
+                            told.add(run_id)
                             wanted["now"].set()
-                            look_again[:] = [time.monotonic() + LOOK_AGAIN_SECONDS]
+                            look_again[:] = [time.monotonic() + seconds for seconds in LOOK_AGAIN_SECONDS]
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # the poll carries on; try the stream again shortly

@@ -20,7 +20,9 @@ resume (about 0.3 s of a resume on two cores, before the run's process exists):
   that gives up after a long outage stops cancelling runs until the worker restarts (Prefect warns of it,
   and PREFECT_RUNNER_CRASH_ON_CANCELLATION_FAILURE makes it crash them instead);
 - the worker's labels are not written again onto a run that already carries them (each resume did);
-- a submission reads its deployment once, not twice, and a flow's record once per worker.
+- a submission reads its deployment once, not twice, and a flow's record once per worker;
+- the worker's Prefect settings are turned into a run's environment once per worker (app/warm.py
+  `settings_environment`), where Prefect's worker and its starter each computed them again for every start and resume.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from prefect.runner._flow_run_executor import FlowRunExecutorContext
 from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
-from app.warm import WarmStarter, forkserver, listen_for_scheduled_runs
+from app.warm import WarmStarter, forkserver, listen_for_scheduled_runs, settings_environment
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -47,8 +49,17 @@ WORKER_TYPE = "runbook"
 logger = logging.getLogger("runbook.worker")
 
 
+class RunbookJobConfiguration(ProcessJobConfiguration):
+    """The process worker's job configuration (the same fields and template); its base environment computed once."""
+
+    @classmethod
+    def _base_environment(cls) -> dict[str, str]:
+        return settings_environment()
+
+
 class RunbookWorker(ProcessWorker):
     type = WORKER_TYPE
+    job_configuration = RunbookJobConfiguration
     _display_name = "Runbook (warm process)"
     _description = ("Runs response-runbooks incidents as local processes forked from a warm parent that has already "
                     "imported Prefect and every runbook: a run's first step within a second of its alert.")
@@ -91,7 +102,8 @@ class RunbookWorker(ProcessWorker):
 
         with self._listening:
             await listen_for_scheduled_runs(mine, self.get_and_submit_flow_runs, lambda: not self.is_setup,
-                                            PREFECT_WORKER_QUERY_SECONDS.value(), busy=lambda: self._attempts)
+                                            PREFECT_WORKER_QUERY_SECONDS.value(), busy=lambda: self._attempts,
+                                            taken=lambda: self._submitting_flow_run_ids | self._attempts)
 
     async def _submit_scheduled_flow_runs(self, flow_run_response: list) -> list["FlowRun"]:
         """Prefect's, but a run whose last attempt is still ending waits for it (see the module's docstring)."""

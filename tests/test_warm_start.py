@@ -397,7 +397,8 @@ def test_a_stack_run_rebuilds_no_settings():
 
 def test_a_run_told_of_before_the_server_shows_it_is_polled_for_again_at_once(monkeypatch):
     """The server may send a run's Scheduled event before the request that set it has committed: the poll it
-    causes finds nothing. Without another event, the listener polls once more a moment later, not a second later."""
+    causes finds nothing. Without another event, the listener polls again a few moments later (as many times as
+    LOOK_AGAIN_SECONDS says), not a second later."""
     import anyio
 
     import prefect.events.clients as clients
@@ -415,12 +416,41 @@ def test_a_run_told_of_before_the_server_shows_it_is_polled_for_again_at_once(mo
         with anyio.move_on_after(10) as scope:
             async with anyio.create_task_group() as group:
                 group.start_soon(listen_for_scheduled_runs, lambda related: deployment in related, poll, lambda: False, 60.0)
-                while len(polls) < 2:
+                while len(polls) < 1 + len(LOOK_AGAIN_SECONDS):
                     await anyio.sleep(0.01)
-                await anyio.sleep(3 * LOOK_AGAIN_SECONDS)
+                await anyio.sleep(3 * max(LOOK_AGAIN_SECONDS))
                 group.cancel_scope.cancel()
         assert not scope.cancelled_caught, f"polls: {polls}"
 
     anyio.run(main)
-    assert len(polls) == 2, "one poll when told, one more a moment later, and no more without another event"
-    assert polls[1] - polls[0] < 0.5
+    assert len(polls) == 1 + len(LOOK_AGAIN_SECONDS), "one poll when told, the looks again, no more without another event"
+    assert polls[1] - polls[0] < 0.2 and polls[-1] - polls[0] < 0.5
+
+
+def test_a_run_the_first_poll_took_is_not_polled_for_again(monkeypatch):
+    """A poll takes the server's write lock: once the run told of is in hand (its poll found it), no look again."""
+    import anyio
+
+    import prefect.events.clients as clients
+    from app.warm import LOOK_AGAIN_SECONDS, listen_for_scheduled_runs
+
+    run_id = uuid.uuid4()
+    deployment = "prefect.deployment.5d0c7f2e-0000-4000-8000-000000000004"
+    taken: set = set()
+    polls: list[float] = []
+
+    monkeypatch.setattr(clients, "get_events_subscriber", lambda **kw: stream_of_one_event("prefect.flow-run.Scheduled", run_id, deployment))
+
+    async def poll() -> None:
+        polls.append(time.monotonic())
+        taken.add(run_id)  # the poll found it and submitted it
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(lambda: listen_for_scheduled_runs(lambda related: deployment in related, poll, lambda: False,
+                                                               60.0, taken=lambda: taken))
+            await anyio.sleep(0.5 + 3 * max(LOOK_AGAIN_SECONDS))
+            group.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert len(polls) == 1, f"one poll when told, none after it found the run: {polls}"
