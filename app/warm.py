@@ -38,6 +38,8 @@ from prefect.runner import Runner
 from prefect.runner._process_manager import ProcessHandle
 from prefect.settings import get_current_settings
 
+from tasks.client import share_tls_with_prefect_clients
+
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments.runner import RunnerDeployment
@@ -308,6 +310,7 @@ class WarmRunner(Runner):
     """Prefect's Runner, starting its runs warm and told about new ones by the server's events."""
 
     def __init__(self, *args: Any, preload: list[str] | None = None, **kwargs: Any) -> None:
+        share_tls_with_prefect_clients()  # the runner's clients (its polls, each run's pid record) build no TLS context each
         self._forkserver = forkserver(preload)  # a fresh interpreter of its own: it imports while the runner starts
         self._flow_names: dict[UUID, str] = {}
         super().__init__(*args, **kwargs)

@@ -18,7 +18,7 @@ from prefect.settings import PREFECT_API_URL
 from integrations.contacts import load_directory
 from integrations.site import load_site
 from runbooks.settings import get_settings
-from tasks.client import sync_client
+from tasks.client import share_tls_with_prefect_clients, shared_tls_context, sync_client
 
 
 def _build_models() -> None:
@@ -34,6 +34,12 @@ def _build_models() -> None:
                 except Exception:  # noqa: BLE001  (built at its first use, as before)
                     pass
 
+
+try:
+    share_tls_with_prefect_clients()  # the runs' Prefect clients too: one TLS context, built here before any fork
+    shared_tls_context()
+except Exception as exc:  # noqa: BLE001  (each client builds its own, as Prefect does)
+    logging.getLogger("runbook.warm").warning("the warm parent could not build the TLS context ahead (%s)", exc)
 
 # Python's forkserver survives only an ImportError while it preloads: anything else here (a broken contacts file)
 # would end it, and every run after it. Each run reads what failed again and fails with its own error instead.

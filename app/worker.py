@@ -41,6 +41,7 @@ from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
 from app.warm import WarmStarter, forkserver, listen_for_scheduled_runs, settings_environment
+from tasks.client import share_tls_with_prefect_clients
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
@@ -66,6 +67,7 @@ class RunbookWorker(ProcessWorker):
     _documentation_url = "https://github.com/response-runbooks/response-runbooks/blob/main/docs/production.md"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        share_tls_with_prefect_clients()  # before Prefect's worker makes its client: no TLS context built per client
         super().__init__(*args, **kwargs)
         self._forkserver = forkserver()
         self._listening = anyio.CancelScope()

@@ -6,10 +6,16 @@ read, each tier the watcher pages on its lanes), and that load was most of the w
 context is made once per process, as Prefect would make it (PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
 PREFECT_API_SSL_CERT_FILE, else certifi's bundle), and handed to each client. Inside a flow or task run Prefect's own
 client of the run is returned, as `get_client` does.
+
+`share_tls_with_prefect_clients()` hands the same context to the clients Prefect makes for itself in a warm
+process (the forkserver and the runs forked from it, the served runner, the runbook worker): a run's engine, its
+events worker and its task runs each made one, three loads (35-90 ms each, bench trace) at every start and resume,
+one of them before the run's first request to the server.
 """
 
 from __future__ import annotations
 
+import functools
 import ssl
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -18,7 +24,7 @@ from typing import Iterator
 
 import certifi
 
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import PrefectClient, SyncPrefectClient, get_client
 from prefect.context import SyncClientContext
 from prefect.settings import get_current_settings
 
@@ -36,6 +42,29 @@ def _tls(skip_verify: bool, cert_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=cert_file or certifi.where())
 
 
+def shared_tls_context() -> ssl.SSLContext:
+    api = get_current_settings().api  # the settings of the moment: a run's own, in a run
+    return _tls(bool(api.tls_insecure_skip_verify), api.ssl_cert_file)
+
+
+def share_tls_with_prefect_clients() -> None:
+    """From now on in this process, a Prefect client made without its own `verify` gets the shared context: the
+    one Prefect would build for it (same settings), built once. A caller's `verify` is left as it is."""
+    for cls in (PrefectClient, SyncPrefectClient):
+        init = cls.__init__
+        if getattr(init, "shares_tls", False):
+            continue
+
+        @functools.wraps(init)
+        def __init__(self, *args, __init=init, httpx_settings: dict | None = None, **kwargs) -> None:
+            if not httpx_settings or "verify" not in httpx_settings:
+                httpx_settings = {**(httpx_settings or {}), "verify": shared_tls_context()}
+            __init(self, *args, httpx_settings=httpx_settings, **kwargs)
+
+        __init__.shares_tls = True
+        cls.__init__ = __init__
+
+
 def sync_client() -> SyncPrefectClient:
     """`get_client(sync_client=True)`, use it the same way (`with sync_client() as client:`)."""
     kept = _kept.get()
@@ -44,8 +73,7 @@ def sync_client() -> SyncPrefectClient:
     context = SyncClientContext.get()
     if context is not None and context.client is not None:
         return get_client(sync_client=True)  # the run's own client
-    api = get_current_settings().api
-    return get_client(sync_client=True, httpx_settings={"verify": _tls(bool(api.tls_insecure_skip_verify), api.ssl_cert_file)})
+    return get_client(sync_client=True, httpx_settings={"verify": shared_tls_context()})
 
 
 @contextmanager

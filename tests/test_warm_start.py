@@ -454,3 +454,31 @@ def test_a_run_the_first_poll_took_is_not_polled_for_again(monkeypatch):
 
     anyio.run(main)
     assert len(polls) == 1, f"one poll when told, none after it found the run: {polls}"
+
+
+def test_the_prefect_clients_of_a_warm_process_share_one_tls_context(monkeypatch):
+    """Prefect builds a TLS context (the whole CA bundle, 35-90 ms on two cores) for each client it makes; in a warm
+    process (forkserver, runs, runner, worker) they share the one tasks/client.py builds, and a caller's own stays."""
+    import ssl
+
+    from prefect.client.orchestration import PrefectClient, SyncPrefectClient
+
+    from tasks import client as clients
+
+    for cls in (PrefectClient, SyncPrefectClient):
+        # Prefect's own (a worker built by an earlier test shared it for the session), put back after the test
+        monkeypatch.setattr(cls, "__init__", getattr(cls.__init__, "__wrapped__", cls.__init__))
+    shared = clients.shared_tls_context()
+    built: list[int] = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda *a, **k: built.append(1) or real(*a, **k))
+    get_client()
+    assert len(built) == 1, "Prefect's own: a context per client"
+
+    clients.share_tls_with_prefect_clients()
+    clients.share_tls_with_prefect_clients()  # wrapped once
+    made = [get_client(sync_client=True), get_client(sync_client=True), get_client()]
+    assert len(built) == 1, "no context built for the shared clients"
+    assert all(c._client._transport._pool._ssl_context is shared for c in made[:2])
+    own = real()
+    assert get_client(sync_client=True, httpx_settings={"verify": own})._client._transport._pool._ssl_context is own
