@@ -29,11 +29,17 @@ from runbooks.settings import get_settings
 
 RUNNER_POLL_SECONDS = "1"  # the fallback: the runner is told of new runs by the server's events (app/warm.py)
 HEARTBEAT_SECONDS = "30"  # Prefect's least; the watcher takes a run silent for 50 s as dead
-# The clients of a server started here without CSRF protection (Prefect's default) ask it for no token: each
-# process's client would otherwise ask at its first write and be told there is none, one request more on the
-# way to every run's first step. A server that protects against CSRF (PREFECT_SERVER_CSRF_PROTECTION_ENABLED)
-# keeps Prefect's default.
-OWN_SERVER_CLIENT = {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
+
+
+def own_server_client() -> dict[str, str]:
+    """Settings for the clients of a server started here. Without CSRF protection (Prefect's default) they ask it
+    for no token: each process's client would otherwise ask at its first write and be told there is none, one
+    request more on the way to every run's first step. A server that protects against CSRF
+    (PREFECT_SERVER_CSRF_PROTECTION_ENABLED), or a client setting the user gave anywhere, keeps its way."""
+    settings = get_current_settings()
+    if settings.server.api.csrf_protection_enabled or "csrf_support_enabled" in settings.client.model_fields_set:
+        return {}
+    return {"PREFECT_CLIENT_CSRF_SUPPORT_ENABLED": "false"}
 
 
 def serve_runbooks(limit: int | None = None) -> None:
@@ -88,8 +94,8 @@ class Stack:
 
     def start(self, *, server: bool = True) -> None:
         env = self.env()
-        if server and not get_current_settings().server.api.csrf_protection_enabled:
-            env = {**OWN_SERVER_CLIENT, **env}  # a value the user set wins
+        if server:
+            env.update(own_server_client())
         if server:
             server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}  # app.prefect_server adds SERVER_SETTINGS
             proc = subprocess.Popen(prefect_server.command(self.host, self.port),

@@ -26,7 +26,6 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import socket
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from uuid import UUID
@@ -203,13 +202,15 @@ _last_environment: list[tuple[Any, dict[str, str]]] = []  # the settings object 
 
 def settings_environment() -> dict[str, str]:
     """The current Prefect settings as environment variables, as Prefect's starters and workers give them to each run
-    (`to_environment_variables(exclude_unset=True)`), computed once per settings object. Prefect computes them at
-    every start and every resume: 30-80 ms of the runner's or worker's event loop on two cores, for a value that
-    changes only with the settings."""
+    (`to_environment_variables(exclude_unset=True)`), computed again only when the settings object is another than
+    the last one asked for. Prefect computes them at every start and every resume: 30-80 ms of the runner's or
+    worker's event loop on two cores, for a value that changes only with the settings."""
     settings = get_current_settings()
-    if not _last_environment or _last_environment[0][0] is not settings:
-        _last_environment[:] = [(settings, settings.to_environment_variables(exclude_unset=True))]
-    return dict(_last_environment[0][1])
+    entry = _last_environment[0] if _last_environment else None
+    if entry is None or entry[0] is not settings:
+        entry = (settings, settings.to_environment_variables(exclude_unset=True))
+        _last_environment[:] = [entry]
+    return dict(entry[1])
 
 
 @functools.cache
@@ -346,7 +347,7 @@ class WarmRunner(Runner):
 
 
 SCHEDULED_TYPES = {"SCHEDULED"}
-LOOK_AGAIN_SECONDS = (0.05, 0.15)  # after the last event: the commit is usually in by the first
+LOOK_AGAIN_SECONDS = (0.05, 0.1)  # the pauses before each look again: an answer's commit lands 20-40 ms after its event
 
 
 async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Callable[[], Awaitable[Any]],
@@ -358,55 +359,64 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
     poll runs make one more poll, not one each: a storm of alerts does not become a storm of queries.
 
     The server may send a state's event before the request that set it has committed (the answer's call had not
-    returned yet), so a poll at once may not find the run: more polls follow `LOOK_AGAIN_SECONDS` after the last
-    event (an answer's commit lands some 20-40 ms after its event), instead of the regular poll up to
-    `fallback_seconds` later. With `taken()`, the runs this runner or worker has in hand (submitting or running),
-    a look again is skipped once every run told of is among them: a poll takes the server's write lock (it
-    records who polled), and one at the wrong moment holds up the run's own state changes.
+    returned yet), so a poll at once may not find the run: after each poll, the listener looks again after each
+    pause of `LOOK_AGAIN_SECONDS`, instead of the regular poll up to `fallback_seconds` later. With `taken()` (the
+    runs this runner or worker has in hand: being submitted, running, or an attempt still ending), it looks again
+    only while a run told of is not among them: a poll takes the server's write lock (it records who polled), and
+    one at the wrong moment holds up the run's own state changes. Without it, it always looks again.
 
     `busy()` gives the runs whose last attempt is still ending (a runner's poll skips them, and so does the runbook
     worker's: app/worker.py). A wait answered at once is resumed while its suspended attempt is still ending: that
-    run is polled for again the moment the attempt has ended, not at the next regular poll (up to
-    `fallback_seconds` later)."""
+    run is polled for again the moment the attempt has ended (and looked for again as above), not at the next
+    regular poll."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter
 
     wanted = {"now": anyio.Event()}
     held: set[str] = set()  # runs told of while an attempt of theirs was still ending
-    look_again: list[float] = []  # when to poll again after the last event (its run may not have been visible)
-    told: set[str] = set()  # runs told of since, not yet found taken
+    told: set[str] = set()  # runs told of that no poll has been seen to take yet
+
+    def still_looked_for() -> bool:
+        if taken is not None:
+            told.difference_update(str(run_id) for run_id in taken())
+        return bool(told)
+
+    async def poll_once() -> None:
+        try:
+            await poll()
+        except Exception as exc:  # noqa: BLE001  (the regular poll carries on)
+            logger.warning("polling for scheduled runs failed: %s", exc)
 
     async def poller() -> None:
         while True:
             await wanted["now"].wait()
             wanted["now"] = anyio.Event()
-            try:
-                await poll()
-            except Exception as exc:  # noqa: BLE001  (the regular poll carries on)
-                logger.warning("polling for scheduled runs failed: %s", exc)
+            await poll_once()
+            for pause in LOOK_AGAIN_SECONDS:
+                if not still_looked_for():
+                    break
+                with anyio.move_on_after(pause):
+                    await wanted["now"].wait()
+                if wanted["now"].is_set():
+                    break  # told again meanwhile: the next poll goes at once
+                await poll_once()
+            else:
+                told.clear()  # not found after every look: the regular poll takes over
 
-    async def when_ended() -> None:
+    async def attempts_ended() -> None:
         while True:
-            await anyio.sleep(0.025)
-            if look_again and time.monotonic() >= look_again[0]:
-                look_again.pop(0)
-                if taken is not None:
-                    told.difference_update(str(run_id) for run_id in taken())
-                if told or taken is None:
-                    wanted["now"].set()
-                if not told or not look_again:
-                    told.clear()
-                    look_again.clear()
+            await anyio.sleep(0.05)
             if held:
                 ending = {str(run_id) for run_id in busy()}
                 if held - ending:
+                    told.update(held - ending)
                     held.intersection_update(ending)
                     wanted["now"].set()
 
     event_filter = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run."]))
     async with anyio.create_task_group() as group:
         group.start_soon(poller)
-        group.start_soon(when_ended)
+        group.start_soon(attempts_ended)
         while not stopping():
             try:
                 async with get_events_subscriber(filter=event_filter) as subscriber:
@@ -418,7 +428,6 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
                                 held.add(run_id)
                             told.add(run_id)
                             wanted["now"].set()
-                            look_again[:] = [time.monotonic() + seconds for seconds in LOOK_AGAIN_SECONDS]
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:  # the poll carries on; try the stream again shortly

@@ -302,7 +302,7 @@ class Served:
 @contextmanager
 def served_stack(home: Path, log=print, *, with_bare: bool = False) -> Iterator[Served]:
     """Start the stack as `runbook up` has it (and, `with_bare`, bare Prefect's served flow beside it); stop it after."""
-    from app.stack import OWN_SERVER_CLIENT
+    from app.stack import own_server_client
     from bench.speed import child_env, start_server
     from tests.alerts.procs import free_port, stop_process, wait_for
 
@@ -311,7 +311,7 @@ def served_stack(home: Path, log=print, *, with_bare: bool = False) -> Iterator[
     base_url = f"http://127.0.0.1:{server.server_port}"
     prefect_proc, api = start_server(home)
     intake_port = free_port()
-    env = {**OWN_SERVER_CLIENT, **child_env(home, api), **write_config(home, base_url), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+    env = {**child_env(home, api), **own_server_client(), **write_config(home, base_url), "PREFECT_RUNNER_POLL_FREQUENCY": "1",
            "RUNBOOK_WEBHOOK_TIMEOUT": "10"}
     # this process answers steps too (as the CLI does): the same contacts and runbooks as the stack
     os.environ.update({k: v for k, v in env.items() if k.startswith("RUNBOOK_")})

@@ -16,6 +16,7 @@ one of them before the run's first request to the server.
 from __future__ import annotations
 
 import functools
+import os
 import ssl
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -33,18 +34,26 @@ _kept: ContextVar[SyncPrefectClient | None] = ContextVar("runbook-kept-client", 
 
 
 @lru_cache(maxsize=4)
-def _tls(skip_verify: bool, cert_file: str | None) -> ssl.SSLContext:
+def _tls(skip_verify: bool, cert_file: str, changed: float | None) -> ssl.SSLContext:
     if skip_verify:
         context = ssl.create_default_context()
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
         return context
-    return ssl.create_default_context(cafile=cert_file or certifi.where())
+    return ssl.create_default_context(cafile=cert_file)
 
 
 def shared_tls_context() -> ssl.SSLContext:
-    api = get_current_settings().api  # the settings of the moment: a run's own, in a run
-    return _tls(bool(api.tls_insecure_skip_verify), api.ssl_cert_file)
+    """The context for the settings of the moment (a run's own, in a run), built again when its CA file changes
+    (a long-lived runner or worker picks a renewed bundle up, as Prefect's new context per client did)."""
+    api = get_current_settings().api
+    skip = bool(api.tls_insecure_skip_verify)
+    cert_file = "" if skip else (api.ssl_cert_file or certifi.where())
+    try:
+        changed = os.stat(cert_file).st_mtime if cert_file else None
+    except OSError:
+        changed = None  # ssl says what is wrong with it when it loads it
+    return _tls(skip, cert_file, changed)
 
 
 def share_tls_with_prefect_clients() -> None:
