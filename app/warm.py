@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import socket
@@ -237,14 +238,50 @@ def _catalog_flow(name: str | None):
     return FLOWS.get(name)
 
 
+START_GATE_RUNS = 3 * (os.cpu_count() or 2)  # starting at once: about three a core (bench quick's burst, two cores)
+START_GATE_SECONDS = 5.0
+
+
+class StartGate:
+    """At most `runs` runs of one runner or worker starting at once; the forks of the others wait their turn.
+
+    Forked all at once, a burst of incidents shares two cores and SQLite's write lock among hundreds of processes:
+    each gets so little that all reach their first wait later than if they had come a few at a time, and each holds
+    its memory meanwhile (200 at once on two cores: 39 waiting after 90 s and 2.9 GB at the peak ungated; 91 and
+    1.2 GB through a gate of 6 and 5 s; docs/BENCHMARKS.md). A run leaves the gate when its process ends (its first
+    wait suspends it) or `seconds` after its fork (a long first step, a wait inside a parallel step), so it never
+    holds another run's start for longer; one incident alone never waits at it."""
+
+    def __init__(self, runs: int = START_GATE_RUNS, seconds: float = START_GATE_SECONDS) -> None:
+        self.runs, self.seconds = runs, seconds
+        self._slots: anyio.Semaphore | None = None  # made in the event loop that uses it
+
+    async def enter(self) -> None:
+        if self._slots is None:
+            self._slots = anyio.Semaphore(self.runs)
+        await self._slots.acquire()
+
+    def leave(self) -> None:
+        self._slots.release()
+
+    async def leave_once_started(self, process: multiprocessing.process.BaseProcess) -> None:
+        """Leave when the process ends or `seconds` after it began, whichever comes first."""
+        try:
+            await anyio.to_thread.run_sync(multiprocessing.connection.wait, [process.sentinel], self.seconds,
+                                           limiter=anyio.CapacityLimiter(1))
+        finally:
+            self.leave()
+
+
 class WarmStarter:
     """A Prefect process starter (the runner's and the worker's seam) that forks the warm server instead of spawning."""
 
     def __init__(self, *, context: multiprocessing.context.ForkServerContext, deployment_name: str | None = None,
                  heartbeat_seconds: int | None = None, control_channel: "ControlChannel | None" = None,
                  env: dict[str, str | None] | None = None, cwd: Path | str | None = None,
-                 flow_name: str | None = None, record_pid: bool = True) -> None:
+                 flow_name: str | None = None, record_pid: bool = True, gate: StartGate | None = None) -> None:
         self._context = context
+        self._gate = gate
         self._record_pid = record_pid
         self._flow_name = flow_name
         self._deployment_name = deployment_name
@@ -279,6 +316,10 @@ class WarmStarter:
                     task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED) -> None:
         env, registered = self._environment(flow_run)
         handed_off = False
+        gate = self._gate
+        if gate is not None:
+            await gate.enter()
+        in_gate = gate is not None
         try:
             process = self._context.Process(target=run_flow_run, name=f"flow-run-{flow_run.id}",
                                             args=(flow_run, self._flow_name, env, str(self._cwd) if self._cwd else None))
@@ -288,8 +329,13 @@ class WarmStarter:
             handed_off = True
             if self._record_pid:  # a worker records it itself
                 await _record_pid(flow_run, process.pid)
+            if in_gate:
+                in_gate = False
+                await gate.leave_once_started(process)
             await anyio.to_thread.run_sync(process.join, limiter=anyio.CapacityLimiter(1))
         except BaseException:
+            if in_gate:
+                gate.leave()
             if registered and not handed_off and self._control_channel is not None:
                 self._control_channel.unregister(flow_run.id)
             raise
@@ -314,6 +360,7 @@ class WarmRunner(Runner):
         share_tls_with_prefect_clients()  # the runner's clients (its polls, each run's pid record) build no TLS context each
         self._forkserver = forkserver(preload)  # a fresh interpreter of its own: it imports while the runner starts
         self._flow_names: dict[UUID, str] = {}
+        self._start_gate = StartGate()
         super().__init__(*args, **kwargs)
 
     def add_catalog_deployment(self, deployment: "RunnerDeployment") -> UUID:
@@ -329,7 +376,8 @@ class WarmRunner(Runner):
         def starter(flow_run: "FlowRun") -> WarmStarter:
             name = self._deployment_registry.get_deployment_name(flow_run.deployment_id) if flow_run.deployment_id else None
             return WarmStarter(context=self._forkserver, deployment_name=name, heartbeat_seconds=self._heartbeat_seconds,
-                               control_channel=self._control_channel, flow_name=self._flow_names.get(flow_run.deployment_id))
+                               control_channel=self._control_channel, flow_name=self._flow_names.get(flow_run.deployment_id),
+                               gate=self._start_gate)
 
         poller._resolve_starter = starter
         scope = anyio.CancelScope()

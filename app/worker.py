@@ -40,7 +40,7 @@ from prefect.runner._flow_run_executor import FlowRunExecutorContext
 from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
-from app.warm import WarmStarter, forkserver, listen_for_scheduled_runs, settings_environment
+from app.warm import StartGate, WarmStarter, forkserver, listen_for_scheduled_runs, settings_environment
 from tasks.client import share_tls_with_prefect_clients
 
 if TYPE_CHECKING:
@@ -70,6 +70,7 @@ class RunbookWorker(ProcessWorker):
         share_tls_with_prefect_clients()  # before Prefect's worker makes its client: no TLS context built per client
         super().__init__(*args, **kwargs)
         self._forkserver = forkserver()
+        self._start_gate = StartGate()
         self._listening = anyio.CancelScope()
         self._executor: FlowRunExecutorContext | None = None
         self._submitting: dict[UUID, "FlowRun"] = {}
@@ -143,7 +144,7 @@ class RunbookWorker(ProcessWorker):
             raise RuntimeError("the runbook worker runs flow runs only once set up (`async with RunbookWorker(...)`)")
         starter = WarmStarter(context=self._forkserver, env=env, cwd=configuration.working_dir,
                               control_channel=ctx.control_channel, flow_name=env.get("PREFECT__FLOW_NAME"),
-                              deployment_name=env.get("PREFECT__DEPLOYMENT_NAME"), record_pid=False)
+                              deployment_name=env.get("PREFECT__DEPLOYMENT_NAME"), record_pid=False, gate=self._start_gate)
         executor = ctx.create_executor(flow_run, starter, resolve_flow=load_flow_from_flow_run, propose_submitting=False)
         execution = None
 

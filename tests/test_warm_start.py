@@ -554,3 +554,39 @@ def test_the_prefect_clients_of_a_warm_process_share_one_tls_context(monkeypatch
     with temporary_settings({PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):  # a run's own settings are followed
         insecure = get_client()._client._transport._pool._ssl_context
     assert insecure is not shared and insecure.verify_mode == ssl.CERT_NONE
+
+
+def test_the_start_gate_lets_a_few_runs_start_at_once_and_never_holds_one_long():
+    """A run leaves the gate when its process ends, or `seconds` after its fork if it is still going."""
+    import multiprocessing
+
+    import anyio
+
+    from app.warm import StartGate
+
+    gate, fork = StartGate(runs=2, seconds=0.6), multiprocessing.get_context("fork")
+    entered: dict[str, float] = {}
+
+    async def start(name: str, seconds: float) -> None:
+        await gate.enter()
+        entered[name] = time.monotonic()
+        process = fork.Process(target=time.sleep, args=(seconds,))
+        process.start()
+        await gate.leave_once_started(process)
+        await anyio.to_thread.run_sync(process.join)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(start, "long", 2.0)
+            group.start_soon(start, "short", 0.1)
+            await anyio.sleep(0.05)
+            group.start_soon(start, "after the short one", 2.0)
+            await anyio.sleep(0.05)
+            group.start_soon(start, "after the long one's seconds", 0.1)
+
+    began = time.monotonic()
+    anyio.run(main)
+    at = {name: round(t - began, 2) for name, t in entered.items()}
+    assert at["long"] < 0.1 and at["short"] < 0.1, at
+    assert 0.08 <= at["after the short one"] < 0.5, at
+    assert 0.5 <= at["after the long one's seconds"] < 1.5, at
