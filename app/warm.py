@@ -27,6 +27,7 @@ import multiprocessing.connection
 import multiprocessing.forkserver
 import os
 import socket
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 from uuid import UUID
@@ -255,22 +256,33 @@ class StartGate:
     def __init__(self, runs: int = START_GATE_RUNS, seconds: float = START_GATE_SECONDS) -> None:
         self.runs, self.seconds = runs, seconds
         self._slots: anyio.Semaphore | None = None  # made in the event loop that uses it
+        self._inside: set[UUID] = set()
 
-    async def enter(self) -> None:
+    async def enter(self, run_id: UUID) -> None:
+        """Wait for a slot for the run; a run already inside keeps its one."""
+        if run_id in self._inside:
+            return
         if self._slots is None:
             self._slots = anyio.Semaphore(self.runs)
         await self._slots.acquire()
+        self._inside.add(run_id)
 
-    def leave(self) -> None:
-        self._slots.release()
+    def leave(self, run_id: UUID) -> None:
+        """Give the run's slot back (nothing if it has none)."""
+        if run_id in self._inside:
+            self._inside.discard(run_id)
+            self._slots.release()
 
-    async def leave_once_started(self, process: multiprocessing.process.BaseProcess) -> None:
-        """Leave when the process ends or `seconds` after it began, whichever comes first."""
+    async def leave_once_started(self, run_id: UUID, process: multiprocessing.process.BaseProcess,
+                                 forked_at: float) -> None:
+        """Leave when the process ends or `seconds` after its fork, whichever comes first."""
         try:
-            await anyio.to_thread.run_sync(multiprocessing.connection.wait, [process.sentinel], self.seconds,
-                                           limiter=anyio.CapacityLimiter(1))
+            left = self.seconds - (time.monotonic() - forked_at)
+            if left > 0:
+                await anyio.to_thread.run_sync(multiprocessing.connection.wait, [process.sentinel], left,
+                                               limiter=anyio.CapacityLimiter(1))
         finally:
-            self.leave()
+            self.leave(run_id)
 
 
 class WarmStarter:
@@ -314,28 +326,27 @@ class WarmStarter:
 
     async def start(self, flow_run: "FlowRun",
                     task_status: anyio.abc.TaskStatus[ProcessHandle] = anyio.TASK_STATUS_IGNORED) -> None:
-        env, registered = self._environment(flow_run)
-        handed_off = False
         gate = self._gate
         if gate is not None:
-            await gate.enter()
-        in_gate = gate is not None
+            await gate.enter(flow_run.id)  # the runner's runs have entered already, while still Scheduled
+        handed_off = registered = False
         try:
+            env, registered = self._environment(flow_run)
             process = self._context.Process(target=run_flow_run, name=f"flow-run-{flow_run.id}",
                                             args=(flow_run, self._flow_name, env, str(self._cwd) if self._cwd else None))
             # a limiter of its own each: anyio's shared one (40 threads) would cap the runs alive at once
             await anyio.to_thread.run_sync(process.start, limiter=anyio.CapacityLimiter(1))
+            forked_at = time.monotonic()
             task_status.started(ProcessHandle(process))
             handed_off = True
             if self._record_pid:  # a worker records it itself
                 await _record_pid(flow_run, process.pid)
-            if in_gate:
-                in_gate = False
-                await gate.leave_once_started(process)
+            if gate is not None:
+                await gate.leave_once_started(flow_run.id, process, forked_at)
             await anyio.to_thread.run_sync(process.join, limiter=anyio.CapacityLimiter(1))
         except BaseException:
-            if in_gate:
-                gate.leave()
+            if gate is not None:
+                gate.leave(flow_run.id)
             if registered and not handed_off and self._control_channel is not None:
                 self._control_channel.unregister(flow_run.id)
             raise
@@ -380,6 +391,7 @@ class WarmRunner(Runner):
                                gate=self._start_gate)
 
         poller._resolve_starter = starter
+        poller._submit_run = self._through_the_gate(poller._submit_run)
         scope = anyio.CancelScope()
 
         async def listen() -> None:
@@ -392,6 +404,34 @@ class WarmRunner(Runner):
         self._runs_task_group.start_soon(listen)
         self._exit_stack.callback(scope.cancel)  # stops listening before the runs' task group is awaited
         return self
+
+
+    def _through_the_gate(self, submit: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """Prefect's submission of a run, once the run has its turn at the start gate. It waits while still
+        Scheduled: cancelled meanwhile, its Pending is refused and it never forks; a runner stopping meanwhile
+        leaves it to the next poller. Prefect's own limit slot and submitting mark are given back as Prefect's
+        submission gives them back."""
+        poller, gate = self._scheduled_run_poller, self._start_gate
+
+        async def submit_run(flow_run: "FlowRun", task_group: anyio.abc.TaskGroup, slot_token: UUID) -> None:
+            def give_back() -> None:  # what Prefect's submission does as it ends
+                poller._limit_manager.release(slot_token)
+                poller._submitting_flow_run_ids.discard(flow_run.id)
+
+            try:
+                await gate.enter(flow_run.id)
+            except BaseException:
+                give_back()
+                raise
+            try:
+                if self.stopping:
+                    give_back()
+                    return
+                await submit(flow_run, task_group, slot_token)
+            finally:
+                gate.leave(flow_run.id)
+
+        return submit_run
 
 
 SCHEDULED_TYPES = {"SCHEDULED"}
@@ -439,6 +479,7 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
         while True:
             await wanted["now"].wait()
             wanted["now"] = anyio.Event()
+            looking = set(told)  # what this poll and its looks are for; runs told of meanwhile get their own
             await poll_once()
             for pause in LOOK_AGAIN_SECONDS:
                 if not still_looked_for():
@@ -449,7 +490,7 @@ async def listen_for_scheduled_runs(mine: Callable[[set[str]], bool], poll: Call
                     break  # told again meanwhile: the next poll goes at once
                 await poll_once()
             else:
-                told.clear()  # not found after every look: the regular poll takes over
+                told.difference_update(looking)  # not found after every look: the regular poll takes over
 
     async def attempts_ended() -> None:
         while True:
