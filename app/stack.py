@@ -96,7 +96,6 @@ class Stack:
         env = self.env()
         if server:
             env.update(own_server_client())
-        if server:
             server_env = {k: v for k, v in env.items() if k != "PREFECT_API_URL"}  # app.prefect_server adds SERVER_SETTINGS
             proc = subprocess.Popen(prefect_server.command(self.host, self.port),
                                     env=server_env, start_new_session=True)

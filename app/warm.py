@@ -405,7 +405,6 @@ class WarmRunner(Runner):
         self._exit_stack.callback(scope.cancel)  # stops listening before the runs' task group is awaited
         return self
 
-
     def _through_the_gate(self, submit: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
         """Prefect's submission of a run, once the run has its turn at the start gate. It waits while still
         Scheduled: cancelled meanwhile, its Pending is refused and it never forks; a runner stopping meanwhile
