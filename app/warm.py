@@ -38,6 +38,7 @@ import anyio.abc
 from prefect.runner import Runner
 from prefect.runner._process_manager import ProcessHandle
 from prefect.settings import get_current_settings
+from prefect.types._datetime import now
 
 from tasks.client import share_tls_with_prefect_clients
 
@@ -257,6 +258,12 @@ class StartGate:
         self.runs, self.seconds = runs, seconds
         self._slots: anyio.Semaphore | None = None  # made in the event loop that uses it
         self._inside: set[UUID] = set()
+        self.waiting = 0  # runs waiting for a slot
+
+    def queue_full(self) -> bool:
+        """Whether as many runs wait for a slot as the gate lets through at once: a run found now would wait behind
+        them for a turn or more."""
+        return self.waiting >= self.runs
 
     async def enter(self, run_id: UUID) -> None:
         """Wait for a slot for the run; a run already inside keeps its one."""
@@ -264,7 +271,11 @@ class StartGate:
             return
         if self._slots is None:
             self._slots = anyio.Semaphore(self.runs)
-        await self._slots.acquire()
+        self.waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self.waiting -= 1
         self._inside.add(run_id)
 
     def leave(self, run_id: UUID) -> None:
@@ -392,6 +403,7 @@ class WarmRunner(Runner):
 
         poller._resolve_starter = starter
         poller._submit_run = self._through_the_gate(poller._submit_run)
+        poller._get_and_submit_flow_runs = self._unless_the_gate_is_queued(poller._get_and_submit_flow_runs)
         scope = anyio.CancelScope()
 
         async def listen() -> None:
@@ -431,6 +443,25 @@ class WarmRunner(Runner):
                 gate.leave(flow_run.id)
 
         return submit_run
+
+    def _unless_the_gate_is_queued(self, poll: Callable[..., Awaitable[None]]) -> Callable[..., Awaitable[None]]:
+        """Prefect's poll for scheduled runs, skipped while the start gate's queue is full (`StartGate.queue_full`).
+
+        The runs waiting at the gate are still Scheduled, so every poll would read, check and send all of them again:
+        in a burst of 200 incidents that was the server's busiest work (half of its request handling, a poll a second
+        and one each time it told of a run), taken from the runs it was starting. A run a skipped poll would have
+        found waits on the server instead of behind the queue; the first poll once the queue is shorter (the regular
+        one, every `query_seconds`, or one told) takes it, oldest first. The runner counts a skipped poll as polled:
+        it is not stuck, it has enough to start."""
+        poller, gate = self._scheduled_run_poller, self._start_gate
+
+        async def get_and_submit(*args: Any, **kwargs: Any) -> None:
+            if gate.queue_full():
+                poller.last_polled = now("UTC")
+                return
+            await poll(*args, **kwargs)
+
+        return get_and_submit
 
 
 SCHEDULED_TYPES = {"SCHEDULED"}

@@ -593,3 +593,43 @@ def test_the_start_gate_lets_a_few_runs_start_at_once_and_never_holds_one_long()
     assert max(at["long"], at["short"]) < 0.5, at
     assert 0.15 <= at["after the short one"] < 0.9, at
     assert 0.9 <= at["after the long one's seconds"] < 2.5, at
+
+
+def test_the_runner_does_not_poll_while_the_start_gates_queue_is_full():
+    """Runs waiting at the gate are still Scheduled: a poll would bring them all back from the server (a burst's
+    busiest work there) and a run it found would only wait behind them. Once the queue is shorter, polls go again."""
+    import types
+
+    import anyio
+
+    from app.warm import StartGate, WarmRunner
+
+    gate = StartGate(runs=2, seconds=1.0)
+    polls: list[int] = []
+    poller = types.SimpleNamespace(last_polled=None)
+    runner = types.SimpleNamespace(_scheduled_run_poller=poller, _start_gate=gate)
+
+    async def poll(task_group=None) -> None:
+        polls.append(gate.waiting)
+
+    get_and_submit = WarmRunner._unless_the_gate_is_queued(runner, poll)
+
+    async def main() -> None:
+        inside = [uuid.uuid4(), uuid.uuid4()]
+        async with anyio.create_task_group() as group:
+            for run_id in inside:
+                await gate.enter(run_id)
+            await get_and_submit()  # two inside, none waiting: polls
+            for _ in range(2):
+                group.start_soon(gate.enter, uuid.uuid4())
+            await anyio.sleep(0.05)
+            assert gate.waiting == 2 and gate.queue_full()
+            await get_and_submit(task_group=group)  # two waiting for the two slots: no poll, counted as polled
+            assert poller.last_polled is not None
+            gate.leave(inside[0])  # one of the waiting gets in
+            await anyio.sleep(0.05)
+            await get_and_submit()
+            group.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert polls == [0, 1]
