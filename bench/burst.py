@@ -73,7 +73,7 @@ def measure(home: Path, size: int, log=print) -> dict:
                 run_deployment("bare-wait/bare", parameters={"base_url": s.base_url, "n": f"burst{i}"}, timeout=0)
 
         log("ours:")
-        results["ours"] = quick.watch(lambda: quick.post_burst(s.intake, s.base_url, size), lambda: len(quick.paused_runs(s.api)), size,
+        results["ours"] = quick.watch(lambda: quick.post_burst(s.intake, s.base_url, size), lambda: quick.paused_count(s.api), size,
                                       {**server, "serve": s.stack.procs["serve"].pid, "intake": s.stack.procs["intake"].pid},
                                       log, WATCH_SECONDS)
         log("bare Prefect:")
