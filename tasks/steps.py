@@ -113,6 +113,8 @@ class _WaitsForItsSlot:
 
 SITE_LIMIT_CHECK_SECONDS = 30.0
 _site_limited: dict[str, tuple[float, bool]] = {}  # site name -> (when looked up, a tag limit exists)
+_looking_ahead: dict[str, threading.Thread] = {}  # site name -> its lookup begun as the run started (site_limit_ahead)
+SITE_LIMIT_AHEAD_JOIN_SECONDS = 5.0
 
 
 def site_tags(site: str) -> list[str]:
@@ -124,6 +126,9 @@ def site_tags(site: str) -> list[str]:
     it; a lookup that fails otherwise adds the tag, so a limit is never skipped.
     """
     tag = f"site:{site}"
+    ahead = _looking_ahead.get(site)
+    if ahead is not None and ahead is not threading.current_thread() and _stale(_site_limited.get(site)):
+        ahead.join(SITE_LIMIT_AHEAD_JOIN_SECONDS)  # the lookup begun with the run is on its way: its answer, not a second ask
     checked = _site_limited.get(site)
     if _stale(checked):
         checked = _site_limited[site] = (time.monotonic(), _site_limit_exists(tag))
@@ -138,15 +143,20 @@ def _stale(checked: tuple[float, bool] | None) -> bool:
 def site_limit_ahead(site: str) -> None:
     """Look the site's limit up in a thread of its own while the run starts, so that its first action finds the
     answer: a run's process (forked, or resumed after a wait) starts with none, and the lookup was 0.05 s on the way
-    to the first step. An action that comes first looks it up itself, as without this."""
-    if _stale(_site_limited.get(site)):
+    to the first step. An action that comes while the lookup is on its way waits for its answer (up to
+    SITE_LIMIT_AHEAD_JOIN_SECONDS, then looks it up itself) rather than asking the server a second time."""
+    if _stale(_site_limited.get(site)) and not (site in _looking_ahead and _looking_ahead[site].is_alive()):
         settings = get_settings_context()  # the run's (its API, key, TLS), not the process's first ones
 
         def look_up() -> None:
-            with SettingsContext(profile=settings.profile, settings=settings.settings):
-                site_tags(site)
+            try:
+                with SettingsContext(profile=settings.profile, settings=settings.settings):
+                    site_tags(site)
+            finally:
+                _looking_ahead.pop(site, None)
 
-        threading.Thread(target=look_up, daemon=True, name=f"site-limit-{site}").start()
+        thread = _looking_ahead[site] = threading.Thread(target=look_up, daemon=True, name=f"site-limit-{site}")
+        thread.start()
 
 
 def _site_limit_exists(tag: str) -> bool:

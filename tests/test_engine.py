@@ -330,6 +330,33 @@ def test_a_run_looks_its_sites_limit_up_while_it_starts():
             steps._site_limited.pop(site, None)
 
 
+def test_a_first_action_that_comes_while_the_sites_limit_is_looked_up_waits_for_that_answer():
+    """The first action of a forked run often comes before the lookup begun with the run has its answer: it takes that
+    answer rather than asking the server a second time (two asks an incident, measured on the served stack)."""
+    import threading
+
+    from tasks import steps
+
+    site = f"limit-race-{uuid.uuid4().hex[:6]}"
+    asked, answer = [], threading.Event()
+    real = steps._site_limit_exists
+
+    def slow_ask(tag: str) -> bool:
+        asked.append(tag)
+        answer.wait(5)
+        return False
+
+    steps._site_limit_exists = slow_ask
+    try:
+        steps.site_limit_ahead(site)
+        steps.site_limit_ahead(site)  # asked again while on its way: still one lookup
+        threading.Timer(0.2, answer.set).start()
+        assert steps.site_tags(site) == [] and asked == [f"site:{site}"], asked
+    finally:
+        steps._site_limit_exists = real
+        steps._site_limited.pop(site, None)
+
+
 def test_action_steps_carry_the_site_tag_only_where_a_site_limit_exists():
     """The tag makes Prefect ask the server for a slot on every action; without a limit it is two calls for nothing."""
     from prefect.client.orchestration import get_client
