@@ -20,6 +20,7 @@ fallback, so a lost event only costs the old latency.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import multiprocessing
@@ -259,11 +260,18 @@ class StartGate:
         self._slots: anyio.Semaphore | None = None  # made in the event loop that uses it
         self._inside: set[UUID] = set()
         self.waiting = 0  # runs waiting for a slot
+        self.last_entered = time.monotonic()  # when a run last got a slot
+        self.on_room: Callable[[], None] | None = None  # called when a full queue gets shorter (WarmRunner polls then)
 
     def queue_full(self) -> bool:
         """Whether as many runs wait for a slot as the gate lets through at once: a run found now would wait behind
         them for a turn or more."""
         return self.waiting >= self.runs
+
+    def moving(self) -> bool:
+        """Whether a run got a slot lately (within twice `seconds`: a slot is given back at most `seconds` after its
+        run's fork); a gate whose queue is full and not moving is stuck."""
+        return time.monotonic() - self.last_entered < 2 * self.seconds
 
     async def enter(self, run_id: UUID) -> None:
         """Wait for a slot for the run; a run already inside keeps its one."""
@@ -275,8 +283,12 @@ class StartGate:
         try:
             await self._slots.acquire()
         finally:
+            was_full = self.queue_full()
             self.waiting -= 1
         self._inside.add(run_id)
+        self.last_entered = time.monotonic()
+        if was_full and not self.queue_full() and self.on_room is not None:
+            self.on_room()
 
     def leave(self, run_id: UUID) -> None:
         """Give the run's slot back (nothing if it has none)."""
@@ -450,17 +462,36 @@ class WarmRunner(Runner):
         The runs waiting at the gate are still Scheduled, so every poll would read, check and send all of them again:
         in a burst of 200 incidents that was the server's busiest work (half of its request handling, a poll a second
         and one each time it told of a run), taken from the runs it was starting. A run a skipped poll would have
-        found waits on the server instead of behind the queue; the first poll once the queue is shorter (the regular
-        one, every `query_seconds`, or one told) takes it, oldest first. The runner counts a skipped poll as polled:
-        it is not stuck, it has enough to start."""
+        found waits on the server instead of behind the queue: once the queue is shorter, a poll goes at once and
+        takes it, oldest first. A skipped poll counts as polled (the runner's health) while the gate is moving: the
+        runner is not stuck, it has enough to start."""
         poller, gate = self._scheduled_run_poller, self._start_gate
+        skipped = False
+
+        def room() -> None:
+            nonlocal skipped
+            if skipped and not self.stopping:
+                skipped = False
+                with contextlib.suppress(RuntimeError):  # the runner's task group already closing
+                    self._runs_task_group.start_soon(poll_now)
+
+        async def poll_now() -> None:
+            try:
+                await get_and_submit()
+            except Exception as exc:  # noqa: BLE001  (the regular poll carries on)
+                logger.warning("polling for scheduled runs failed: %s", exc)
 
         async def get_and_submit(*args: Any, **kwargs: Any) -> None:
+            nonlocal skipped
             if gate.queue_full():
-                poller.last_polled = now("UTC")
+                skipped = True
+                if gate.moving():
+                    poller.last_polled = now("UTC")
                 return
+            skipped = False
             await poll(*args, **kwargs)
 
+        gate.on_room = room
         return get_and_submit
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import threading
 import time
 from datetime import datetime, timedelta
@@ -114,6 +115,16 @@ class _WaitsForItsSlot:
 SITE_LIMIT_CHECK_SECONDS = 30.0
 _site_limited: dict[str, tuple[float, bool]] = {}  # site name -> (when looked up, a tag limit exists)
 _looking_ahead: dict[str, threading.Thread] = {}  # site name -> its lookup begun as the run started (site_limit_ahead)
+_looking_lock = threading.Lock()
+
+
+def _forget_lookups() -> None:
+    global _looking_lock
+    _looking_ahead.clear()  # a forked child has none of its parent's threads, and its lock is free
+    _looking_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_lookups)
 SITE_LIMIT_AHEAD_JOIN_SECONDS = 5.0
 
 
@@ -126,7 +137,8 @@ def site_tags(site: str) -> list[str]:
     it; a lookup that fails otherwise adds the tag, so a limit is never skipped.
     """
     tag = f"site:{site}"
-    ahead = _looking_ahead.get(site)
+    with _looking_lock:
+        ahead = _looking_ahead.get(site)
     if ahead is not None and ahead is not threading.current_thread() and _stale(_site_limited.get(site)):
         ahead.join(SITE_LIMIT_AHEAD_JOIN_SECONDS)  # the lookup begun with the run is on its way: its answer, not a second ask
     checked = _site_limited.get(site)
@@ -145,18 +157,26 @@ def site_limit_ahead(site: str) -> None:
     answer: a run's process (forked, or resumed after a wait) starts with none, and the lookup was 0.05 s on the way
     to the first step. An action that comes while the lookup is on its way waits for its answer (up to
     SITE_LIMIT_AHEAD_JOIN_SECONDS, then looks it up itself) rather than asking the server a second time."""
-    if _stale(_site_limited.get(site)) and not (site in _looking_ahead and _looking_ahead[site].is_alive()):
-        settings = get_settings_context()  # the run's (its API, key, TLS), not the process's first ones
+    if not _stale(_site_limited.get(site)):
+        return
+    settings = get_settings_context()  # the run's (its API, key, TLS), not the process's first ones
 
-        def look_up() -> None:
-            try:
-                with SettingsContext(profile=settings.profile, settings=settings.settings):
-                    site_tags(site)
-            finally:
-                _looking_ahead.pop(site, None)
+    def look_up() -> None:
+        try:
+            with SettingsContext(profile=settings.profile, settings=settings.settings):
+                site_tags(site)
+        finally:
+            with _looking_lock:
+                if _looking_ahead.get(site) is thread:
+                    del _looking_ahead[site]
 
-        thread = _looking_ahead[site] = threading.Thread(target=look_up, daemon=True, name=f"site-limit-{site}")
+    with _looking_lock:  # started before it is shown, so that whoever finds it may join it
+        earlier = _looking_ahead.get(site)
+        if earlier is not None and earlier.is_alive():
+            return
+        thread = threading.Thread(target=look_up, daemon=True, name=f"site-limit-{site}")
         thread.start()
+        _looking_ahead[site] = thread
 
 
 def _site_limit_exists(tag: str) -> bool:

@@ -595,9 +595,9 @@ def test_the_start_gate_lets_a_few_runs_start_at_once_and_never_holds_one_long()
     assert 0.9 <= at["after the long one's seconds"] < 2.5, at
 
 
-def test_the_runner_does_not_poll_while_the_start_gates_queue_is_full():
+def test_the_runner_does_not_poll_while_the_start_gates_queue_is_full_and_polls_once_it_is_shorter():
     """Runs waiting at the gate are still Scheduled: a poll would bring them all back from the server (a burst's
-    busiest work there) and a run it found would only wait behind them. Once the queue is shorter, polls go again."""
+    busiest work there) and a run it found would only wait behind them. The moment the queue is shorter, a poll goes."""
     import types
 
     import anyio
@@ -607,16 +607,16 @@ def test_the_runner_does_not_poll_while_the_start_gates_queue_is_full():
     gate = StartGate(runs=2, seconds=1.0)
     polls: list[int] = []
     poller = types.SimpleNamespace(last_polled=None)
-    runner = types.SimpleNamespace(_scheduled_run_poller=poller, _start_gate=gate)
 
     async def poll(task_group=None) -> None:
         polls.append(gate.waiting)
 
-    get_and_submit = WarmRunner._unless_the_gate_is_queued(runner, poll)
-
     async def main() -> None:
         inside = [uuid.uuid4(), uuid.uuid4()]
         async with anyio.create_task_group() as group:
+            runner = types.SimpleNamespace(_scheduled_run_poller=poller, _start_gate=gate, _runs_task_group=group,
+                                           stopping=False)
+            get_and_submit = WarmRunner._unless_the_gate_is_queued(runner, poll)
             for run_id in inside:
                 await gate.enter(run_id)
             await get_and_submit()  # two inside, none waiting: polls
@@ -625,11 +625,33 @@ def test_the_runner_does_not_poll_while_the_start_gates_queue_is_full():
             await anyio.sleep(0.05)
             assert gate.waiting == 2 and gate.queue_full()
             await get_and_submit(task_group=group)  # two waiting for the two slots: no poll, counted as polled
-            assert poller.last_polled is not None
-            gate.leave(inside[0])  # one of the waiting gets in
+            assert poller.last_polled is not None and polls == [0]
+            gate.leave(inside[0])  # one of the waiting gets in: the queue is shorter, and a poll goes at once
             await anyio.sleep(0.05)
-            await get_and_submit()
+            assert polls == [0, 1]
+            gate.leave(inside[1])  # shorter again, but no poll was skipped since: none more
+            await anyio.sleep(0.05)
             group.cancel_scope.cancel()
 
     anyio.run(main)
-    assert polls == [0, 1]
+    assert polls == [0, 1] and gate.waiting == 0
+
+
+def test_a_warm_runners_polls_and_submissions_go_through_its_start_gate():
+    """The wrappers are on the poller whose methods Prefect's own poll loop and the listener call (a Prefect upgrade
+    that moved them would leave the gate unused, or bring every waiting run back at each poll)."""
+    import anyio
+
+    from app.warm import WarmRunner
+
+    async def main() -> None:
+        runner = WarmRunner(limit=None)
+        async with runner:
+            poller = runner._scheduled_run_poller
+            assert poller._get_and_submit_flow_runs.__qualname__.startswith("WarmRunner._unless_the_gate_is_queued")
+            assert poller._submit_run.__qualname__.startswith("WarmRunner._through_the_gate")
+            assert runner._start_gate.on_room is not None
+            await runner._get_and_submit_flow_runs()  # the runner's own poll goes through them (no deployment: no run)
+            assert poller.last_polled is not None
+
+    anyio.run(main)
