@@ -78,6 +78,14 @@ def pytest_configure(config):
         "RUNBOOK_STATE_DIR": str(home / "var"),
     })
     _server["env"] = dict(os.environ)  # what the served stack starts with, whatever a test patches later
+    if "prefect.context" in sys.modules:
+        # A conftest pytest loaded before this hook imported Prefect (the conftests of the paths given on the command
+        # line load first: tests/production's, tests/notify_e2e's), and Prefect built its settings then, without
+        # these: every later test's client would start a temporary server of its own on another database, and a
+        # state it set would reach no runner. Prefect's way to read them again:
+        from prefect.context import refresh_global_settings_context
+
+        refresh_global_settings_context()
 
 
 class ServedStack:

@@ -27,7 +27,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from flows.server import SERVER_SETTINGS
 from tests.conftest import free_port
 from tests.production import doc
 
@@ -163,6 +162,8 @@ class Production:
 
     def values(self) -> dict[str, str]:
         """This machine's value of every setting the document's tables name."""
+        from flows.server import SERVER_SETTINGS  # imports Prefect: not while pytest loads this conftest (tests/conftest.py)
+
         return {
             "PREFECT_API_DATABASE_CONNECTION_URL": self.database_url, "PREFECT_SERVER_API_AUTH_STRING": AUTH,
             "PREFECT_UI_API_URL": self.api, "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
