@@ -113,6 +113,7 @@ class _WaitsForItsSlot:
 
 
 SITE_LIMIT_CHECK_SECONDS = 30.0
+SITE_LIMIT_AHEAD_JOIN_SECONDS = 5.0  # how long a first action waits for the lookup begun with its run
 _site_limited: dict[str, tuple[float, bool]] = {}  # site name -> (when looked up, a tag limit exists)
 _looking_ahead: dict[str, threading.Thread] = {}  # site name -> its lookup begun as the run started (site_limit_ahead)
 _looking_lock = threading.Lock()
@@ -125,7 +126,6 @@ def _forget_lookups() -> None:
 
 
 os.register_at_fork(after_in_child=_forget_lookups)
-SITE_LIMIT_AHEAD_JOIN_SECONDS = 5.0
 
 
 def site_tags(site: str) -> list[str]:
