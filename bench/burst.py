@@ -47,15 +47,6 @@ def bare_wait(base_url: str, n: str) -> None:
 SERVE_BARE_WAIT = quick.serve_bare("bench.burst", "bare_wait")
 
 
-def count_waiting(api: str, flow_name: str) -> int:
-    from tests.alerts.procs import rest
-
-    response = rest("POST", f"{api}/flow_runs/count", json={
-        "flows": {"name": {"any_": [flow_name]}}, "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}})
-    response.raise_for_status()
-    return int(response.json())
-
-
 def measure(home: Path, size: int, log=print) -> dict:
     from prefect.deployments import run_deployment
 
@@ -77,7 +68,7 @@ def measure(home: Path, size: int, log=print) -> dict:
                                       {**server, "serve": s.stack.procs["serve"].pid, "intake": s.stack.procs["intake"].pid},
                                       log, WATCH_SECONDS)
         log("bare Prefect:")
-        results["bare"] = quick.watch(bare, lambda: count_waiting(s.api, "bare-wait"), size,
+        results["bare"] = quick.watch(bare, lambda: quick.paused_count(s.api, "bare-wait"), size,
                                       {**server, "bare": s.stack.procs["bare-wait"].pid}, log, WATCH_SECONDS)
     return results
 

@@ -265,13 +265,17 @@ def paused_runs(api: str) -> list[dict]:
         offset += 200
 
 
-def paused_count(api: str) -> int:
-    """How many incidents of the runbook wait (Paused or Suspended): a count, so the watching costs the server the
-    same small query whether 1 or 200 wait (bench/burst.py counts bare Prefect's the same way)."""
+def paused_count(api: str, flow: str | None = None) -> int:
+    """How many runs wait (Paused or Suspended): the runbook's incidents, or the runs of the flow `flow` (bare
+    Prefect's, bench/burst.py). A count, so the watching costs the server the same small query whether 1 or 200 wait."""
     from tests.alerts.procs import rest
 
-    r = rest("POST", f"{api}/flow_runs/count", json={
-        "flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}, "tags": {"all_": [f"runbook:{RUNBOOK}"]}}})
+    waiting = {"flow_runs": {"state": {"type": {"any_": ["PAUSED"]}}}}
+    if flow is None:
+        waiting["flow_runs"]["tags"] = {"all_": [f"runbook:{RUNBOOK}"]}
+    else:
+        waiting["flows"] = {"name": {"any_": [flow]}}
+    r = rest("POST", f"{api}/flow_runs/count", json=waiting)
     r.raise_for_status()
     return int(r.json())
 
