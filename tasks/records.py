@@ -4,7 +4,7 @@ A step that acts is done once per incident (tasks/steps.py: step_task): Prefect 
 the result storage `StepRecords`, which keeps it as the input `done-<step>` of the incident's flow run on the
 Prefect server, so every worker sees it whatever its disk. The records are written by one thread per process
 (`WRITER`), in the order handed over, so a step does not wait for the server; the flow flushes it at every way
-out of the incident. Records handed over faster than the server takes them (quick steps one after another) go
+out of the incident (the flush writes what is still waiting itself, beside the writer's request under way). Records handed over faster than the server takes them (quick steps one after another) go
 together, several steps' in one input `done--<hex>` (a step id never starts with a dash): one request, not one a step.
 """
 
@@ -80,7 +80,7 @@ def write_handed(client, path: str) -> bool:
     """Write a step's done record now if it is still waiting in the writer (a job ahead of its own may take it:
     tasks/steps.py _marked), with every other record of its run handed over meanwhile: one input for them all.
     True when the record is on the server (now, or in an earlier batch); False when none was handed over."""
-    run_id, key = _done_key(path)
+    run_id, _ = _split(path)
     with _handed_lock:
         if path in _batched:
             _batched.discard(path)
@@ -89,12 +89,8 @@ def write_handed(client, path: str) -> bool:
         if value is None:
             return False
         others = {p: _handed.pop(p) for p in [p for p in _handed if p.startswith(f"{run_id}:")]}
-    if not others:
-        create_once(client, run_id, key, value)
-        return True
-    batch = {_split(p)[1]: v for p, v in {path: value, **others}.items()}
     try:
-        create_once(client, run_id, f"{BATCH}{uuid4().hex[:16]}", json.dumps(batch))  # once: the client may send it twice
+        _write_records(client, run_id, {path: value, **others})
     except Exception:
         with _handed_lock:  # the others' own jobs try again, each for its own record; this one is lost, as before
             for p, v in others.items():
@@ -103,6 +99,46 @@ def write_handed(client, path: str) -> bool:
     with _handed_lock:
         _batched.update(others)
     return True
+
+
+def write_all_handed(client) -> None:
+    """Write every record handed over and not yet written, now, one input per run: from a flush's own thread, beside
+    the request the writer has under way, so that a run's last records do not wait for that request to come back.
+
+    The records count as written from the moment they are taken (their jobs, after, find them `_batched`); a write
+    that fails hands them back, each with a new job of its own, which the flush then waits for."""
+    with _handed_lock:
+        taken = dict(_handed)
+        _handed.clear()
+        _batched.update(taken)
+    by_run: dict[str, dict[str, str]] = {}
+    for path, value in taken.items():
+        by_run.setdefault(_split(path)[0], {})[path] = value
+    for run_id, records in by_run.items():
+        try:
+            _write_records(client, run_id, records)
+        except Exception as exc:  # noqa: BLE001  (the writer tries them again, each on its own)
+            logger.warning("could not write %d run records at once (%s); the writer tries each again", len(records), exc)
+            with _handed_lock:
+                for path, value in records.items():
+                    _batched.discard(path)
+                    _handed.setdefault(path, value)
+            for path in records:
+                WRITER.later(functools.partial(_write_again, path=path))
+
+
+def _write_again(client, path: str) -> None:
+    write_handed(client, path)
+
+
+def _write_records(client, run_id: str, records: dict[str, str]) -> None:
+    """One input for a run's records: `done-<step>` for one, a batch `done--<hex>` for several."""
+    if len(records) == 1:
+        (path, value), = records.items()
+        create_once(client, UUID(run_id), f"done-{_split(path)[1]}", value)
+        return
+    batch = {_split(p)[1]: v for p, v in records.items()}
+    create_once(client, UUID(run_id), f"{BATCH}{uuid4().hex[:16]}", json.dumps(batch))  # once: the client may send it twice
 
 
 def done_record(client, run_id, step_id: str) -> str | None:
@@ -175,11 +211,6 @@ def read_done_steps(run_id: str) -> set[str] | None:
 
 
 STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that every task names
-
-
-def _done_key(path: str) -> tuple[UUID, str]:
-    run_id, step_id = _split(path)
-    return UUID(run_id), f"done-{step_id}"
 
 
 def step_records() -> StepRecords:
@@ -281,12 +312,19 @@ class Writer:
         self._jobs.put((settings.profile, settings.settings, job))
 
     def flush(self, timeout: float = 60.0) -> bool:
-        """Wait until every job handed over so far is done; False if some were still left after `timeout`."""
+        """Write what is handed over and not yet written (`write_all_handed`), then wait until every job handed over
+        so far is done; False if some were still left after `timeout`."""
         deadline = time.monotonic() + timeout
         with self._changed:
             self._hurry += 1
             self._changed.notify_all()
         try:
+            if _handed:  # the last records go now, beside the request the writer may have under way
+                try:
+                    with sync_client() as client:
+                        write_all_handed(client)
+                except Exception as exc:  # noqa: BLE001  (no client: the writer's own jobs write them)
+                    logger.warning("could not write the run records at once (%s); the writer does", exc)
             with self._idle:
                 while self._pending:
                     left = deadline - time.monotonic()

@@ -213,6 +213,46 @@ def test_a_batch_the_server_refused_leaves_the_other_records_to_their_own_jobs()
     assert not write_handed(client, f"{run_id}:one") and not records._handed and not records._batched
 
 
+def test_a_flush_writes_the_last_records_itself_beside_the_writers_request_under_way():
+    """The run lets go (its end, a suspended wait): the records still waiting go from the flush's own thread at once,
+    not after the request the writer has under way; the steps' jobs then find them written (no began mark either)."""
+    record = '{{"metadata": {{"serializer": {{"type": "json"}}, "storage_key": "k"}}, "result": "{}"}}'
+    records_ = step_records()
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(bare)
+        under_way, release = threading.Event(), threading.Event()
+        WRITER.later(lambda _client: (under_way.set(), release.wait(20)))  # a request the server is slow to answer
+        assert under_way.wait(10)
+        for n, step in enumerate(("last-but-one", "last")):
+            WRITER.later(lambda c, step=step: write_handed(c, f"{run.id}:{step}") or create_once(c, run.id, f"began-{step}", "x"))
+            records_.write_path(f"{run.id}:{step}", record.format(n).encode())
+        flushing = threading.Thread(target=WRITER.flush)
+        flushing.start()
+        wait_until("the last records, while the writer's request is still under way",
+                   lambda: {"last-but-one", "last"} <= set(records._records_in(inputs_under(client, run.id, "done-"))), 10)
+        assert flushing.is_alive()  # it still waits for the writer's jobs
+        release.set()
+        flushing.join(10)
+        assert not flushing.is_alive()
+        kept = inputs_under(client, run.id, "")
+        assert not [k for k in kept if k.startswith("began-")] and not records._handed and not records._batched, kept
+
+
+def test_records_the_flush_could_not_write_go_back_to_the_writer():
+    class Refusing:
+        def create_flow_run_input(self, flow_run_id, key, value):
+            raise RuntimeError("503 Service Unavailable")
+
+    record = '{"metadata": {"serializer": {"type": "json"}, "storage_key": "k"}, "result": "{}"}'
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(bare)
+        records._handed[f"{run.id}:refused"] = record
+        records.write_all_handed(Refusing())
+        assert records._handed and not records._batched  # handed back, with a job of its own
+        assert WRITER.flush()
+        assert done_record(client, run.id, "refused") == record
+
+
 def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing(monkeypatch, slept):
     """The records block is read before a process's first acting step; a refused connection then is not the step's
     failure (CI saw an incident fail when its first step came as the server stopped)."""
