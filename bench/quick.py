@@ -20,7 +20,7 @@ Figures (the JSON keys):
   tasks making the same POSTs with the same library (bench/speed.py's measure: local runs of the two in
   turn, 30 steps each, from one step's POST to the next: what one more step costs).
   ``step_records_tail_s``: what a runbook run adds once, at its end: from its last step's POST until its
-  steps' done records are on the server (the flush that lets the run end; one request on a busy server).
+  final flush returns (its steps' done records are then on the server; about one request on a busy server).
 - ``burst_200_to_first_wait_s``: 200 alerts of 200 groups POSTed at once -> all 200 incidents wait at
   their manual step (Suspended); ``burst_peak_memory_mb``: the stack's peak memory meanwhile (PSS of
   the server, the served runner with its forkserver and runs, and the intake).
@@ -522,7 +522,7 @@ TARGETS = [  # (what, our key, bare Prefect's key, target)
     ("Answer to next page, p50 (a resume)", "answer_to_next_page_p50_s", None, "<= 1.0 s"),
     ("Answer to next page, p95", "answer_to_next_page_p95_s", None, ""),
     ("Per step, runbook action (s)", "step_seconds_runbook", "step_seconds_hand_written", "<= 1.2x hand-written"),
-    ("... once per run, its end: last POST to records on the server (s)", "step_records_tail_s", None, ""),
+    ("... once per run, its end: last POST to its final flush (s)", "step_records_tail_s", None, ""),
     ("Intake drain (alerts/s)", "drain_alerts_per_s", "bare_prefect_runs_per_s", ">= 200"),
     ("200 alerts of 200 groups at once: all waiting (s)", "burst_200_to_first_wait_s", None, "<= 60 s"),
     ("... the stack's peak memory meanwhile (MB, PSS)", "burst_peak_memory_mb", None, "< 1536"),

@@ -94,7 +94,7 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
         inc.closed.set()
         watcher.join(timeout=30)
         JOURNAL.flush()  # a step's start still held a moment (tasks/journal.py) goes before the process ends
-        WRITER.flush()  # the steps' done records are on the server before anything else may run the incident
+        WRITER.flush(run=inc.id)  # the steps' done records are on the server before anything else may run the incident
     settle_at_close(inc)
     inc.record("incident.closed", message, actor="runbook", outcome=outcome)
     publish_incident(inc, outcome, message)

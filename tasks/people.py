@@ -296,7 +296,7 @@ def pause_run(client, run_id, key: str, model: type[RunInput], description: str,
     put_input(client, run_id, who_key(keyset), json.dumps(who, ensure_ascii=False))
     JOURNAL.flush()  # the step's start, if still held (tasks/journal.py), goes before the run waits
     if reschedule:  # once suspended the run may be resumed at once, by another process: it must find every done step
-        WRITER.flush()
+        WRITER.flush(run=str(run_id))
     result = propose_state_sync(client=client, state=state, flow_run_id=run_id)
     if not result.is_paused():
         raise RuntimeError(f"the run could not pause for {key}: server answered {result.type.value}")

@@ -4,12 +4,14 @@ A step that acts is done once per incident (tasks/steps.py: step_task): Prefect 
 the result storage `StepRecords`, which keeps it as the input `done-<step>` of the incident's flow run on the
 Prefect server, so every worker sees it whatever its disk. The records are written by one thread per process
 (`WRITER`), in the order handed over, so a step does not wait for the server; the flow flushes it at every way
-out of the incident (the flush writes what is still waiting itself, beside the writer's request under way). Records handed over faster than the server takes them (quick steps one after another) go
-together, several steps' in one input `done--<hex>` (a step id never starts with a dash): one request, not one a step.
+out of the incident, and the flush sends the run's records still waiting at once, beside the writer's request
+under way. Records handed over faster than the server takes them (quick steps one after another) go together,
+several steps' in one input `done--<hex>` (a step id never starts with a dash): one request, not one a step.
 """
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
@@ -66,12 +68,15 @@ class StepRecords(WritableFileSystem):
         return path
 
 
-# The done records handed to the writer and not yet written, by path ("<flow run id>:<step id>"); and those
-# written in another step's batch, until their own job comes by. The lock keeps the step's thread, which hands a
-# record over, and the writer's, which takes its run's records out together, from meeting in the dict.
+# The done records handed to the writer and not yet written, by path ("<flow run id>:<step id>"); those written in
+# another step's batch, until their own job comes by; and those a flush is writing this moment (`write_run_now`),
+# which their jobs wait for. The lock keeps the threads that meet here apart: the step's, which hands a record over;
+# the writer's, which takes its run's records out together; and a flushing one's.
 _handed: dict[str, str] = {}
 _batched: set[str] = set()
+_in_flight: set[str] = set()
 _handed_lock = threading.Lock()
+_landed = threading.Condition(_handed_lock)  # a flush's write came back
 
 BATCH = "done--"  # the key of an input that holds several steps' records: `done--<hex>`
 
@@ -79,9 +84,11 @@ BATCH = "done--"  # the key of an input that holds several steps' records: `done
 def write_handed(client, path: str) -> bool:
     """Write a step's done record now if it is still waiting in the writer (a job ahead of its own may take it:
     tasks/steps.py _marked), with every other record of its run handed over meanwhile: one input for them all.
-    True when the record is on the server (now, or in an earlier batch); False when none was handed over."""
+    True when the record is on the server (now, or in an earlier write); False when none was handed over."""
     run_id, _ = _split(path)
     with _handed_lock:
+        while path in _in_flight:  # a flush is writing it: what it comes back with decides
+            _landed.wait()
         if path in _batched:
             _batched.discard(path)
             return True
@@ -101,34 +108,39 @@ def write_handed(client, path: str) -> bool:
     return True
 
 
-def write_all_handed(client) -> None:
-    """Write every record handed over and not yet written, now, one input per run: from a flush's own thread, beside
-    the request the writer has under way, so that a run's last records do not wait for that request to come back.
+def write_run_now(client, run_id: str) -> None:
+    """Write a run's records handed over and not yet written, now, in one input: from a flush, beside the request
+    the writer has under way, so that the run's last records do not wait for that request to come back first.
 
-    The records count as written from the moment they are taken (their jobs, after, find them `_batched`); a write
-    that fails hands them back, each with a new job of its own, which the flush then waits for."""
+    Each of them still has its own job in the writer's queue (a record is taken out of `_handed` only by a write):
+    while this write is under way those jobs wait for it; once it is on the server they find it written; if it
+    fails, the records are handed back and their jobs write them, with the settings they were handed over under."""
     with _handed_lock:
-        taken = dict(_handed)
-        _handed.clear()
-        _batched.update(taken)
-    by_run: dict[str, dict[str, str]] = {}
-    for path, value in taken.items():
-        by_run.setdefault(_split(path)[0], {})[path] = value
-    for run_id, records in by_run.items():
-        try:
-            _write_records(client, run_id, records)
-        except Exception as exc:  # noqa: BLE001  (the writer tries them again, each on its own)
-            logger.warning("could not write %d run records at once (%s); the writer tries each again", len(records), exc)
-            with _handed_lock:
-                for path, value in records.items():
-                    _batched.discard(path)
+        taken = {p: _handed.pop(p) for p in [p for p in _handed if p.startswith(f"{run_id}:")]}
+        _in_flight.update(taken)
+    if not taken:
+        return
+    written = False
+    try:
+        _write_records(client, run_id, taken)
+        written = True
+    finally:
+        with _handed_lock:
+            _in_flight.difference_update(taken)
+            if written:
+                _batched.update(taken)
+            else:
+                for path, value in taken.items():
                     _handed.setdefault(path, value)
-            for path in records:
-                WRITER.later(functools.partial(_write_again, path=path))
+            _landed.notify_all()
 
 
-def _write_again(client, path: str) -> None:
-    write_handed(client, path)
+def _write_run_now(run_id: str) -> None:
+    try:
+        with sync_client() as client:
+            write_run_now(client, run_id)
+    except Exception as exc:  # noqa: BLE001  (handed back: the writer's jobs write them)
+        logger.warning("could not write the run's last records at once (%s); the writer does", exc)
 
 
 def _write_records(client, run_id: str, records: dict[str, str]) -> None:
@@ -274,10 +286,12 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()  # a record handed over, or a flush begun (mark_unless_done waits on it)
         self._hurry = 0  # flushes under way
-        global _handed_lock
+        global _handed_lock, _landed
         _handed.clear()  # a forked child writes only its own run's records
         _batched.clear()
+        _in_flight.clear()
         _handed_lock = threading.Lock()  # one held by another thread at the fork would stay held in the child
+        _landed = threading.Condition(_handed_lock)
 
     def mark_unless_done(self, path: str, mark: Callable[[Any], Any]) -> None:
         """A step begins: write its done record in its began mark's place if it is done within MARK_GRACE_SECONDS
@@ -311,20 +325,23 @@ class Writer:
             self._pending += 1
         self._jobs.put((settings.profile, settings.settings, job))
 
-    def flush(self, timeout: float = 60.0) -> bool:
-        """Write what is handed over and not yet written (`write_all_handed`), then wait until every job handed over
-        so far is done; False if some were still left after `timeout`."""
+    def flush(self, timeout: float = 60.0, run: str | None = None) -> bool:
+        """Wait until every job handed over so far is done; False if some were still left after `timeout`.
+
+        Given the `run` that is being let go, its records still waiting go at once (`write_run_now`), from a thread
+        of the flush's own with the caller's settings and client, beside the request the writer may have under way;
+        the flush waits for that write within the same `timeout`."""
         deadline = time.monotonic() + timeout
         with self._changed:
             self._hurry += 1
             self._changed.notify_all()
         try:
-            if _handed:  # the last records go now, beside the request the writer may have under way
-                try:
-                    with sync_client() as client:
-                        write_all_handed(client)
-                except Exception as exc:  # noqa: BLE001  (no client: the writer's own jobs write them)
-                    logger.warning("could not write the run records at once (%s); the writer does", exc)
+            prefix = f"{run}:"
+            if run is not None and any(path.startswith(prefix) for path in list(_handed)):
+                now = threading.Thread(target=contextvars.copy_context().run, args=(_write_run_now, run),
+                                       daemon=True, name="run-records-now")
+                now.start()
+                now.join(max(0.0, deadline - time.monotonic()))
             with self._idle:
                 while self._pending:
                     left = deadline - time.monotonic()

@@ -226,7 +226,7 @@ def test_a_flush_writes_the_last_records_itself_beside_the_writers_request_under
         for n, step in enumerate(("last-but-one", "last")):
             WRITER.later(lambda c, step=step: write_handed(c, f"{run.id}:{step}") or create_once(c, run.id, f"began-{step}", "x"))
             records_.write_path(f"{run.id}:{step}", record.format(n).encode())
-        flushing = threading.Thread(target=WRITER.flush)
+        flushing = threading.Thread(target=WRITER.flush, kwargs={"run": str(run.id)})
         flushing.start()
         wait_until("the last records, while the writer's request is still under way",
                    lambda: {"last-but-one", "last"} <= set(records._records_in(inputs_under(client, run.id, "done-"))), 10)
@@ -238,19 +238,36 @@ def test_a_flush_writes_the_last_records_itself_beside_the_writers_request_under
         assert not [k for k in kept if k.startswith("began-")] and not records._handed and not records._batched, kept
 
 
-def test_records_the_flush_could_not_write_go_back_to_the_writer():
-    class Refusing:
+def test_a_record_the_flush_is_writing_is_waited_for_and_one_it_could_not_write_goes_back_to_its_job():
+    """While a flush's write of a record is under way, that record's job waits for it (it is not on the server yet);
+    a write that fails hands the record back, and its own job writes it (with the settings it was handed under)."""
+    under_way, answer = threading.Event(), threading.Event()
+
+    class SlowThenRefusing:  # the flush's request: slow, then a 503 (after the client's own retries)
         def create_flow_run_input(self, flow_run_id, key, value):
+            under_way.set()
+            answer.wait(10)
             raise RuntimeError("503 Service Unavailable")
 
     record = '{"metadata": {"serializer": {"type": "json"}, "storage_key": "k"}, "result": "{}"}'
     with get_client(sync_client=True) as client:
         run = client.create_flow_run(bare)
-        records._handed[f"{run.id}:refused"] = record
-        records.write_all_handed(Refusing())
-        assert records._handed and not records._batched  # handed back, with a job of its own
-        assert WRITER.flush()
-        assert done_record(client, run.id, "refused") == record
+        path = f"{run.id}:refused"
+        with records._handed_lock:
+            records._handed[path] = record
+        flushing = threading.Thread(target=lambda: pytest.raises(RuntimeError, records.write_run_now, SlowThenRefusing(), str(run.id)))
+        flushing.start()
+        assert under_way.wait(10)
+        job = []
+        its_job = threading.Thread(target=lambda: job.append(write_handed(client, path)))
+        its_job.start()
+        time.sleep(0.3)
+        assert its_job.is_alive() and not job  # it waits for the flush's write rather than take it as written
+        answer.set()
+        flushing.join(10)
+        its_job.join(10)
+        assert job == [True] and done_record(client, run.id, "refused") == record
+        assert not records._handed and not records._batched and not records._in_flight
 
 
 def test_a_step_that_acts_while_prefect_is_away_waits_for_it_rather_than_failing(monkeypatch, slept):
