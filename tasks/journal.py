@@ -128,7 +128,8 @@ class Post:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, daemon=True, name="journal-post")
                     self._thread.start()
-                self._changed.notify()
+                if len(self._held) == 1:  # else the post's thread is already waiting for an earlier one, due sooner
+                    self._changed.notify()
         if held is not None and entry.kind == "step.done":
             held.send(entry)  # one event for both
             return

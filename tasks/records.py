@@ -286,6 +286,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._changed = threading.Condition()  # a record handed over, or a flush begun (mark_unless_done waits on it)
         self._hurry = 0  # flushes under way
+        self._marks_waiting = 0  # mark jobs waiting for their step's record (mark_unless_done)
         global _handed_lock, _landed
         _handed.clear()  # a forked child writes only its own run's records
         _batched.clear()
@@ -303,16 +304,21 @@ class Writer:
 
         def job(client) -> None:
             with self._changed:
-                self._changed.wait_for(lambda: path in _handed or path in _batched or self._hurry,
-                                       max(0.0, until - time.monotonic()))
+                self._marks_waiting += 1
+                try:
+                    self._changed.wait_for(lambda: path in _handed or path in _batched or self._hurry,
+                                           max(0.0, until - time.monotonic()))
+                finally:
+                    self._marks_waiting -= 1
             write_handed(client, path) or mark(client)
 
         self.later(job)
 
     def handed(self) -> None:
-        """A record was handed over: a mark waiting for it goes now."""
+        """A record was handed over: a mark waiting for it goes now (none waits while the writer is behind)."""
         with self._changed:
-            self._changed.notify_all()
+            if self._marks_waiting:
+                self._changed.notify_all()
 
     def later(self, job: Callable[[Any], Any]) -> None:
         """Run `job(client)` on the writer thread, after every job handed over before it, with the Prefect

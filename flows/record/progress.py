@@ -60,6 +60,7 @@ class _Drawer:
         self.wanted: dict | None = {}  # the next picture to draw; {} = the current one
         self.changed = threading.Condition()
         self.closing = False
+        self.resting = False  # between two draws: a new picture waits for the rest's end, without waking the thread
         context = contextvars.copy_context()  # the run's context: the artifact belongs to this flow run
         self.thread = threading.Thread(target=context.run, args=(self._draw,), daemon=True, name=f"progress-{inc.id}")
         self.thread.start()
@@ -67,7 +68,8 @@ class _Drawer:
     def want(self, **picture) -> None:
         with self.changed:
             self.wanted = picture
-            self.changed.notify()
+            if not self.resting:  # a step a few ms after the last would wake it only to rest again
+                self.changed.notify()
 
     def close(self, timeout: float = 10.0, **picture) -> None:
         """Draw the last picture and wait (a while) until it is drawn."""
@@ -88,7 +90,9 @@ class _Drawer:
                 if self.closing and self.wanted is None:
                     return
                 # a second's rest, cut short by close(); the pictures asked for meanwhile collapse into the next one
+                self.resting = True
                 self.changed.wait_for(lambda: self.closing, DRAW_EVERY_SECONDS)
+                self.resting = False
 
     def _once(self, *, last: str | None = None, outcome: str | None = None, progress: float | None = None) -> None:
         inc = self.inc
