@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable
 from uuid import UUID, uuid4
 
-from prefect.context import SettingsContext, get_settings_context
+from prefect.context import SettingsContext, SyncClientContext, get_settings_context
 from prefect.filesystems import WritableFileSystem
 from prefect.settings import PREFECT_API_URL
 
@@ -137,6 +137,12 @@ def write_run_now(client, run_id: str) -> None:
 
 def _write_run_now(run_id: str) -> None:
     try:
+        context = SyncClientContext.get()
+        if context is not None and context.client is not None:
+            # the run's client, open for the run's life: used as it is, not entered again from this second thread
+            # (its count of users is not kept for two threads; the flush may stop waiting while this one still writes)
+            write_run_now(context.client, run_id)
+            return
         with sync_client() as client:
             write_run_now(client, run_id)
     except Exception as exc:  # noqa: BLE001  (handed back: the writer's jobs write them)
@@ -346,8 +352,12 @@ class Writer:
             if run is not None and any(path.startswith(prefix) for path in list(_handed)):
                 now = threading.Thread(target=contextvars.copy_context().run, args=(_write_run_now, run),
                                        daemon=True, name="run-records-now")
-                now.start()
-                now.join(max(0.0, deadline - time.monotonic()))
+                try:
+                    now.start()
+                except RuntimeError as exc:  # no thread to be had: the writer's own jobs write them
+                    logger.warning("could not write the run's last records at once (%s); the writer does", exc)
+                else:
+                    now.join(max(0.0, deadline - time.monotonic()))
             with self._idle:
                 while self._pending:
                     left = deadline - time.monotonic()

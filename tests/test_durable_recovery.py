@@ -255,7 +255,15 @@ def test_a_record_the_flush_is_writing_is_waited_for_and_one_it_could_not_write_
         path = f"{run.id}:refused"
         with records._handed_lock:
             records._handed[path] = record
-        flushing = threading.Thread(target=lambda: pytest.raises(RuntimeError, records.write_run_now, SlowThenRefusing(), str(run.id)))
+        refused = []
+
+        def flush_write():
+            try:
+                records.write_run_now(SlowThenRefusing(), str(run.id))
+            except RuntimeError as exc:
+                refused.append(exc)
+
+        flushing = threading.Thread(target=flush_write)
         flushing.start()
         assert under_way.wait(10)
         job = []
@@ -266,7 +274,7 @@ def test_a_record_the_flush_is_writing_is_waited_for_and_one_it_could_not_write_
         answer.set()
         flushing.join(10)
         its_job.join(10)
-        assert job == [True] and done_record(client, run.id, "refused") == record
+        assert refused and job == [True] and done_record(client, run.id, "refused") == record
         assert not records._handed and not records._batched and not records._in_flight
 
 
