@@ -28,7 +28,7 @@ from runbooks.settings import get_settings
 from tasks.client import sync_client
 from tasks.incident import Incident, IncidentEnded, alert_summary, run_url
 from tasks.journal import JOURNAL
-from tasks.records import WRITER, read_done_steps
+from tasks.records import WRITER, done_steps_in, read_run_inputs
 from tasks.kinds import HANDLERS
 from tasks.people import ask
 from tasks.steps import StepFailed, plain, site_limit_ahead, summary
@@ -63,8 +63,11 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     started = inc.claim("started", unsure=None)
     # only a claim the server granted proves no attempt acted before: an unsure one looks for step records
     inc.first_attempt = started is True
-    if not inc.first_attempt:  # one read for every step's record, instead of one or two per step
-        inc.done_steps = read_done_steps(inc.id)
+    if inc.first_attempt:
+        inc.inputs_at_start = {}  # no earlier attempt: no record, no ask of a wait
+    else:  # one read for every step's record and every wait's earlier asks, instead of one or more per step
+        inc.inputs_at_start = read_run_inputs(inc.id)
+        inc.done_steps = None if inc.inputs_at_start is None else done_steps_in(inc.id, inc.inputs_at_start)
     if started is not False:
         inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
                    actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,

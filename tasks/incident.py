@@ -101,9 +101,12 @@ class Incident:
         # True in the attempt that started the incident (it won the `started` claim): no step can have acted before
         # it, so an acting step need not look for its record first (tasks/steps.py).
         self.first_attempt = False
-        # In a later attempt, the steps an earlier one recorded done (tasks/records.py read_done_steps): the others
+        # In a later attempt, the steps an earlier one recorded done (tasks/records.py done_steps_in): the others
         # need not look for a record before they act. None: unknown, each looks.
         self.done_steps: set[str] | None = None
+        # The incident run's inputs as this attempt began ({} in the attempt that started it; None: unknown): a wait
+        # replays its earlier asks from here instead of asking the server again (tasks/people.py replay).
+        self.inputs_at_start: dict[str, str] | None = None
 
     def done_before(self, step_id: str) -> bool | None:
         """Whether an earlier attempt recorded the step done: False in the attempt that started the incident, else

@@ -75,20 +75,38 @@ _next_ask: dict[tuple[str, str], int] = {}
 _carried: dict[tuple[str, str], dict | None] = {}
 
 
-def _earlier_asks(client, run_id, step_id: str, first: int) -> dict[int, dict[str, str]]:
+def _earlier_asks(client, run_id, step_id: str, first: int, known: dict[str, str] | None = None) -> dict[int, dict[str, str]]:
     """The inputs this run already has for a step, by ask number from `first` on: who / response / expired.
 
     Keys are `paused-<step>-<n>-<part>`, or `suspended-...` for a suspended ask (Prefect names the keyset after
-    the state); read in one request per prefix, not one per key, as every resumed run replays every wait."""
+    the state); read in one request per prefix, not one per key, as every resumed run replays every wait.
+    `known`: the run's inputs as this attempt began. They are enough when the step had no ask then, or its last ask
+    was answered or expired (earlier attempts are over, and this one has not asked yet); an ask still open then may
+    have been answered since, so the server is asked."""
+    if known is not None:
+        asks = _asks_in(known, step_id, first)
+        if not asks or {"response", "expired"} & asks[max(asks)].keys():
+            return asks
+    found: dict[str, str] = {}
+    for prefix in KEYSET_PREFIXES:
+        found.update(inputs_under(client, run_id, f"{prefix}-{step_id}-"))
+    return _asks_in(found, step_id, first)
+
+
+def _asks_in(inputs: dict[str, str], step_id: str, first: int) -> dict[int, dict[str, str]]:
+    """A step's asks among a run's inputs, by ask number: the asks in a row from `first`, as a run makes them."""
     found: dict[int, dict[str, str]] = {}
     for prefix in KEYSET_PREFIXES:
-        for key, value in inputs_under(client, run_id, f"{prefix}-{step_id}-").items():
-            n, _, part = key.removeprefix(f"{prefix}-{step_id}-").partition("-")
+        stem = f"{prefix}-{step_id}-"
+        for key, value in inputs.items():
+            if not key.startswith(stem):
+                continue
+            n, _, part = key.removeprefix(stem).partition("-")
             if n.isdigit() and part in ("who", "response", "expired"):
                 found.setdefault(int(n), {})[part] = value
     asks: dict[int, dict[str, str]] = {}
     n = first
-    while n in found:  # the asks in a row from `first`, as a run makes them
+    while n in found:
         asks[n] = found[n]
         n += 1
     return asks
@@ -105,9 +123,12 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
     slot = (str(run_id), step.id)
     model = form_model(step, kind=kind)
     n = _next_ask.get(slot, 1)
+    # the incident run's inputs as this attempt began serve the step's first replay in it (a track's run is another)
+    known = (getattr(incident, "inputs_at_start", None)
+             if slot not in _next_ask and str(run_id) == str(getattr(incident, "id", "")) else None)
     with sync_client() as client:
         earlier = [] if slot in _next_ask else [_earlier_asks(client, r, step.id, 1) for r in earlier_track_runs(client, _run())]
-        sources = [(asks, 1, False) for asks in earlier] + [(_earlier_asks(client, run_id, step.id, n), n, True)]
+        sources = [(asks, 1, False) for asks in earlier] + [(_earlier_asks(client, run_id, step.id, n, known), n, True)]
     carried = None
     for asks, k, here in sources:
         while k in asks:

@@ -212,20 +212,32 @@ def _keep_record(path: str, value: str) -> bytes | None:
     return record
 
 
-def read_done_steps(run_id: str) -> set[str] | None:
-    """The steps of a run that have a done record, read in one request as an attempt starts (their records kept for
-    Prefect's cache lookups); None if the server could not say (each step then looks for its own record).
-
-    What is not there now was not done by an earlier attempt: only this attempt's process writes the run's records
-    from here on (a second process on one incident is what recovery prevents), so those steps need not look."""
+def read_run_inputs(run_id: str) -> dict[str, str] | None:
+    """Every input of a run, read in one request as a later attempt begins (its steps' done records, its waits'
+    earlier asks and answers); None if the server could not say (each step then looks for what it needs)."""
     try:
         with sync_client() as client:
-            found = inputs_under(client, run_id, "done-")
+            return inputs_under(client, run_id, "")
     except Exception as exc:  # noqa: BLE001  (the slower way still works)
-        logger.warning("could not read the done steps of %s (%s); each step looks for its own record", run_id, exc)
+        logger.warning("could not read the inputs of %s (%s); each step looks for its own", run_id, exc)
         return None
-    return {step_id for step_id, value in _records_in(found).items()
+
+
+def done_steps_in(run_id: str, found: dict[str, str]) -> set[str]:
+    """The steps with a done record among a run's inputs (their records kept for Prefect's cache lookups).
+
+    What is not there as an attempt begins was not done by an earlier attempt: only this attempt's process writes the
+    run's records from here on (a second process on one incident is what recovery prevents), so those steps need not
+    look."""
+    done = {k: v for k, v in found.items() if k.startswith("done-")}
+    return {step_id for step_id, value in _records_in(done).items()
             if _keep_record(f"{run_id}:{step_id}", value) is not None}
+
+
+def read_done_steps(run_id: str) -> set[str] | None:
+    """The steps of a run that have a done record, in one request; None if the server could not say."""
+    found = read_run_inputs(run_id)
+    return None if found is None else done_steps_in(run_id, found)
 
 
 STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that every task names
