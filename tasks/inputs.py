@@ -33,6 +33,9 @@ RESOLUTION_KEY = "alert-resolved"
 KEYSET_PREFIXES = ("paused", "suspended")  # Prefect's keyset starts with the state's name
 
 
+INPUTS_READ_LIMIT = 10_000  # the most inputs one read returns (the server gives the oldest first)
+
+
 def pause_key(step_id: str, ask: int) -> str:
     return f"{step_id}-{ask}"
 
@@ -139,7 +142,7 @@ def _not_found(exc: Exception) -> bool:
 
 def inputs_under(client, run_id, prefix: str) -> dict[str, str]:
     """Every input of the run whose key starts with `prefix`, raw, in one request."""
-    found = client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=10_000, exclude_keys=set())
+    found = client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=INPUTS_READ_LIMIT, exclude_keys=set())
     return {i.key: i.value for i in found if i.key.startswith(prefix)}  # the server matches with LIKE: `_` is a wildcard
 
 

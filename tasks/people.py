@@ -75,17 +75,21 @@ _next_ask: dict[tuple[str, str], int] = {}
 _carried: dict[tuple[str, str], dict | None] = {}
 
 
-def _earlier_asks(client, run_id, step_id: str, first: int, known: dict[str, str] | None = None) -> dict[int, dict[str, str]]:
+def _earlier_asks(client, run_id, step_id: str, first: int, known: dict[str, str] | None = None,
+                  fired: set[str] = frozenset()) -> dict[int, dict[str, str]]:
     """The inputs this run already has for a step, by ask number from `first` on: who / response / expired.
 
     Keys are `paused-<step>-<n>-<part>`, or `suspended-...` for a suspended ask (Prefect names the keyset after
     the state); read in one request per prefix, not one per key, as every resumed run replays every wait.
     `known`: the run's inputs as this attempt began. They are enough when the step had no ask then, or its last ask
     was answered or expired (earlier attempts are over, and this one has not asked yet); an ask still open then may
-    have been answered since, so the server is asked."""
+    have been answered since, so the server is asked. So it is when the pause key of the ask after them has already
+    fired (`fired`: Prefect's record on the run): an earlier attempt asked more than `known` shows (its `started`
+    claim lost, a `who` being rewritten as the inputs were read)."""
     if known is not None:
         asks = _asks_in(known, step_id, first)
-        if not asks or {"response", "expired"} & asks[max(asks)].keys():
+        settled = not asks or {"response", "expired"} & asks[max(asks)].keys()
+        if settled and pause_key(step_id, max(asks, default=first - 1) + 1) not in fired:
             return asks
     found: dict[str, str] = {}
     for prefix in KEYSET_PREFIXES:
@@ -128,7 +132,8 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
              if slot not in _next_ask and str(run_id) == str(getattr(incident, "id", "")) else None)
     with sync_client() as client:
         earlier = [] if slot in _next_ask else [_earlier_asks(client, r, step.id, 1) for r in earlier_track_runs(client, _run())]
-        sources = [(asks, 1, False) for asks in earlier] + [(_earlier_asks(client, run_id, step.id, n, known), n, True)]
+        fired = set((_run().empirical_policy.pause_keys or ()) if known is not None else ())
+        sources = [(asks, 1, False) for asks in earlier] + [(_earlier_asks(client, run_id, step.id, n, known, fired), n, True)]
     carried = None
     for asks, k, here in sources:
         while k in asks:

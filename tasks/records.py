@@ -27,7 +27,7 @@ from prefect.filesystems import WritableFileSystem
 from prefect.settings import PREFECT_API_URL
 
 from tasks.client import sync_client
-from tasks.inputs import create_once, inputs_under, prefect_away, read_input, while_away
+from tasks.inputs import INPUTS_READ_LIMIT, create_once, inputs_under, prefect_away, read_input, while_away
 
 logger = logging.getLogger("runbook.records")
 
@@ -217,10 +217,13 @@ def read_run_inputs(run_id: str) -> dict[str, str] | None:
     earlier asks and answers); None if the server could not say (each step then looks for what it needs)."""
     try:
         with sync_client() as client:
-            return inputs_under(client, run_id, "")
+            found = inputs_under(client, run_id, "")
     except Exception as exc:  # noqa: BLE001  (the slower way still works)
         logger.warning("could not read the inputs of %s (%s); each step looks for its own", run_id, exc)
         return None
+    if len(found) >= INPUTS_READ_LIMIT:  # the newest were left out (a long incident's many wakes): not the whole picture
+        return None
+    return found
 
 
 def done_steps_in(run_id: str, found: dict[str, str]) -> set[str]:

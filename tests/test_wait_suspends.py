@@ -170,3 +170,27 @@ def test_a_wait_run_locally_sleeps_in_its_process(monkeypatch, request):
     record = find_record(str(state.state_details.flow_run_id))
     assert record.steps["observe"]["waited_seconds"] == 2.0 and "step.waiting" not in record.kinds()
     assert took < 20
+
+
+def test_a_replay_takes_the_attempts_first_read_only_when_it_settles_the_step():
+    """The inputs read as the attempt began settle a step's earlier asks when the step had none, or its last one was
+    answered or expired; an ask still open then, or a pause key past them that Prefect says has fired (an earlier
+    attempt asked more than the read shows), sends the replay to the server."""
+    from tasks.people import _earlier_asks
+
+    class Server:
+        def __init__(self):
+            self.asked = []
+
+        def filter_flow_run_input(self, flow_run_id, key_prefix, limit, exclude_keys):
+            self.asked.append(key_prefix)
+            return []
+
+    answered = {"suspended-confirm-1-who": "{}", "suspended-confirm-1-response": "{}"}
+    still_open = {"suspended-confirm-1-who": "{}"}
+    cases = [({}, set(), False), (answered, {"confirm-1"}, False), (still_open, {"confirm-1"}, True),
+             ({}, {"confirm-1"}, True), (answered, {"confirm-1", "confirm-2"}, True)]
+    for known, fired, asks_server in cases:
+        server = Server()
+        _earlier_asks(server, "run", "confirm", 1, known, fired)
+        assert bool(server.asked) == asks_server, (known, fired)
