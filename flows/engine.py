@@ -27,8 +27,9 @@ from runbooks.parameters import ParameterError, validate_parameters
 from runbooks.settings import get_settings
 from tasks.client import sync_client
 from tasks.incident import Incident, IncidentEnded, alert_summary, run_url
+from tasks.inputs import read_run_inputs
 from tasks.journal import JOURNAL
-from tasks.records import WRITER, done_steps_in, read_run_inputs
+from tasks.records import WRITER, done_steps_in
 from tasks.kinds import HANDLERS
 from tasks.people import ask
 from tasks.steps import StepFailed, plain, site_limit_ahead, summary

@@ -146,6 +146,21 @@ def inputs_under(client, run_id, prefix: str) -> dict[str, str]:
     return {i.key: i.value for i in found if i.key.startswith(prefix)}  # the server matches with LIKE: `_` is a wildcard
 
 
+def read_run_inputs(run_id) -> dict[str, str] | None:
+    """Every input of a run, read in one request as a later attempt begins (its steps' done records, its waits'
+    earlier asks and answers); None if the server could not say (each step then looks for what it needs)."""
+    try:
+        with sync_client() as client:
+            found = inputs_under(client, run_id, "")
+    except Exception as exc:  # noqa: BLE001  (the slower way still works)
+        logging.getLogger("runbook.inputs").warning("could not read the inputs of %s (%s); each step looks for its own",
+                                                    run_id, exc)
+        return None
+    if len(found) >= INPUTS_READ_LIMIT:  # the newest were left out (a long incident's many wakes): not the whole picture
+        return None
+    return found
+
+
 def earlier_track_runs(client, run) -> list[UUID]:
     """If this run is a parallel track's, the earlier runs of the same track of the same incident, oldest first.
 

@@ -27,7 +27,7 @@ from prefect.filesystems import WritableFileSystem
 from prefect.settings import PREFECT_API_URL
 
 from tasks.client import sync_client
-from tasks.inputs import INPUTS_READ_LIMIT, create_once, inputs_under, prefect_away, read_input, while_away
+from tasks.inputs import create_once, inputs_under, prefect_away, read_input, while_away
 
 logger = logging.getLogger("runbook.records")
 
@@ -212,20 +212,6 @@ def _keep_record(path: str, value: str) -> bytes | None:
     return record
 
 
-def read_run_inputs(run_id: str) -> dict[str, str] | None:
-    """Every input of a run, read in one request as a later attempt begins (its steps' done records, its waits'
-    earlier asks and answers); None if the server could not say (each step then looks for what it needs)."""
-    try:
-        with sync_client() as client:
-            found = inputs_under(client, run_id, "")
-    except Exception as exc:  # noqa: BLE001  (the slower way still works)
-        logger.warning("could not read the inputs of %s (%s); each step looks for its own", run_id, exc)
-        return None
-    if len(found) >= INPUTS_READ_LIMIT:  # the newest were left out (a long incident's many wakes): not the whole picture
-        return None
-    return found
-
-
 def done_steps_in(run_id: str, found: dict[str, str]) -> set[str]:
     """The steps with a done record among a run's inputs (their records kept for Prefect's cache lookups).
 
@@ -235,12 +221,6 @@ def done_steps_in(run_id: str, found: dict[str, str]) -> set[str]:
     done = {k: v for k, v in found.items() if k.startswith("done-")}
     return {step_id for step_id, value in _records_in(done).items()
             if _keep_record(f"{run_id}:{step_id}", value) is not None}
-
-
-def read_done_steps(run_id: str) -> set[str] | None:
-    """The steps of a run that have a done record, in one request; None if the server could not say."""
-    found = read_run_inputs(run_id)
-    return None if found is None else done_steps_in(run_id, found)
 
 
 STEP_RECORDS = "incident-runs"  # the one block document of StepRecords that every task names

@@ -28,9 +28,9 @@ from prefect.states import Crashed
 
 from flows.answers import answer_step
 from flows.launch import start_incident
-from tasks.inputs import create_once, inputs_under, read_input
+from tasks.inputs import create_once, inputs_under, read_input, read_run_inputs
 from tasks import records
-from tasks.records import WRITER, _records_read, done_record, read_done_steps, step_records, write_handed
+from tasks.records import WRITER, _records_read, done_record, done_steps_in, step_records, write_handed
 from tests.test_durable_time import FIXTURES, Endpoint, _start, flow_process, kinds, state_of, wait_until
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}  # what the served stack and every worker set
@@ -126,7 +126,7 @@ def test_a_step_record_is_an_input_of_the_incidents_run_and_only_a_json_one_is_r
             with pytest.raises(FileNotFoundError):
                 records.read_path(f"{run.id}:{step}")
         # a later attempt reads every record at once: the JSON one is done (and kept), the pickle one is not
-        assert read_done_steps(str(run.id)) == {"block-address"}
+        assert done_steps_in(str(run.id), read_run_inputs(str(run.id))) == {"block-address"}
 
 
 def test_records_handed_over_faster_than_the_server_takes_them_go_in_one_input_and_each_is_found():
@@ -147,7 +147,7 @@ def test_records_handed_over_faster_than_the_server_takes_them_go_in_one_input_a
         kept = inputs_under(client, run.id, "")
         assert [k for k in kept if k.startswith("done--")] and not [k for k in kept if k.startswith(("done-p", "began-"))], kept
         _records_read.clear()  # as a process of a later attempt finds them
-        assert read_done_steps(str(run.id)) == set(steps)
+        assert done_steps_in(str(run.id), read_run_inputs(str(run.id))) == set(steps)
         _records_read.clear()
         assert json.loads(records.read_path(f"{run.id}:post-3"))["result"] == "3"
         assert done_record(client, run.id, "post-4") is not None and done_record(client, run.id, "post-5") is None
