@@ -95,7 +95,7 @@ def write_handed(client, path: str) -> bool:
         value = _handed.pop(path, None)
         if value is None:
             return False
-        others = {p: _handed.pop(p) for p in [p for p in _handed if p.startswith(f"{run_id}:")]}
+        others = _take_run(run_id)
     try:
         _write_records(client, run_id, {path: value, **others})
     except Exception:
@@ -108,6 +108,11 @@ def write_handed(client, path: str) -> bool:
     return True
 
 
+def _take_run(run_id: str) -> dict[str, str]:
+    """Take every record of a run out of `_handed` (the caller holds `_handed_lock`)."""
+    return {p: _handed.pop(p) for p in [p for p in _handed if p.startswith(f"{run_id}:")]}
+
+
 def write_run_now(client, run_id: str) -> None:
     """Write a run's records handed over and not yet written, now, in one input: from a flush, beside the request
     the writer has under way, so that the run's last records do not wait for that request to come back first.
@@ -116,7 +121,7 @@ def write_run_now(client, run_id: str) -> None:
     while this write is under way those jobs wait for it; once it is on the server they find it written; if it
     fails, the records are handed back and their jobs write them, with the settings they were handed over under."""
     with _handed_lock:
-        taken = {p: _handed.pop(p) for p in [p for p in _handed if p.startswith(f"{run_id}:")]}
+        taken = _take_run(run_id)
         _in_flight.update(taken)
     if not taken:
         return
