@@ -33,7 +33,12 @@ RESOLUTION_KEY = "alert-resolved"
 KEYSET_PREFIXES = ("paused", "suspended")  # Prefect's keyset starts with the state's name
 
 
-INPUTS_READ_LIMIT = 10_000  # the most inputs one read returns (the server gives the oldest first)
+INPUTS_READ_LIMIT = 10_000  # the most inputs one request asks for (the server gives the oldest first)
+INPUTS_MOST = 30_000  # past this many, a next request would leave out more keys than one query may bind (32766)
+
+
+class TooManyInputs(RuntimeError):
+    """A run has more inputs under a prefix than can be read whole (INPUTS_MOST)."""
 
 
 def pause_key(step_id: str, ask: int) -> str:
@@ -141,22 +146,33 @@ def _not_found(exc: Exception) -> bool:
 
 
 def inputs_under(client, run_id, prefix: str) -> dict[str, str]:
-    """Every input of the run whose key starts with `prefix`, raw, in one request."""
-    found = client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=INPUTS_READ_LIMIT, exclude_keys=set())
-    return {i.key: i.value for i in found if i.key.startswith(prefix)}  # the server matches with LIKE: `_` is a wildcard
+    """Every input of the run whose key starts with `prefix`, raw: one request, and one more for each
+    INPUTS_READ_LIMIT found, leaving out the keys already read (the server gives the oldest first, so a single
+    request would miss the newest). Raises TooManyInputs past INPUTS_MOST rather than return a part as the whole."""
+    read: dict[str, str] = {}
+    while True:
+        page = client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=INPUTS_READ_LIMIT,
+                                            exclude_keys=set(read))
+        before = len(read)
+        read.update((i.key, i.value) for i in page)
+        if len(page) < INPUTS_READ_LIMIT or len(read) == before:
+            return {k: v for k, v in read.items() if k.startswith(prefix)}  # the server matches with LIKE: `_` is a wildcard
+        if len(read) >= INPUTS_MOST:
+            raise TooManyInputs(f"flow run {run_id} has more than {INPUTS_MOST} inputs under {prefix!r}; they cannot "
+                                "be read whole (a run with this many claims and answers wakes far too often: look at its "
+                                "reminders and escalation)")
 
 
 def read_run_inputs(run_id) -> dict[str, str] | None:
-    """Every input of a run, read in one request as a later attempt begins (its steps' done records, its waits'
-    earlier asks and answers); None if the server could not say (each step then looks for what it needs)."""
+    """Every input of a run, read as a later attempt begins (its steps' done records, its waits' earlier asks and
+    answers; one request unless there are over INPUTS_READ_LIMIT); None if the server could not say or they are too
+    many to read whole (each step then looks for what it needs)."""
     try:
         with sync_client() as client:
             found = inputs_under(client, run_id, "")
     except Exception as exc:  # noqa: BLE001  (the slower way still works)
         logging.getLogger("runbook.inputs").warning("could not read the inputs of %s (%s); each step looks for its own",
                                                     run_id, exc)
-        return None
-    if len(found) >= INPUTS_READ_LIMIT:  # the newest were left out (a long incident's many wakes): not the whole picture
         return None
     return found
 

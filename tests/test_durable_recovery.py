@@ -153,6 +153,26 @@ def test_records_handed_over_faster_than_the_server_takes_them_go_in_one_input_a
         assert done_record(client, run.id, "post-4") is not None and done_record(client, run.id, "post-5") is None
 
 
+def test_a_read_of_a_runs_inputs_takes_them_all_page_by_page_and_refuses_what_it_cannot_read_whole(monkeypatch):
+    """The server gives a run's inputs oldest first, as many as asked: past INPUTS_READ_LIMIT the next request leaves
+    out the keys already read, so the newest (a long incident's latest claims and answers) are not silently missing;
+    past INPUTS_MOST the read refuses rather than give a part as the whole, and an attempt's first read says none."""
+    from tasks import inputs
+
+    with get_client(sync_client=True) as client:
+        run = client.create_flow_run(bare)
+        for n in range(7):
+            assert create_once(client, run.id, f"once-x-{n}", str(n))
+        assert create_once(client, run.id, "other", "o")
+        monkeypatch.setattr(inputs, "INPUTS_READ_LIMIT", 3)
+        assert inputs_under(client, run.id, "once-x-") == {f"once-x-{n}": str(n) for n in range(7)}
+        assert set(read_run_inputs(str(run.id))) == {f"once-x-{n}" for n in range(7)} | {"other"}
+        monkeypatch.setattr(inputs, "INPUTS_MOST", 6)
+        with pytest.raises(inputs.TooManyInputs, match="more than 6 inputs under 'once-x-'"):
+            inputs_under(client, run.id, "once-x-")
+        assert read_run_inputs(str(run.id)) is None
+
+
 def test_a_quick_step_has_its_done_record_written_in_its_began_marks_place_and_a_long_one_is_marked(monkeypatch):
     """In the attempt that started the incident, a step's began mark waits a moment for the step's done record
     (records.MARK_GRACE_SECONDS): a step done by then costs one write, its record; one still acting is marked then;
