@@ -151,16 +151,19 @@ def inputs_under(client, run_id, prefix: str) -> dict[str, str]:
     request would miss the newest). Raises TooManyInputs past INPUTS_MOST rather than return a part as the whole."""
     read: dict[str, str] = {}
     while True:
-        page = client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=INPUTS_READ_LIMIT,
-                                            exclude_keys=set(read))
-        before = len(read)
-        read.update((i.key, i.value) for i in page)
-        if len(page) < INPUTS_READ_LIMIT or len(read) == before:
-            return {k: v for k, v in read.items() if k.startswith(prefix)}  # the server matches with LIKE: `_` is a wildcard
-        if len(read) >= INPUTS_MOST:
+        limit = min(INPUTS_READ_LIMIT, INPUTS_MOST - len(read) + 1)  # one past the most: is there more?
+        page = client.filter_flow_run_input(flow_run_id=run_id, key_prefix=prefix, limit=limit, exclude_keys=set(read))
+        fresh = {i.key: i.value for i in page if i.key not in read}
+        if len(read) + len(fresh) > INPUTS_MOST:
             raise TooManyInputs(f"flow run {run_id} has more than {INPUTS_MOST} inputs under {prefix!r}; they cannot "
                                 "be read whole (a run with this many claims and answers wakes far too often: look at its "
                                 "reminders and escalation)")
+        read.update(fresh)
+        if len(page) < limit:
+            return {k: v for k, v in read.items() if k.startswith(prefix)}  # the server matches with LIKE: `_` is a wildcard
+        if not fresh:
+            raise RuntimeError(f"the Prefect server gave the same inputs of flow run {run_id} again when asked for the "
+                               "rest: it does not leave out `exclude_keys`")
 
 
 def read_run_inputs(run_id) -> dict[str, str] | None:

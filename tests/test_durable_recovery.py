@@ -167,6 +167,9 @@ def test_a_read_of_a_runs_inputs_takes_them_all_page_by_page_and_refuses_what_it
         monkeypatch.setattr(inputs, "INPUTS_READ_LIMIT", 3)
         assert inputs_under(client, run.id, "once-x-") == {f"once-x-{n}": str(n) for n in range(7)}
         assert set(read_run_inputs(str(run.id))) == {f"once-x-{n}" for n in range(7)} | {"other"}
+        assert inputs_under(client, run.id, "once_x-") == {}  # the server's LIKE takes `_` for any character
+        monkeypatch.setattr(inputs, "INPUTS_MOST", 7)  # just as many: read whole
+        assert len(inputs_under(client, run.id, "once-x-")) == 7
         monkeypatch.setattr(inputs, "INPUTS_MOST", 6)
         with pytest.raises(inputs.TooManyInputs, match="more than 6 inputs under 'once-x-'"):
             inputs_under(client, run.id, "once-x-")
