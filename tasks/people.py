@@ -41,7 +41,7 @@ from tasks.forms import ANSWERED_BY, default_answer, describe, form_model, optio
 from tasks.incident import Incident, IncidentEnded
 from tasks.steps import StepFailed, plain, summary
 from tasks.inputs import (KEYSET_PREFIXES, ask_base, earlier_track_runs, inputs_under, mark_expired, next_due_message, pause_key,
-                          create_once, put_input, read_input, who_key)
+                          put_input, read_input, who_key)
 from tasks.journal import JOURNAL
 from tasks.records import WRITER
 from tasks.tiers import at_text, epoch, page_tier, paged_meanwhile, reminder_timer, wait_key
@@ -151,7 +151,7 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
                     continue
                 _next_ask[slot], _carried[slot] = (k + 1 if here else n), None
                 answer["answered_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-                answer[FIRST_TIME] = _first_to_see(incident, f"answered-{pause_key(step.id, k)}", known if here else None)
+                answer[FIRST_TIME] = incident.claim(f"answered-{pause_key(step.id, k)}")  # later attempts replay it quietly
                 return answer
             if "expired" in parts:
                 _next_ask[slot], _carried[slot] = (k + 1 if here else n), None
@@ -161,14 +161,6 @@ def replay(incident, step, *, kind: str, allowed: list) -> dict[str, Any] | None
     _next_ask[slot] = n
     _carried[slot] = carried
     return None
-
-
-def _first_to_see(incident: Incident, claim: str, known: dict[str, str] | None) -> bool | None:
-    """`incident.claim(claim)` (later attempts replay the answer quietly), not waited for when the run's inputs as the
-    attempt began say it: the record writer writes it before the run is let go (lost with the process: twice, not never)."""
-    if known is not None and f"once-{claim}" not in known:
-        WRITER.later(lambda client: create_once(client, incident.id, f"once-{claim}", datetime.now(timezone.utc).isoformat()))
-    return incident.claim(claim) if known is None else f"once-{claim}" not in known
 
 
 def is_new_wait(step) -> bool:

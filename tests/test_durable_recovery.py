@@ -176,28 +176,6 @@ def test_a_read_of_a_runs_inputs_takes_them_all_page_by_page_and_refuses_what_it
         assert read_run_inputs(str(run.id)) is None
 
 
-def test_a_replayed_answer_is_claimed_without_waiting_when_the_attempts_first_read_says_whether_it_was_seen():
-    """A resumed attempt that finds a wait's answer says whether it is the first to see it (then it journals it and
-    edits the chat messages that asked) from the inputs its run had as it began, asking the server nothing: an earlier
-    attempt's claim among them says no; none says yes, and the claim goes to the record writer, on the server once the
-    run is let go, so the attempt after it says no. Without that first read, the claim is asked for as before."""
-    from types import SimpleNamespace
-
-    from tasks.people import _first_to_see
-
-    with get_client(sync_client=True) as client:
-        run = client.create_flow_run(bare)
-        asked: list[str] = []
-        incident = SimpleNamespace(id=run.id, claim=lambda name: asked.append(name) or True)
-        assert _first_to_see(incident, "answered-confirm-1", {}) is True and not asked
-        assert WRITER.flush(run=str(run.id))
-        kept = inputs_under(client, run.id, "once-")
-        assert set(kept) == {"once-answered-confirm-1"}, kept
-        assert _first_to_see(incident, "answered-confirm-1", kept) is False and not asked
-        assert WRITER.flush() and set(inputs_under(client, run.id, "once-")) == set(kept)
-        assert _first_to_see(incident, "answered-confirm-1", None) is True and asked == ["answered-confirm-1"]
-
-
 def test_a_quick_step_has_its_done_record_written_in_its_began_marks_place_and_a_long_one_is_marked(monkeypatch):
     """In the attempt that started the incident, a step's began mark waits a moment for the step's done record
     (records.MARK_GRACE_SECONDS): a step done by then costs one write, its record; one still acting is marked then;
