@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed
 
 from flows.record.progress import flush_progress, follow_progress
 from flows.record.publish import publish_incident
-from flows.time_rules import settle_at_close, start_thread, upcoming, watch_time_rules
+from flows.time_rules import missed_first, settle_at_close, start_thread, upcoming, watch_time_rules
 from integrations.contacts import load_directory
 from integrations.localtime import site_zone
 from integrations.site import load_site
@@ -137,6 +137,7 @@ def run_step(inc: Incident, step) -> None:
         inc.set_result(step.id, {"status": "skipped"})
         inc.record("step.skipped", f"condition not met: {step.when}", step=step.id)
         return
+    missed_first(inc, step.id)
     inc.record("step.started", inc.text(step.title, "zh") + " / " + inc.text(step.title, "en"), step=step.id, step_kind=step.kind)
     while True:
         try:

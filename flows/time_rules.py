@@ -56,6 +56,29 @@ def first_held(inc: Incident, condition: str) -> datetime | None:
     return seen.get(condition)
 
 
+# Set once the watcher has settled a deadline (met, or missed and on the journal), per incident and deadline.
+_settled: "weakref.WeakKeyDictionary[Incident, dict[str, threading.Event]]" = weakref.WeakKeyDictionary()
+
+
+def settled(inc: Incident, deadline_id: str) -> threading.Event:
+    return _settled.setdefault(inc, {}).setdefault(deadline_id, threading.Event())
+
+
+def missed_first(inc: Incident, step_id: str, wait: float = 10.0) -> None:
+    """Before a step that meets a deadline starts: a deadline already passed is on the journal as missed.
+
+    The watcher records it (a claim on the server, then the record) and the step waits for that, at most
+    `wait` seconds: the journal says the report was late before it says the report began. The deadline's
+    on_miss pages go on beside the step; the late report is not held back to say that it is late.
+    """
+    for dl in inc.runbook.deadlines:
+        if dl.met_by != step_id or settled(inc, dl.id).is_set():
+            continue
+        when = due(inc, dl)
+        if when is not None and datetime.now(timezone.utc) >= when and inc.holds(dl.when):
+            settled(inc, dl.id).wait(wait)
+
+
 def end_of_calendar_day(start: datetime, days: int) -> datetime:
     """End of the `days`-th calendar day after `start`, China time (the day of `start` itself is day 0)."""
     day = start.astimezone(CHINA).date() + timedelta(days=days)
@@ -123,12 +146,16 @@ def watch_time_rules(inc: Incident) -> None:
                 inc.rules_done.add(dl.id)
                 inc.record("deadline.met-late" if late else "deadline.met", dl.title.both(), step=dl.id,
                            due=when.isoformat() if when else None, met_by=dl.met_by)
+                settled(inc, dl.id).set()
             elif state == "open" and when is not None and now >= when and not closing and inc.holds(dl.when):
                 deadlines[dl.id] = "missed"
                 inc.rules_done.add(dl.id)
-                if inc.claim(f"deadline-missed-{dl.id}"):  # recorded and paged by an earlier attempt if the run restarted
+                first = inc.claim(f"deadline-missed-{dl.id}")  # recorded and paged by an earlier attempt if the run restarted
+                if first:
                     inc.record("deadline.missed", f"{dl.title.both()}: due {local_time(when, inc.site.time_zone)}",
                                step=dl.id, due=when.isoformat())
+                settled(inc, dl.id).set()  # the step that meets it may start now (missed_first)
+                if first:
                     run_side_steps(inc, dl.on_miss)
         if closing:
             return

@@ -1,10 +1,12 @@
 """Drills of school-food-safety (plan 10): the report chain, the 1-hour initial report, the 5-working-day summary."""
 
+import time
 from datetime import datetime, timedelta, timezone
 
 from flows.answers import answer_step
 from flows.catalog import FLOWS
 from flows.record.archive import find_record
+from tasks.incident import Incident
 from tests.drill import Background, drill, path, wait_for_step, waiting
 
 RB = "school-food-safety"
@@ -111,6 +113,25 @@ def test_initial_report_late_when_the_hour_has_passed():
     submitted_at = next(i for i, e in enumerate(record.journal) if e.kind == "step.started" and e.step == "submit-initial-report")
     assert missed_at < submitted_at
     assert record.outcome == "resolved"                                          # late, but the incident is still handled
+
+
+def test_a_passed_hour_is_on_the_journal_before_the_report_starts_however_slow_the_server(monkeypatch):
+    """Defect (CI, served): the watcher's claim on a loaded server took longer than the main line took to reach
+    the report, so the journal had the initial report begin before the hour was missed."""
+    claim = Incident.claim
+
+    def slow_claim(self, name, unsure=True):
+        if name.startswith("deadline-missed-"):
+            time.sleep(2)
+        return claim(self, name, unsure)
+
+    monkeypatch.setattr(Incident, "claim", slow_claim)
+    occurred = (datetime.now(timezone.utc) - timedelta(hours=2)).isoformat()
+    state, record = drill(RB, {"initial-report": INITIAL}, params={"occurred_at": occurred}, auto=True, time_scale=ON_TIME)
+    kinds = [e.kind for e in record.journal if e.step == "initial-report-1h" or e.step == "submit-initial-report"]
+    assert kinds[:2] == ["deadline.missed", "step.started"], kinds
+    assert kinds_for(record, "initial-report-1h") == ["deadline.missed", "deadline.met-late"]
+    assert record.steps["initial-report-overdue"]["status"] == "done"
 
 
 def test_summary_report_never_written_leaves_the_deadline_open():
