@@ -18,7 +18,7 @@ from prefect.states import Completed, Failed
 
 from flows.record.progress import flush_progress, follow_progress
 from flows.record.publish import publish_incident
-from flows.time_rules import missed_first, settle_at_close, start_thread, upcoming, watch_time_rules
+from flows.time_rules import missed_first, recall_finishes, settle_at_close, start_thread, upcoming, watch_time_rules
 from integrations.contacts import load_directory
 from integrations.localtime import site_zone
 from integrations.site import load_site
@@ -69,6 +69,8 @@ def run_incident(runbook: Runbook, *, parameters: dict | None, severity: str | N
     else:  # one read for every step's record and every wait's earlier asks, instead of one or more per step
         inc.inputs_at_start = read_run_inputs(inc.id)
         inc.done_steps = None if inc.inputs_at_start is None else done_steps_in(inc.id, inc.inputs_at_start)
+        if inc.inputs_at_start is not None:
+            recall_finishes(inc, inc.inputs_at_start)  # before the time rules' watcher starts
     if started is not False:
         inc.record("incident.started", runbook.title.both() + (" [DRILL]" if drill else ""),
                    actor="alert" if alert else "runbook", params=plain(params), drill=drill, time_scale=time_scale,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import hashlib
+import logging
 import threading
 import weakref
 from datetime import datetime, timedelta, timezone
@@ -19,8 +20,13 @@ from integrations.localtime import local_time
 from runbooks.durations import human
 from runbooks.model import Deadline, Threshold
 from runbooks.workdays import CHINA, add_working_days
+from tasks.client import sync_client
 from tasks.incident import NOT_MEETING, Incident
+from tasks.inputs import inputs_under
 from tasks.steps import BESIDE, summary
+
+
+logger = logging.getLogger("runbook.time")
 
 
 def start_thread(target: Callable[[], None], name: str) -> threading.Thread:
@@ -70,13 +76,45 @@ def missed_first(inc: Incident, step_id: str, wait: float = 10.0) -> None:
     The watcher records it (a claim on the server, then the record) and the step waits for that, at most
     `wait` seconds: the journal says the report was late before it says the report began. The deadline's
     on_miss pages go on beside the step; the late report is not held back to say that it is late.
+    A step an earlier attempt did is only replayed, and a miss an earlier attempt recorded is on the journal.
     """
-    for dl in inc.runbook.deadlines:
-        if dl.met_by != step_id or settled(inc, dl.id).is_set():
-            continue
-        when = due(inc, dl)
-        if when is not None and datetime.now(timezone.utc) >= when and inc.holds(dl.when):
-            settled(inc, dl.id).wait(wait)
+    try:
+        for dl in inc.runbook.deadlines:
+            if dl.met_by != step_id or settled(inc, dl.id).is_set() or inc.done_before(step_id):
+                continue
+            if f"once-deadline-missed-{dl.id}" in (inc.inputs_at_start or {}):
+                continue
+            when = due(inc, dl)
+            if when is not None and datetime.now(timezone.utc) >= when and inc.holds(dl.when):
+                settled(inc, dl.id).wait(wait)
+    except Exception as exc:  # the step is what matters: it starts whatever went wrong here
+        logger.warning("could not tell whether %s starts after a deadline it meets (%s)", step_id, exc)
+
+
+def recall_finishes(inc: Incident, inputs: dict[str, str]) -> None:
+    """A later attempt: the steps its time rules count on that an earlier attempt finished, at their first finish.
+
+    The rules' watcher starts before the walk has replayed those steps; not knowing them, it would fire a
+    threshold an earlier attempt cancelled, or record as missed a deadline that was met.
+    """
+    for step_id in inc.timed_steps:
+        raw = inputs.get(f"once-finished-{step_id}")
+        if raw and step_id not in inc.finished_at:
+            try:
+                inc.finished_at.setdefault(step_id, datetime.fromisoformat(raw))
+            except ValueError:
+                logger.warning("the first finish of %s on record is not a time: %r", step_id, raw)
+
+
+def _recall_if_unknown(inc: Incident) -> None:
+    """A later attempt whose read of the run's inputs failed as it began: the watcher reads the finishes itself."""
+    if inc.first_attempt or inc.inputs_at_start is not None:
+        return
+    try:
+        with sync_client() as client:
+            recall_finishes(inc, inputs_under(client, inc.id, "once-finished-"))
+    except Exception as exc:
+        logger.warning("could not read which timed steps an earlier attempt finished (%s); the walk's replay tells", exc)
 
 
 def end_of_calendar_day(start: datetime, days: int) -> datetime:
@@ -112,8 +150,18 @@ def deadline_state(inc: Incident, dl: Deadline) -> str:
 def watch_time_rules(inc: Incident) -> None:
     """Fire thresholds and watch deadlines until the incident closes, then settle the deadlines once more.
 
-    The last pass catches a deadline met by one of the final steps in the moment before the close.
+    The last pass catches a deadline met by one of the final steps in the moment before the close. Each
+    rule is settled once over every attempt of the run: fired or cancelled, missed, met (claims on the run).
     """
+    try:
+        _recall_if_unknown(inc)
+        _watch(inc)
+    finally:  # a watcher that stops, however, holds no step up (missed_first)
+        for dl in inc.runbook.deadlines:
+            settled(inc, dl.id).set()
+
+
+def _watch(inc: Incident) -> None:
     thresholds = list(inc.runbook.thresholds)
     deadlines = {dl.id: "open" for dl in inc.runbook.deadlines}
     closing = False
@@ -123,7 +171,8 @@ def watch_time_rules(inc: Incident) -> None:
             if th.until_step and th.until_step in inc.finished_at:
                 thresholds.remove(th)
                 inc.rules_done.add(th.id)
-                inc.record("threshold.cancelled", f"{th.title.both()}: {th.until_step} done first", step=th.id)
+                if inc.claim(f"threshold-{th.id}"):  # fired, or cancelled, by an earlier attempt: done
+                    inc.record("threshold.cancelled", f"{th.title.both()}: {th.until_step} done first", step=th.id)
                 continue
             if closing:  # the last pass only settles what already happened; nothing fires after the close
                 continue
@@ -144,8 +193,9 @@ def watch_time_rules(inc: Incident) -> None:
                 late = when is not None and done > when
                 deadlines[dl.id] = "met"
                 inc.rules_done.add(dl.id)
-                inc.record("deadline.met-late" if late else "deadline.met", dl.title.both(), step=dl.id,
-                           due=when.isoformat() if when else None, met_by=dl.met_by)
+                if inc.claim(f"deadline-met-{dl.id}"):  # an earlier attempt may have recorded it
+                    inc.record("deadline.met-late" if late else "deadline.met", dl.title.both(), step=dl.id,
+                               due=when.isoformat() if when else None, met_by=dl.met_by)
                 settled(inc, dl.id).set()
             elif state == "open" and when is not None and now >= when and not closing and inc.holds(dl.when):
                 deadlines[dl.id] = "missed"

@@ -47,7 +47,7 @@ def served(tmp_path_factory):
              _start(["watcher", "1"], logs / "watcher-other.log", **{**env, "RUNBOOK_RUNBOOKS_DIR": str(ROOT / "runbooks")})]
     deadline = time.monotonic() + 90
     with get_client(sync_client=True) as client:
-        for name in ("clock-drill", "wait-kill", "slot-drill"):
+        for name in ("clock-drill", "wait-kill", "slot-drill", "met-then-wait"):
             while True:
                 try:
                     client.read_deployment_by_name(f"{name}/runbook")
@@ -101,6 +101,23 @@ def test_thresholds_and_deadlines_fire_while_the_wait_is_suspended(served):
     journal = wait_until("the answer in the journal", lambda: (j := kinds(run.id)) and ("step.answered", "confirm-recovery") in j and j, 20)
     assert journal.count(("step.answered", "confirm-recovery")) == 1, journal
     assert ("deadline.unmet", "report-within-20") not in journal, "a missed deadline is not also left unmet"
+
+
+def test_a_deadline_met_and_a_threshold_cancelled_before_a_wait_stay_so_when_it_resumes_after_they_were_due(served):
+    """The report goes out at once (deadline met, threshold cancelled); the answer comes after both were due.
+
+    The resumed attempt's time rules start before its walk has replayed the report: they must know it was sent."""
+    run = start_incident("met-then-wait", {}, time_scale=60)  # threshold due after 5 s, deadline after 10 s
+    wait_until("the wait to suspend", lambda: state_of(run.id).name == "Suspended", 60)
+    time.sleep(12)
+    assert answer_step(str(run.id), by="wang-chief", values={"restored": "yes"}).ok
+    final = wait_until("the incident to finish", lambda: (s := state_of(run.id)).is_final() and s, 60)
+    assert final.is_completed(), final.message
+    journal = wait_until("the close in the journal", lambda: (j := kinds(run.id)) and ("incident.closed", None) in j and j, 20)
+    assert ("deadline.missed", "report-within-10") not in journal and ("page.sent", "tell-report-late") not in journal, journal
+    assert ("threshold.fired", "five-minutes") not in journal and ("page.sent", "tell-five-minutes") not in journal, journal
+    assert journal.count(("deadline.met", "report-within-10")) == 1, journal
+    assert journal.count(("threshold.cancelled", "five-minutes")) == 1, journal
 
 
 class Endpoint(BaseHTTPRequestHandler):
