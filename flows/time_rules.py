@@ -92,10 +92,11 @@ def missed_first(inc: Incident, step_id: str, wait: float = 10.0) -> None:
 
 
 def recall_finishes(inc: Incident, inputs: dict[str, str]) -> None:
-    """A later attempt: the steps its time rules count on that an earlier attempt finished, at their first finish.
+    """A later attempt: the steps its rules start from or are met by that an earlier attempt finished, at their
+    first finish (`once-finished-<step>`, kept only for a finish that meets a deadline).
 
-    The rules' watcher starts before the walk has replayed those steps; not knowing them, it would fire a
-    threshold an earlier attempt cancelled, or record as missed a deadline that was met.
+    The rules' watcher starts before the walk has replayed those steps; not knowing them, it would record as
+    missed a deadline that was met. (A threshold an earlier attempt cancelled is kept from firing by its claim.)
     """
     for step_id in inc.timed_steps:
         raw = inputs.get(f"once-finished-{step_id}")
@@ -167,49 +168,68 @@ def _watch(inc: Incident) -> None:
     closing = False
     while True:
         now = datetime.now(timezone.utc)
-        for th in list(thresholds):
-            if th.until_step and th.until_step in inc.finished_at:
-                thresholds.remove(th)
-                inc.rules_done.add(th.id)
-                if inc.claim(f"threshold-{th.id}"):  # fired, or cancelled, by an earlier attempt: done
-                    inc.record("threshold.cancelled", f"{th.title.both()}: {th.until_step} done first", step=th.id)
-                continue
-            if closing:  # the last pass only settles what already happened; nothing fires after the close
-                continue
-            when = due(inc, th)
-            if when is not None and now >= when and inc.holds(th.when):  # a condition not met yet is checked again
-                thresholds.remove(th)
-                inc.rules_done.add(th.id)
-                if inc.claim(f"threshold-{th.id}"):  # an earlier attempt of the run may have fired it: then it is done
-                    inc.record("threshold.fired", f"{th.title.both()} (after {human(th.after)})", step=th.id)
-                    run_side_steps(inc, th.steps)
-        for dl in inc.runbook.deadlines:
-            state = deadlines[dl.id]
-            if state == "met":
-                continue
-            when = due(inc, dl)
-            done = inc.finished_at.get(dl.met_by)
-            if done is not None and inc.steps.get(dl.met_by, {}).get("status") not in NOT_MEETING:
-                late = when is not None and done > when
-                deadlines[dl.id] = "met"
-                inc.rules_done.add(dl.id)
-                if inc.claim(f"deadline-met-{dl.id}"):  # an earlier attempt may have recorded it
-                    inc.record("deadline.met-late" if late else "deadline.met", dl.title.both(), step=dl.id,
-                               due=when.isoformat() if when else None, met_by=dl.met_by)
-                settled(inc, dl.id).set()
-            elif state == "open" and when is not None and now >= when and not closing and inc.holds(dl.when):
-                deadlines[dl.id] = "missed"
-                inc.rules_done.add(dl.id)
-                first = inc.claim(f"deadline-missed-{dl.id}")  # recorded and paged by an earlier attempt if the run restarted
-                if first:
-                    inc.record("deadline.missed", f"{dl.title.both()}: due {local_time(when, inc.site.time_zone)}",
-                               step=dl.id, due=when.isoformat())
-                settled(inc, dl.id).set()  # the step that meets it may start now (missed_first)
-                if first:
-                    run_side_steps(inc, dl.on_miss)
+        # every rule due is claimed, recorded and settled before any of their steps run: a step waiting for a
+        # deadline's record (missed_first) does not wait behind another rule's pages
+        side_steps = _thresholds_pass(inc, thresholds, now, closing) + _deadlines_pass(inc, deadlines, now, closing)
+        for steps in side_steps:
+            run_side_steps(inc, steps)
         if closing:
             return
         closing = inc.closed.wait(0.2)
+
+
+def _thresholds_pass(inc: Incident, thresholds: list[Threshold], now: datetime, closing: bool) -> list[list]:
+    """Cancel the thresholds whose step is done, fire those due (not on the last pass); their steps to run."""
+    side_steps = []
+    for th in list(thresholds):
+        if th.until_step and th.until_step in inc.finished_at:
+            thresholds.remove(th)
+            inc.rules_done.add(th.id)
+            if inc.claim(f"threshold-{th.id}"):  # fired, or cancelled, by an earlier attempt: done
+                inc.record("threshold.cancelled", f"{th.title.both()}: {th.until_step} done first", step=th.id)
+            continue
+        if closing:  # the last pass only settles what already happened; nothing fires after the close
+            continue
+        when = due(inc, th)
+        if when is not None and now >= when and inc.holds(th.when):  # a condition not met yet is checked again
+            thresholds.remove(th)
+            inc.rules_done.add(th.id)
+            if inc.claim(f"threshold-{th.id}"):  # an earlier attempt of the run may have fired it: then it is done
+                inc.record("threshold.fired", f"{th.title.both()} (after {human(th.after)})", step=th.id)
+                side_steps.append(th.steps)
+    return side_steps
+
+
+def _deadlines_pass(inc: Incident, deadlines: dict[str, str], now: datetime, closing: bool) -> list[list]:
+    """Settle each open deadline: met (in time or late), or missed (not on the last pass); the on_miss steps to run."""
+    side_steps = []
+    for dl in inc.runbook.deadlines:
+        state = deadlines[dl.id]
+        if state == "met":
+            continue
+        when = due(inc, dl)
+        if _met(inc, dl):
+            late = when is not None and inc.finished_at[dl.met_by] > when
+            deadlines[dl.id] = "met"
+            inc.rules_done.add(dl.id)
+            if inc.claim(f"deadline-met-{dl.id}"):  # an earlier attempt may have recorded it
+                inc.record("deadline.met-late" if late else "deadline.met", dl.title.both(), step=dl.id,
+                           due=when.isoformat() if when else None, met_by=dl.met_by)
+            settled(inc, dl.id).set()
+        elif state == "open" and when is not None and now >= when and not closing and inc.holds(dl.when):
+            deadlines[dl.id] = "missed"
+            inc.rules_done.add(dl.id)
+            if inc.claim(f"deadline-missed-{dl.id}"):  # recorded and paged by an earlier attempt if the run restarted
+                inc.record("deadline.missed", f"{dl.title.both()}: due {local_time(when, inc.site.time_zone)}",
+                           step=dl.id, due=when.isoformat())
+                side_steps.append(dl.on_miss)
+            settled(inc, dl.id).set()  # the step that meets it may start now (missed_first)
+    return side_steps
+
+
+def _met(inc: Incident, dl: Deadline) -> bool:
+    """Whether the step that meets the deadline finished in a way that meets it (not expired, failed, skipped...)."""
+    return dl.met_by in inc.finished_at and inc.steps.get(dl.met_by, {}).get("status") not in NOT_MEETING
 
 
 def upcoming(inc: Incident) -> list[dict]:
@@ -227,7 +247,7 @@ def upcoming(inc: Incident) -> list[dict]:
         if when is not None and inc.holds(th.when):
             out.append({"what": f"threshold {th.id}", "at": when.isoformat(), "claim": f"threshold-{th.id}"})
     for dl in inc.runbook.deadlines:
-        if dl.id in inc.rules_done or dl.met_by in inc.finished_at:
+        if dl.id in inc.rules_done or _met(inc, dl):
             continue
         when = due(inc, dl)
         if when is not None and inc.holds(dl.when):
