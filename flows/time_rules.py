@@ -21,7 +21,7 @@ from runbooks.durations import human
 from runbooks.model import Deadline, Threshold
 from runbooks.workdays import CHINA, add_working_days
 from tasks.client import sync_client
-from tasks.incident import NOT_MEETING, Incident
+from tasks.incident import NOT_MEETING, Incident, finish_on_record
 from tasks.inputs import inputs_under
 from tasks.steps import BESIDE, summary
 
@@ -92,19 +92,16 @@ def missed_first(inc: Incident, step_id: str, wait: float = 10.0) -> None:
 
 
 def recall_finishes(inc: Incident, inputs: dict[str, str]) -> None:
-    """A later attempt: the steps its rules start from or are met by that an earlier attempt finished, at their
-    first finish (`once-finished-<step>`, kept only for a finish that meets a deadline).
+    """A later attempt: the steps its rules start from, are met or stopped by that an earlier attempt finished,
+    at their first finish (`once-finished-<step>`, kept for a finish that is not skipped, failed, expired or rejected).
 
     The rules' watcher starts before the walk has replayed those steps; not knowing them, it would record as
-    missed a deadline that was met. (A threshold an earlier attempt cancelled is kept from firing by its claim.)
+    missed a deadline that was met, or fire a threshold that was stopped.
     """
     for step_id in inc.timed_steps:
-        raw = inputs.get(f"once-finished-{step_id}")
-        if raw and step_id not in inc.finished_at:
-            try:
-                inc.finished_at.setdefault(step_id, datetime.fromisoformat(raw))
-            except ValueError:
-                logger.warning("the first finish of %s on record is not a time: %r", step_id, raw)
+        at = finish_on_record(inputs, step_id)
+        if at is not None:
+            inc.finished_at.setdefault(step_id, at)
 
 
 def _recall_if_unknown(inc: Incident) -> None:
@@ -170,7 +167,7 @@ def _watch(inc: Incident) -> None:
         now = datetime.now(timezone.utc)
         # every rule due is claimed, recorded and settled before any of their steps run: a step waiting for a
         # deadline's record (missed_first) does not wait behind another rule's pages
-        side_steps = _thresholds_pass(inc, thresholds, now, closing) + _deadlines_pass(inc, deadlines, now, closing)
+        side_steps = thresholds_pass(inc, thresholds, now, closing) + deadlines_pass(inc, deadlines, now, closing)
         for steps in side_steps:
             run_side_steps(inc, steps)
         if closing:
@@ -178,20 +175,20 @@ def _watch(inc: Incident) -> None:
         closing = inc.closed.wait(0.2)
 
 
-def _thresholds_pass(inc: Incident, thresholds: list[Threshold], now: datetime, closing: bool) -> list[list]:
+def thresholds_pass(inc: Incident, thresholds: list[Threshold], now: datetime, closing: bool) -> list[list]:
     """Cancel the thresholds whose step is done, fire those due (not on the last pass); their steps to run."""
     side_steps = []
     for th in list(thresholds):
-        if th.until_step and th.until_step in inc.finished_at:
+        stopped = inc.finished_at.get(th.until_step) if th.until_step else None
+        when = due(inc, th)
+        # a threshold passed before its step was done fires, even if the watcher sees both at once (it was paging)
+        passed = when is not None and now >= when and (stopped is None or when <= stopped) and inc.holds(th.when)
+        if stopped is not None and not passed:
             thresholds.remove(th)
             inc.rules_done.add(th.id)
             if inc.claim(f"threshold-{th.id}"):  # fired, or cancelled, by an earlier attempt: done
                 inc.record("threshold.cancelled", f"{th.title.both()}: {th.until_step} done first", step=th.id)
-            continue
-        if closing:  # the last pass only settles what already happened; nothing fires after the close
-            continue
-        when = due(inc, th)
-        if when is not None and now >= when and inc.holds(th.when):  # a condition not met yet is checked again
+        elif passed and not (closing and stopped is None):  # the last pass fires only what passed before its step
             thresholds.remove(th)
             inc.rules_done.add(th.id)
             if inc.claim(f"threshold-{th.id}"):  # an earlier attempt of the run may have fired it: then it is done
@@ -200,7 +197,7 @@ def _thresholds_pass(inc: Incident, thresholds: list[Threshold], now: datetime, 
     return side_steps
 
 
-def _deadlines_pass(inc: Incident, deadlines: dict[str, str], now: datetime, closing: bool) -> list[list]:
+def deadlines_pass(inc: Incident, deadlines: dict[str, str], now: datetime, closing: bool) -> list[list]:
     """Settle each open deadline: met (in time or late), or missed (not on the last pass); the on_miss steps to run."""
     side_steps = []
     for dl in inc.runbook.deadlines:

@@ -33,6 +33,16 @@ logger = logging.getLogger("runbook.incident")
 NOT_MEETING = ("skipped", "failed", "expired", "rejected")  # a step that ended so did not do what a deadline asks
 
 
+def finish_on_record(inputs: dict[str, str] | None, step_id: str) -> datetime | None:
+    """A step's first finish as an earlier attempt kept it (`once-finished-<step>`), from a read of the run's inputs."""
+    raw = (inputs or {}).get(f"once-finished-{step_id}")
+    try:
+        return datetime.fromisoformat(raw) if raw else None
+    except ValueError:
+        logger.warning("the first finish of %s on record is not a time: %r", step_id, raw)
+        return None
+
+
 class IncidentEnded(Exception):
     """Raised to stop the main line: an end step, a rejection or an expiry that ends the incident."""
 
@@ -86,9 +96,10 @@ class Incident:
         self.clock = plan_clock(clock) or self.started
         self.steps: dict[str, dict[str, Any]] = {}
         self.finished_at: dict[str, datetime] = {}
-        # The steps a threshold or deadline starts from (`start: step:<id>`) or is met by
+        # The steps a threshold or deadline starts from (`start: step:<id>`), is met by, or is stopped by (`until_step`)
         self.timed_steps = {rule.start[5:] for rule in [*runbook.thresholds, *runbook.deadlines] if rule.start.startswith("step:")}
         self.timed_steps |= {dl.met_by for dl in runbook.deadlines if dl.met_by}
+        self.timed_steps |= {th.until_step for th in runbook.thresholds if th.until_step}
         self.journal: list[Entry] = []
         self.closed = threading.Event()
         self._lock = threading.Lock()
@@ -192,10 +203,11 @@ class Incident:
                 logger.debug("on_result listener failed: %s", exc)
 
     def _finish_time(self, step_id: str, record: dict[str, Any]) -> datetime:
-        """When the step finished. A step that a time rule counts from or is met by keeps the time of the attempt
+        """When the step finished. A step that a time rule counts from, is met or stopped by keeps the time of the attempt
         that first finished it: a resumed attempt replays it now, and the rule's clock must not restart."""
         if step_id in self.timed_steps and record.get("status") not in NOT_MEETING:
-            return self.first_time(f"finished-{step_id}")
+            # read as this attempt began, if an earlier one finished it; else asked of the server
+            return finish_on_record(self.inputs_at_start, step_id) or self.first_time(f"finished-{step_id}")
         return datetime.now(timezone.utc)
 
     def record(self, kind: str, text: str = "", *, step: str | None = None, actor: str | None = None, **data: Any) -> Entry:
