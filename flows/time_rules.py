@@ -179,16 +179,16 @@ def thresholds_pass(inc: Incident, thresholds: list[Threshold], now: datetime, c
     """Cancel the thresholds whose step is done, fire those due (not on the last pass); their steps to run."""
     side_steps = []
     for th in list(thresholds):
-        stopped = inc.finished_at.get(th.until_step) if th.until_step else None
-        when = due(inc, th)
-        # a threshold passed before its step was done fires, even if the watcher sees both at once (it was paging)
-        passed = when is not None and now >= when and (stopped is None or when <= stopped) and inc.holds(th.when)
-        if stopped is not None and not passed:
+        if th.until_step and th.until_step in inc.finished_at:  # the plan: once it is done, the threshold no longer fires
             thresholds.remove(th)
             inc.rules_done.add(th.id)
             if inc.claim(f"threshold-{th.id}"):  # fired, or cancelled, by an earlier attempt: done
                 inc.record("threshold.cancelled", f"{th.title.both()}: {th.until_step} done first", step=th.id)
-        elif passed and not (closing and stopped is None):  # the last pass fires only what passed before its step
+            continue
+        if closing:  # the last pass only settles what already happened; nothing fires after the close
+            continue
+        when = due(inc, th)
+        if when is not None and now >= when and inc.holds(th.when):  # a condition not met yet is checked again
             thresholds.remove(th)
             inc.rules_done.add(th.id)
             if inc.claim(f"threshold-{th.id}"):  # an earlier attempt of the run may have fired it: then it is done
