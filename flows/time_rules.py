@@ -167,7 +167,7 @@ def _watch(inc: Incident) -> None:
         now = datetime.now(timezone.utc)
         # every rule due is claimed, recorded and settled before any of their steps run: a step waiting for a
         # deadline's record (missed_first) does not wait behind another rule's pages
-        side_steps = thresholds_pass(inc, thresholds, now, closing) + deadlines_pass(inc, deadlines, now, closing)
+        side_steps = _thresholds_pass(inc, thresholds, now, closing) + _deadlines_pass(inc, deadlines, now, closing)
         for steps in side_steps:
             run_side_steps(inc, steps)
         if closing:
@@ -175,7 +175,7 @@ def _watch(inc: Incident) -> None:
         closing = inc.closed.wait(0.2)
 
 
-def thresholds_pass(inc: Incident, thresholds: list[Threshold], now: datetime, closing: bool) -> list[list]:
+def _thresholds_pass(inc: Incident, thresholds: list[Threshold], now: datetime, closing: bool) -> list[list]:
     """Cancel the thresholds whose step is done, fire those due (not on the last pass); their steps to run."""
     side_steps = []
     for th in list(thresholds):
@@ -197,7 +197,7 @@ def thresholds_pass(inc: Incident, thresholds: list[Threshold], now: datetime, c
     return side_steps
 
 
-def deadlines_pass(inc: Incident, deadlines: dict[str, str], now: datetime, closing: bool) -> list[list]:
+def _deadlines_pass(inc: Incident, deadlines: dict[str, str], now: datetime, closing: bool) -> list[list]:
     """Settle each open deadline: met (in time or late), or missed (not on the last pass); the on_miss steps to run."""
     side_steps = []
     for dl in inc.runbook.deadlines:

@@ -56,4 +56,3 @@ def test_a_resumed_attempt_keeps_the_first_finish_of_a_step_a_deadline_counts_fr
 
     resumed.set_result("announce-restart", {"status": "done"})  # no rule counts from it: its own time, no record
     assert resumed.finished_at["announce-restart"] > finished + timedelta(seconds=1)
-
